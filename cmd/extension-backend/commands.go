@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/migrations"
+)
+
+// openMigratedStore is how the tool subcommands reach the database: logs go to stderr so
+// stdout stays clean for scripts, and a schema behind the binary is reported, not guessed at.
+func openMigratedStore(ctx context.Context, getenv func(string) string, n needs, stderr io.Writer) (*Config, *extension.Store, error) {
+	cfg, err := loadConfig(getenv, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := openStore(ctx, cfg, newLogger(stderr, cfg.LogLevel))
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := requireMigrated(ctx, store); err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	return cfg, store, nil
+}
+
+func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) != 1 || (args[0] != "up" && args[0] != "status") {
+		return usagef("usage: extension-backend migrate up|status")
+	}
+	cfg, err := loadConfig(getenv, needs{})
+	if err != nil {
+		return err
+	}
+	logger := newLogger(stderr, cfg.LogLevel)
+	store, err := openStore(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if args[0] == "up" {
+		res, err := migrations.Up(ctx, store.SQLDB(), string(store.Dialect()))
+		for _, r := range res {
+			fmt.Fprintf(stdout, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
+		}
+		if err != nil {
+			return err
+		}
+		if len(res) == 0 {
+			fmt.Fprintln(stdout, "database is up to date")
+		}
+		return nil
+	}
+	st, err := migrations.List(ctx, store.SQLDB(), string(store.Dialect()))
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tSTATE\tAPPLIED AT\tFILE")
+	for _, s := range st {
+		at := "-"
+		if !s.AppliedAt.IsZero() {
+			at = s.AppliedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.Source.Version, s.State, at, s.Source.Path)
+	}
+	return tw.Flush()
+}
+
+// instanceJSON is the stable shape of `instances --json`.
+type instanceJSON struct {
+	ID          string    `json:"id"`
+	ContextKind string    `json:"contextKind"`
+	ContextID   string    `json:"contextId"`
+	Enabled     bool      `json:"enabled"`
+	Removed     bool      `json:"removed"`
+	Scopes      []string  `json:"consentedScopes"`
+	VariantKey  string    `json:"variantKey"`
+	LastEventAt time.Time `json:"lastEventAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+func runInstances(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("instances", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	all := fs.Bool("all", false, "include removed instances (tombstones)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	_, store, err := openMigratedStore(ctx, getenv, needs{}, stderr)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	list, err := store.Instances(ctx, *all)
+	if err != nil {
+		return err
+	}
+	out := make([]instanceJSON, len(list))
+	for i, in := range list {
+		out[i] = instanceJSON{
+			ID: in.ID, ContextKind: in.ContextKind, ContextID: in.ContextID, Enabled: in.Enabled,
+			Removed: in.Removed(), Scopes: in.ConsentedScopes, VariantKey: in.VariantKey,
+			LastEventAt: in.LastEventAt(), UpdatedAt: in.UpdatedAt.UTC(),
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tCONTEXT\tSTATE\tSCOPES\tVARIANT\tLAST EVENT\tUPDATED")
+	for _, in := range out {
+		state := "enabled"
+		switch {
+		case in.Removed:
+			state = "removed"
+		case !in.Enabled:
+			state = "disabled"
+		}
+		variant := in.VariantKey
+		if variant == "" {
+			variant = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s:%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.ContextKind, in.ContextID, state,
+			strings.Join(in.Scopes, ","), variant, in.LastEventAt.Format(time.RFC3339Nano), in.UpdatedAt.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func runToken(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	instanceID := fs.String("instance", "", "extension instance id")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	id := strings.ToLower(strings.TrimSpace(*instanceID))
+	if id == "" {
+		return usagef("usage: extension-backend token --instance ID")
+	}
+	if !isUUID(id) {
+		return fmt.Errorf("instance id %q is not a UUID", *instanceID)
+	}
+	cfg, store, err := openMigratedStore(ctx, getenv, needs{keys: true}, stderr)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	_, secret, err := store.InstanceCredentials(ctx, id)
+	switch {
+	case errors.Is(err, extension.ErrNotFound):
+		return fmt.Errorf("instance %s is not known here: no ExtensionAddedToContext was received for it", id)
+	case errors.Is(err, extension.ErrRemoved):
+		return fmt.Errorf("instance %s was removed from its context", id)
+	case errors.Is(err, extension.ErrDisabled):
+		return fmt.Errorf("instance %s is disabled: the platform refuses tokens for it", id)
+	case errors.Is(err, extension.ErrNoSecret):
+		return fmt.Errorf("instance %s has no secret stored yet", id)
+	case err != nil:
+		return err
+	}
+	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: newLogger(stderr, cfg.LogLevel)})
+	if err != nil {
+		return err
+	}
+	tok, err := client.InstanceToken(ctx, id, secret)
+	if err != nil {
+		return fmt.Errorf("instance %s: %w", id, err)
+	}
+	_, err = fmt.Fprintln(stdout, tok.Token.Reveal())
+	return err
+}
+
+func runRekey(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) != 0 {
+		return usagef("usage: extension-backend rekey")
+	}
+	cfg, store, err := openMigratedStore(ctx, getenv, needs{keys: true}, stderr)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	stats, err := store.Rekey(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "resealed %d secrets with key %s; %d were already sealed with it\n",
+		stats.Resealed, extension.KeyID(cfg.EncryptionKeys[0]), stats.Current)
+	return nil
+}

@@ -1,0 +1,73 @@
+// Command extension-backend is the backend of a marketplace extension for mittwald's
+// mStudio: it serves the lifecycle webhooks and ships the tools around them. This package
+// holds configuration, wiring and subcommands only; the behaviour lives in the packages
+// it wires.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "extension-backend:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: extension-backend COMMAND [flags]
+
+commands:
+  serve [--addr ADDR] [--no-migrate]   run the server (applies pending migrations first)
+  migrate up|status                    apply or list database migrations
+  instances [--json] [--all]           list installed extension instances
+  token --instance ID                  print an instance access token minted at the platform
+  rekey                                seal every stored secret again with the first key
+
+Configuration comes from EXT_* environment variables; see the README.`
+
+// usageError is a mistake in the command line; it exits with status 2.
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// run is the whole program; main only supplies the process's environment, so tests can
+// start it in-process.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return usagef("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, rest, getenv, stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, rest, getenv, stdout, stderr)
+	case "instances":
+		return runInstances(ctx, rest, getenv, stdout, stderr)
+	case "token":
+		return runToken(ctx, rest, getenv, stdout, stderr)
+	case "rekey":
+		return runRekey(ctx, rest, getenv, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	fmt.Fprintln(stderr, usage)
+	return usagef("unknown command %q", cmd)
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/migrations"
+	"github.com/extension-backend/extension-backend/webhooks"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// shutdownGrace is how long in-flight requests get to finish (and commit) on SIGTERM.
+const shutdownGrace = 15 * time.Second
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "", "listen address (overrides EXT_ADDR)")
+	noMigrate := fs.Bool("no-migrate", false, "do not apply pending migrations at start")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	cfg, err := loadConfig(getenv, needs{keys: true, extensionID: true})
+	if err != nil {
+		return err
+	}
+	if *addr != "" {
+		cfg.Addr = *addr
+	}
+	logger := newLogger(stdout, cfg.LogLevel)
+	logger.Info("starting", "config", cfg)
+
+	store, err := openStore(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if *noMigrate {
+		if err := requireMigrated(ctx, store); err != nil {
+			return err
+		}
+	} else if err := migrateUp(ctx, store, logger); err != nil {
+		return err
+	}
+	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger})
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	e := newEcho(cfg, logger, reg, store)
+	webhooks.New(webhooks.Config{
+		Store:         store,
+		Keys:          mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
+		ExtensionID:   cfg.ExtensionID,
+		ContributorID: cfg.ContributorID,
+		Logger:        logger,
+		Registerer:    reg,
+	}).Routes(e)
+
+	go pruneJournal(ctx, store, logger)
+	return serveHTTP(ctx, cfg.Addr, e, logger)
+}
+
+// serveHTTP serves until ctx ends, then stops accepting and lets requests in flight finish.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, logger *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// Requests do not inherit ctx: SIGTERM must not cancel a delivery mid-transaction.
+		BaseContext: func(net.Listener) context.Context { return context.Background() },
+		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	logger.Info("listening", "addr", ln.Addr().String())
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "grace", shutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// pruneJournal drops delivery journal rows past their retention, now and then hourly.
+func pruneJournal(ctx context.Context, store *extension.Store, logger *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := store.PruneDeliveries(ctx, time.Now().Add(-extension.DeliveryRetention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("prune delivery journal", "error", err.Error())
+		case n > 0:
+			logger.Info("pruned delivery journal", "rows", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func openStore(ctx context.Context, cfg *Config, logger *slog.Logger) (*extension.Store, error) {
+	opts := extension.Options{Logger: logger}
+	if len(cfg.EncryptionKeys) > 0 {
+		kr, err := extension.NewKeyring(cfg.EncryptionKeys)
+		if err != nil {
+			return nil, fmt.Errorf("EXT_ENCRYPTION_KEYS: %w", err)
+		}
+		opts.Keys = kr
+	}
+	return extension.Open(ctx, cfg.DatabaseURL.Reveal(), opts)
+}
+
+func migrateUp(ctx context.Context, store *extension.Store, logger *slog.Logger) error {
+	res, err := migrations.Up(ctx, store.SQLDB(), string(store.Dialect()))
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		logger.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration.String())
+	}
+	return nil
+}
+
+// requireMigrated fails with advice when the schema is behind the binary.
+func requireMigrated(ctx context.Context, store *extension.Store) error {
+	st, err := migrations.List(ctx, store.SQLDB(), string(store.Dialect()))
+	if err != nil {
+		return err
+	}
+	for _, s := range st {
+		if s.State != "applied" {
+			return fmt.Errorf("database has pending migrations (first: %s): run extension-backend migrate up", s.Source.Path)
+		}
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// newEcho builds the HTTP front shared by every route: error mapping, client address,
+// panic recovery, the request log line, metrics and the health routes.
+func newEcho(cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(logger)
+	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
+	e.Use(recoverPanics(logger), requestLog(logger, reg))
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+		defer cancel()
+		if err := store.Ping(ctx); err != nil {
+			logger.Warn("not ready", "error", err.Error())
+			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unavailable"})
+		}
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/metrics", metricsHandler(reg))
+	return e
+}

@@ -1,0 +1,75 @@
+package extension
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// DeliveryRetention is how long journal rows are kept.
+const DeliveryRetention = 30 * 24 * time.Hour
+
+// Delivery is one row of the webhook delivery journal. It records what arrived and what
+// became of it, never the body or the secret.
+type Delivery struct {
+	ID             int64 `gorm:"primaryKey"`
+	RequestID      string
+	Kind           string
+	InstanceID     string
+	EventCreatedAt *time.Time // request.createdAt, when the payload had one
+	ReceivedAt     time.Time
+	Outcome        Outcome
+	Reason         string
+}
+
+// TableName names the journal table.
+func (Delivery) TableName() string { return "webhook_deliveries" }
+
+func (s *Store) journal(tx *gorm.DB, ev LifecycleEvent, res Result) error {
+	d := Delivery{
+		RequestID:  ev.RequestID,
+		Kind:       string(ev.Kind),
+		InstanceID: ev.InstanceID,
+		ReceivedAt: s.now().UTC(),
+		Outcome:    res.Outcome,
+		Reason:     res.Reason,
+	}
+	if !ev.CreatedAt.IsZero() {
+		t := ev.CreatedAt.UTC()
+		d.EventCreatedAt = &t
+	}
+	return tx.Create(&d).Error
+}
+
+// RecordDelivery journals a verified delivery that did not go through ApplyLifecycle:
+// a dry run, an ignored kind, a refused payload.
+func (s *Store) RecordDelivery(ctx context.Context, ev LifecycleEvent, res Result) error {
+	if err := s.journal(s.db.WithContext(ctx), ev, res); err != nil {
+		return fmt.Errorf("journal delivery: %w", translate(err))
+	}
+	return nil
+}
+
+// Deliveries lists the newest journal rows first; instanceID filters when not empty.
+func (s *Store) Deliveries(ctx context.Context, instanceID string, limit int) ([]Delivery, error) {
+	q := s.db.WithContext(ctx).Order("id DESC").Limit(limit)
+	if instanceID != "" {
+		q = q.Where("instance_id = ?", instanceID)
+	}
+	var out []Delivery
+	if err := q.Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", translate(err))
+	}
+	return out, nil
+}
+
+// PruneDeliveries deletes journal rows received before the cutoff and says how many.
+func (s *Store) PruneDeliveries(ctx context.Context, before time.Time) (int64, error) {
+	res := s.db.WithContext(ctx).Where("received_at < ?", before.UTC()).Delete(&Delivery{})
+	if res.Error != nil {
+		return 0, fmt.Errorf("prune deliveries: %w", translate(res.Error))
+	}
+	return res.RowsAffected, nil
+}

@@ -1,0 +1,183 @@
+// Package extension owns the domain of an extension backend: the installed extension
+// instances and their sealed secrets, the journal of lifecycle deliveries, and the Store
+// that keeps them in SQLite or PostgreSQL through GORM. Callers see this package's sentinel
+// errors, never GORM's.
+package extension
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gorm.io/driver/postgres"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	glogger "gorm.io/gorm/logger"
+)
+
+var (
+	// ErrNotFound is returned when a record does not exist.
+	ErrNotFound = errors.New("extension: not found")
+	// ErrConflict is returned when a write collides with an existing record.
+	ErrConflict = errors.New("extension: conflict")
+	// ErrRemoved is returned for an instance that was removed from its context.
+	ErrRemoved = errors.New("extension: instance removed")
+	// ErrDisabled is returned for an instance that is disabled.
+	ErrDisabled = errors.New("extension: instance disabled")
+	// ErrNoSecret is returned for an instance whose secret we never received.
+	ErrNoSecret = errors.New("extension: no secret stored for instance")
+)
+
+// Dialect names the SQL dialect of a Store.
+type Dialect string
+
+// The supported dialects.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// Store keeps instances and the delivery journal.
+type Store struct {
+	db      *gorm.DB
+	sqlDB   *sql.DB
+	dialect Dialect
+	keys    *Keyring
+	now     func() time.Time
+}
+
+// Options tunes Open. The zero value is valid: no keys (sealing fails with ErrNoKeys), no
+// logging, the wall clock.
+type Options struct {
+	Keys   *Keyring
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// ParseDatabaseURL splits a database URL of the forms "sqlite:PATH" and "postgres://…"
+// (or "postgresql://…") into its dialect and the driver's data source name.
+func ParseDatabaseURL(raw string) (Dialect, string, error) {
+	switch {
+	case strings.HasPrefix(raw, "sqlite:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//")
+		if path == "" || strings.ContainsAny(path, "?#") {
+			return "", "", errors.New(`want "sqlite:PATH" with a file path and no query`)
+		}
+		return SQLite, path, nil
+	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return "", "", errors.New(`want "postgres://USER@HOST:PORT/DATABASE"`)
+		}
+		return Postgres, raw, nil
+	default:
+		return "", "", errors.New(`want "sqlite:PATH" or "postgres://…"`)
+	}
+}
+
+// Open connects to the database named by a URL accepted by ParseDatabaseURL. For SQLite
+// it creates the folder and sets the pragmas the store relies on. It does not migrate.
+func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error) {
+	dialect, dsn, err := ParseDatabaseURL(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	var dialector gorm.Dialector
+	switch dialect {
+	case SQLite:
+		if dir := filepath.Dir(dsn); dir != "." {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, fmt.Errorf("create database folder: %w", err)
+			}
+		}
+		// WAL lets readers run beside the writer; _txlock=immediate takes the write lock
+		// at BEGIN, so two transactions never both read and then fail to upgrade
+		// (SQLITE_BUSY mid-transaction); busy_timeout waits instead of failing at once.
+		dialector = sqlite.Open("file:" + dsn +
+			"?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=10000&_txlock=immediate&_foreign_keys=on")
+	case Postgres:
+		dialector = postgres.Open(dsn)
+	}
+	gl := glogger.Discard
+	if opts.Logger != nil {
+		gl = glogger.NewSlogLogger(opts.Logger, glogger.Config{
+			SlowThreshold:             200 * time.Millisecond,
+			LogLevel:                  glogger.Warn,
+			IgnoreRecordNotFoundError: true,
+			ParameterizedQueries:      true, // never put values (sealed or not) in a log line
+		})
+	}
+	db, err := gorm.Open(dialector, &gorm.Config{
+		Logger:                 gl,
+		TranslateError:         true,
+		SkipDefaultTransaction: true, // every write we make is already in an explicit transaction or a single statement
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s database: %w", dialect, err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("open %s database: %w", dialect, err)
+	}
+	if dialect == SQLite {
+		// One connection: SQLite has one writer anyway, and a pool of writers queued on
+		// busy_timeout made p99 latency under 32 concurrent deliveries climb from ~11 ms
+		// to 600–900 ms on a 2-core machine.
+		sqlDB.SetMaxOpenConns(1)
+		sqlDB.SetConnMaxIdleTime(0)
+	} else {
+		sqlDB.SetMaxOpenConns(16)
+		sqlDB.SetMaxIdleConns(8)
+		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	}
+	if err := sqlDB.PingContext(ctx); err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("connect to %s database: %w", dialect, err)
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{db: db, sqlDB: sqlDB, dialect: dialect, keys: opts.Keys, now: now}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.sqlDB.Close() }
+
+// SQLDB returns the underlying database handle, for migrations.
+func (s *Store) SQLDB() *sql.DB { return s.sqlDB }
+
+// Dialect reports the store's SQL dialect.
+func (s *Store) Dialect() Dialect { return s.dialect }
+
+// Keys returns the keyring the store seals with (nil when none is configured).
+func (s *Store) Keys() *Keyring { return s.keys }
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.sqlDB.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	return nil
+}
+
+// translate maps GORM's errors onto ours.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return ErrNotFound
+	case errors.Is(err, gorm.ErrDuplicatedKey):
+		return ErrConflict
+	}
+	return err
+}

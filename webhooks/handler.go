@@ -1,0 +1,189 @@
+// Package webhooks receives the platform's lifecycle webhooks: it verifies the Ed25519
+// signature over the raw body, decodes the payload tolerantly, checks that it is meant
+// for this extension, and has the extension.Store apply it in one transaction before it
+// answers.
+package webhooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// MaxBodyBytes bounds a delivery's body; a larger one is refused with 413.
+const MaxBodyBytes = 64 << 10
+
+// applyTimeout keeps the answer well inside the platform's 6 s limit: past it the
+// platform counts a failure anyway, so the transaction is better given up.
+const applyTimeout = 5 * time.Second
+
+// Keys under which the handler leaves what it learnt in the Echo context, for the
+// request log line.
+const (
+	LogKeyInstanceID = "instance_id"
+	LogKeyEventKind  = "event_kind"
+	LogKeyRequestID  = "request_id"
+	LogKeyOutcome    = "outcome"
+)
+
+// Config is what the handler needs.
+type Config struct {
+	Store         *extension.Store
+	Keys          KeySource // the platform's webhook keys by serial
+	ExtensionID   string    // deliveries for another extension are refused
+	ContributorID string    // checked when set
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer // nil: no metrics
+}
+
+// Handler serves POST /mstudio/webhooks.
+type Handler struct {
+	cfg        Config
+	deliveries *prometheus.CounterVec
+}
+
+// New returns a handler.
+func New(cfg Config) *Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{cfg: cfg, deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "extension_webhook_deliveries_total",
+		Help: "Lifecycle webhook deliveries by event kind and outcome.",
+	}, []string{"kind", "outcome"})}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(h.deliveries)
+	}
+	return h
+}
+
+// Routes registers the handler's route.
+func (h *Handler) Routes(e *echo.Echo) {
+	e.POST("/mstudio/webhooks", h.receive)
+}
+
+func (h *Handler) receive(c echo.Context) error {
+	req := c.Request()
+	if req.ContentLength > MaxBodyBytes {
+		return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxBodyBytes))
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, MaxBodyBytes+1))
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "body could not be read")
+	}
+	if len(body) > MaxBodyBytes {
+		return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxBodyBytes))
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), applyTimeout)
+	defer cancel()
+
+	if err := Verify(ctx, h.cfg.Keys, req.Header, body); err != nil {
+		return verifyError(err)
+	}
+	// From here on the body is the platform's: what it says may be journaled.
+	p, err := Decode(body)
+	if err != nil {
+		return h.refuse(ctx, c, p, http.StatusBadRequest, err.Error())
+	}
+	c.Set(LogKeyInstanceID, p.ID)
+	c.Set(LogKeyEventKind, p.Kind)
+	c.Set(LogKeyRequestID, p.Request.ID)
+	if p.Meta.ExtensionID != h.cfg.ExtensionID {
+		return h.refuse(ctx, c, p, http.StatusForbidden, "meta.extensionId is not this extension's id")
+	}
+	if h.cfg.ContributorID != "" && p.Meta.ContributorID != h.cfg.ContributorID {
+		return h.refuse(ctx, c, p, http.StatusForbidden, "meta.contributorId is not this extension's contributor")
+	}
+	if _, known := ParseKind(p.Kind); !known {
+		h.cfg.Logger.InfoContext(ctx, "webhook kind ignored", LogKeyEventKind, clip(p.Kind), LogKeyInstanceID, p.ID)
+		res := extension.Result{Outcome: extension.OutcomeIgnored, Reason: "unknown kind"}
+		if err := h.record(ctx, c, p, res); err != nil {
+			return err
+		}
+		return c.JSON(http.StatusAccepted, map[string]string{"outcome": string(res.Outcome), "reason": res.Reason})
+	}
+	ev, err := p.Event()
+	if err != nil {
+		return h.refuse(ctx, c, p, http.StatusBadRequest, err.Error())
+	}
+	if req.URL.Query().Get("dry-run") == "true" {
+		res := extension.Result{Outcome: extension.OutcomeDryRun}
+		if err := h.record(ctx, c, p, res); err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, map[string]string{"outcome": string(res.Outcome), "kind": string(ev.Kind), "instanceId": ev.InstanceID})
+	}
+	res, err := h.cfg.Store.ApplyLifecycle(ctx, ev)
+	if err != nil {
+		// 500 makes the platform retry; the event was not applied.
+		return fmt.Errorf("webhook %s: %w", ev.Kind, err)
+	}
+	h.observe(c, p.Kind, res)
+	return c.NoContent(http.StatusNoContent)
+}
+
+// refuse journals a verified delivery that is refused and answers status.
+func (h *Handler) refuse(ctx context.Context, c echo.Context, p *Payload, status int, reason string) error {
+	if err := h.record(ctx, c, p, extension.Result{Outcome: extension.OutcomeRefused, Reason: reason}); err != nil {
+		return err
+	}
+	return echo.NewHTTPError(status, reason)
+}
+
+func (h *Handler) record(ctx context.Context, c echo.Context, p *Payload, res extension.Result) error {
+	var ev extension.LifecycleEvent
+	if p != nil {
+		ev = extension.LifecycleEvent{Kind: extension.EventKind(clip(p.Kind)), RequestID: clip(p.Request.ID), InstanceID: clip(p.ID)}
+		ev.CreatedAt, _ = p.CreatedAt()
+	}
+	if err := h.cfg.Store.RecordDelivery(ctx, ev, res); err != nil {
+		return fmt.Errorf("webhook: %w", err)
+	}
+	kind := "unknown"
+	if p != nil {
+		kind = p.Kind
+	}
+	h.observe(c, kind, res)
+	return nil
+}
+
+func (h *Handler) observe(c echo.Context, kind string, res extension.Result) {
+	c.Set(LogKeyOutcome, string(res.Outcome))
+	if k, ok := ParseKind(kind); ok {
+		kind = string(k)
+	} else {
+		kind = "unknown" // bounded label values: never a string from the body
+	}
+	h.deliveries.WithLabelValues(kind, string(res.Outcome)).Inc()
+}
+
+// verifyError maps a verification failure to its answer: the sender's fault is 401, a
+// key we cannot fetch right now is 503 so the platform retries.
+func verifyError(err error) error {
+	switch {
+	case errors.Is(err, ErrSignatureMissing):
+		return echo.NewHTTPError(http.StatusUnauthorized, "signature headers missing")
+	case errors.Is(err, ErrAlgorithm):
+		return echo.NewHTTPError(http.StatusUnauthorized, "signature algorithm must be Ed25519")
+	case errors.Is(err, ErrSignatureMalformed):
+		return echo.NewHTTPError(http.StatusUnauthorized, "signature is not base64 of 64 bytes")
+	case errors.Is(err, ErrSignatureInvalid):
+		return echo.NewHTTPError(http.StatusUnauthorized, "signature does not match the body")
+	case errors.Is(err, mstudio.ErrBadSerial):
+		return echo.NewHTTPError(http.StatusUnauthorized, "signature serial is not a UUID")
+	case errors.Is(err, mstudio.ErrUnknownKey):
+		return echo.NewHTTPError(http.StatusUnauthorized, "signature serial is unknown")
+	case errors.Is(err, mstudio.ErrKeyUnavailable):
+		return &echo.HTTPError{Code: http.StatusServiceUnavailable, Message: "signing key cannot be fetched right now", Internal: err}
+	}
+	return fmt.Errorf("webhook: verify: %w", err)
+}

@@ -1,0 +1,178 @@
+package webhooks
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/google/uuid"
+)
+
+// Payload is a lifecycle webhook body (apiVersion v1). Decoding is tolerant: unknown
+// fields are ignored, and the platform is the source of truth for values.
+type Payload struct {
+	APIVersion string `json:"apiVersion"`
+	ID         string `json:"id"` // the extension instance id
+	Kind       string `json:"kind"`
+	Request    struct {
+		ID        string `json:"id"`
+		CreatedAt string `json:"createdAt"`
+		Target    struct {
+			Method string `json:"method"`
+			URL    string `json:"url"`
+		} `json:"target"`
+	} `json:"request"`
+	Context struct {
+		ID   string `json:"id"`
+		Kind string `json:"kind"`
+	} `json:"context"`
+	ConsentedScopes []string `json:"consentedScopes"`
+	State           *struct {
+		Enabled *bool `json:"enabled"`
+	} `json:"state"`
+	Meta struct {
+		ExtensionID   string `json:"extensionId"`
+		ContributorID string `json:"contributorId"`
+	} `json:"meta"`
+	Secret     extension.Secret `json:"secret"`
+	VariantKey *string          `json:"variantKey"`
+}
+
+// kinds maps every spelling the platform has used onto the documented short kind:
+// mittwald's own proxy accepts the long ExtensionInstance… forms, and the docs once
+// wrote ExtensionsInstanceSecretRotated.
+var kinds = map[string]extension.EventKind{
+	"ExtensionAddedToContext":             extension.EventAdded,
+	"InstanceUpdated":                     extension.EventUpdated,
+	"ExtensionInstanceUpdated":            extension.EventUpdated,
+	"SecretRotated":                       extension.EventSecretRotated,
+	"ExtensionInstanceSecretRotated":      extension.EventSecretRotated,
+	"ExtensionsInstanceSecretRotated":     extension.EventSecretRotated,
+	"InstanceRemovedFromContext":          extension.EventRemoved,
+	"ExtensionInstanceRemovedFromContext": extension.EventRemoved,
+}
+
+// ParseKind returns the event kind of a payload kind, and whether it is one we know.
+func ParseKind(kind string) (extension.EventKind, bool) {
+	k, ok := kinds[kind]
+	return k, ok
+}
+
+// ErrInvalidPayload wraps every reason a body is refused.
+var ErrInvalidPayload = errors.New("invalid payload")
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidPayload, fmt.Sprintf(format, args...))
+}
+
+// Decode parses a body and checks the envelope every kind shares: instance id, kind,
+// request id and time, and meta. It does not check the kind: see Payload.Event.
+func Decode(body []byte) (*Payload, error) {
+	var p Payload
+	if err := json.Unmarshal(body, &p); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return nil, invalid("not JSON (offset %d)", se.Offset)
+		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, invalid("field %q has the wrong type", te.Field)
+		}
+		return nil, invalid("not a JSON object")
+	}
+	switch {
+	case p.APIVersion != "" && p.APIVersion != "v1":
+		return nil, invalid("apiVersion %q is not supported", clip(p.APIVersion))
+	case p.ID == "":
+		return nil, invalid("id (the extension instance id) is missing")
+	case !isUUID(p.ID):
+		return nil, invalid("id is not a UUID")
+	case p.Kind == "":
+		return nil, invalid("kind is missing")
+	case p.Request.ID == "":
+		return nil, invalid("request.id is missing")
+	case p.Meta.ExtensionID == "":
+		return nil, invalid("meta.extensionId is missing")
+	}
+	if _, err := p.CreatedAt(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// CreatedAt parses request.createdAt, with or without fractional seconds.
+func (p *Payload) CreatedAt() (time.Time, error) {
+	if p.Request.CreatedAt == "" {
+		return time.Time{}, invalid("request.createdAt is missing")
+	}
+	t, err := time.Parse(time.RFC3339Nano, p.Request.CreatedAt)
+	if err != nil {
+		return time.Time{}, invalid("request.createdAt is not an RFC 3339 time")
+	}
+	return t, nil
+}
+
+// Event turns a decoded payload of a known kind into the store's event, checking the
+// fields that kind requires.
+func (p *Payload) Event() (extension.LifecycleEvent, error) {
+	kind, ok := ParseKind(p.Kind)
+	if !ok {
+		return extension.LifecycleEvent{}, invalid("kind %q is unknown", clip(p.Kind))
+	}
+	created, err := p.CreatedAt()
+	if err != nil {
+		return extension.LifecycleEvent{}, err
+	}
+	ev := extension.LifecycleEvent{
+		Kind:        kind,
+		RequestID:   p.Request.ID,
+		CreatedAt:   created,
+		InstanceID:  strings.ToLower(p.ID),
+		ContextKind: strings.ToLower(p.Context.Kind),
+		ContextID:   p.Context.ID,
+		Secret:      p.Secret,
+	}
+	if kind != extension.EventSecretRotated {
+		ev.Scopes = p.ConsentedScopes
+		if ev.Scopes == nil {
+			ev.Scopes = []string{}
+		}
+		if p.State != nil {
+			ev.Enabled = p.State.Enabled
+		}
+		if p.VariantKey != nil {
+			ev.VariantKey = *p.VariantKey
+		}
+	}
+	switch kind {
+	case extension.EventAdded:
+		if p.Context.ID == "" {
+			return ev, invalid("context.id is missing")
+		}
+		if p.Secret.IsZero() {
+			return ev, invalid("secret is missing")
+		}
+	case extension.EventSecretRotated:
+		if p.Secret.IsZero() {
+			return ev, invalid("secret is missing")
+		}
+	}
+	return ev, nil
+}
+
+func isUUID(s string) bool {
+	_, err := uuid.Parse(s)
+	return len(s) == 36 && err == nil
+}
+
+// clip shortens an untrusted value before it goes into an error text.
+func clip(s string) string {
+	const max = 40
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}

@@ -1,0 +1,85 @@
+package webhooks
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// The platform's signature headers.
+const (
+	HeaderSerial    = "X-Marketplace-Signature-Serial"
+	HeaderAlgorithm = "X-Marketplace-Signature-Algorithm"
+	HeaderSignature = "X-Marketplace-Signature"
+)
+
+// Algorithm is the only signature algorithm the platform uses, and the only one accepted.
+const Algorithm = "Ed25519"
+
+// Verification failures. None of them says anything about the expected signature.
+var (
+	ErrSignatureMissing   = errors.New("webhooks: signature headers missing")
+	ErrAlgorithm          = errors.New("webhooks: signature algorithm is not Ed25519")
+	ErrSignatureMalformed = errors.New("webhooks: signature is not base64 of 64 bytes")
+	ErrSignatureInvalid   = errors.New("webhooks: signature does not match the body")
+)
+
+// KeySource finds the platform's webhook key by serial (mstudio.KeyCache in production).
+type KeySource interface {
+	Key(ctx context.Context, serial string) (ed25519.PublicKey, error)
+}
+
+// Verify checks the platform's Ed25519 signature over exactly the body bytes. It returns
+// nil only for a well-formed signature by the key with the given serial; key lookup
+// errors (mstudio.ErrUnknownKey, mstudio.ErrKeyUnavailable, mstudio.ErrBadSerial) pass
+// through unchanged.
+func Verify(ctx context.Context, keys KeySource, h http.Header, body []byte) error {
+	serial := strings.TrimSpace(h.Get(HeaderSerial))
+	algorithm := strings.TrimSpace(h.Get(HeaderAlgorithm))
+	encoded := strings.TrimSpace(h.Get(HeaderSignature))
+	if serial == "" || algorithm == "" || encoded == "" {
+		return ErrSignatureMissing
+	}
+	if !strings.EqualFold(algorithm, Algorithm) {
+		return ErrAlgorithm
+	}
+	sig, err := decodeSignature(encoded)
+	if err != nil {
+		return err
+	}
+	key, err := keys.Key(ctx, serial)
+	if err != nil {
+		return err
+	}
+	if !ed25519.Verify(key, body, sig) {
+		return ErrSignatureInvalid
+	}
+	return nil
+}
+
+// decodeSignature reads standard base64 with padding, as the platform sends it, and
+// tolerates missing padding.
+func decodeSignature(s string) ([]byte, error) {
+	if len(s) > base64.StdEncoding.EncodedLen(ed25519.SignatureSize) {
+		return nil, ErrSignatureMalformed
+	}
+	sig, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		sig, err = base64.RawStdEncoding.DecodeString(s)
+	}
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return nil, ErrSignatureMalformed
+	}
+	return sig, nil
+}
+
+// Sign sets the three signature headers for body as the platform does. The simulator,
+// the webhook CLI and tests use it, so they exercise the same format Verify reads.
+func Sign(h http.Header, serial string, key ed25519.PrivateKey, body []byte) {
+	h.Set(HeaderSerial, serial)
+	h.Set(HeaderAlgorithm, Algorithm)
+	h.Set(HeaderSignature, base64.StdEncoding.EncodeToString(ed25519.Sign(key, body)))
+}
