@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"gorm.io/gorm"
 )
 
 // DeliveryRetention is how long journal rows are kept.
@@ -27,8 +25,9 @@ type Delivery struct {
 // TableName names the journal table.
 func (Delivery) TableName() string { return "webhook_deliveries" }
 
-func (s *Store) journal(tx *gorm.DB, ev LifecycleEvent, res Result) error {
-	d := Delivery{
+// deliveryRow is the journal row of a delivery.
+func (s *Store) deliveryRow(ev LifecycleEvent, res Result) *Delivery {
+	d := &Delivery{
 		RequestID:  ev.RequestID,
 		Kind:       string(ev.Kind),
 		InstanceID: ev.InstanceID,
@@ -40,13 +39,13 @@ func (s *Store) journal(tx *gorm.DB, ev LifecycleEvent, res Result) error {
 		t := ev.CreatedAt.UTC()
 		d.EventCreatedAt = &t
 	}
-	return tx.Create(&d).Error
+	return d
 }
 
 // RecordDelivery journals a verified delivery that did not go through ApplyLifecycle:
 // a dry run, an ignored kind, a refused payload.
 func (s *Store) RecordDelivery(ctx context.Context, ev LifecycleEvent, res Result) error {
-	if err := s.journal(s.db.WithContext(ctx), ev, res); err != nil {
+	if err := s.db.WithContext(ctx).Create(s.deliveryRow(ev, res)).Error; err != nil {
 		return fmt.Errorf("journal delivery: %w", translate(err))
 	}
 	return nil

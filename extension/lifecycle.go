@@ -2,12 +2,11 @@ package extension
 
 import (
 	"context"
-	"errors"
+	"database/sql"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
-
-	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // EventKind is a lifecycle event kind, in the platform's short (documented) spelling.
@@ -55,114 +54,231 @@ type Result struct {
 	Reason  string
 }
 
-// ApplyLifecycle applies one lifecycle event and journals it, in one transaction.
-// It is idempotent and order-safe: per instance it remembers request.createdAt of the last
-// event applied; an older event is stale, an equal one or a replayed request id is a
-// duplicate, and a removed instance is revived only by a newer ExtensionAddedToContext.
+// ApplyLifecycle applies one lifecycle event and journals it, and returns once that is
+// committed. It is idempotent and order-safe: per instance it remembers request.createdAt
+// of the last event applied; an event that is not newer changes nothing (stale, or a
+// duplicate when it is the very event applied last), and a removed instance is revived
+// only by a newer ExtensionAddedToContext.
+//
+// This is the hot path of the backend, so it runs on database/sql with cached prepared
+// statements rather than through GORM; everything else uses GORM.
 func (s *Store) ApplyLifecycle(ctx context.Context, ev LifecycleEvent) (Result, error) {
+	if !eventKinds[ev.Kind] {
+		res := Result{OutcomeIgnored, "unknown event kind"}
+		return res, s.RecordDelivery(ctx, ev, res)
+	}
 	var sealed string
-	if !ev.Secret.IsZero() {
+	if ev.Kind == EventAdded || ev.Kind == EventSecretRotated || !ev.Secret.IsZero() {
 		var err error
 		if sealed, err = s.keys.Seal(ev.Secret, secretAAD(ev.InstanceID)); err != nil {
 			return Result{}, fmt.Errorf("seal secret of instance %s: %w", ev.InstanceID, err)
 		}
 	}
-	for attempt := 1; ; attempt++ {
-		var res Result
-		err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			var err error
-			res, err = s.applyLifecycle(tx, ev, sealed)
-			if err != nil {
-				return err
-			}
-			return s.journal(tx, ev, res)
-		})
-		// Two replicas may both see no row for a new instance and both insert; the loser
-		// gets a unique violation and simply runs again against the winner's row.
-		if errors.Is(translate(err), ErrConflict) && attempt < 3 {
-			continue
-		}
-		if err != nil {
-			return Result{}, fmt.Errorf("apply %s to instance %s: %w", ev.Kind, ev.InstanceID, translate(err))
-		}
-		return res, nil
+	if ev.Kind == EventRemoved || ev.Kind == EventUpdated {
+		sealed = "" // these kinds never carry a secret to keep
 	}
+	if s.writer != nil {
+		return s.writer.apply(ctx, ev, sealed)
+	}
+	return s.applyInTx(ctx, ev, sealed)
 }
 
-func (s *Store) applyLifecycle(tx *gorm.DB, ev LifecycleEvent, sealed string) (Result, error) {
-	var seen int64
-	if err := tx.Model(&Delivery{}).
-		Where("request_id = ? AND outcome IN ?", ev.RequestID, []Outcome{OutcomeApplied, OutcomeStale, OutcomeDuplicate, OutcomeIgnored}).
-		Count(&seen).Error; err != nil {
-		return Result{}, err
-	}
-	if seen > 0 {
-		return Result{OutcomeDuplicate, "request id seen before"}, nil
-	}
+var eventKinds = map[EventKind]bool{EventAdded: true, EventUpdated: true, EventSecretRotated: true, EventRemoved: true}
 
-	var in Instance
-	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&in, "id = ?", ev.InstanceID).Error
-	exists := err == nil
-	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
-		return Result{}, err
+// pendingEvent is an event with its secret sealed, ready to be written.
+type pendingEvent struct {
+	ev     LifecycleEvent
+	sealed string
+	upsert *sql.Stmt
+}
+
+// applyInTx applies one event in a transaction of its own.
+func (s *Store) applyInTx(ctx context.Context, ev LifecycleEvent, sealed string) (Result, error) {
+	res, err := s.applyBatch(ctx, []pendingEvent{{ev: ev, sealed: sealed}})
+	if err != nil {
+		return Result{}, fmt.Errorf("apply %s to instance %s: %w", ev.Kind, ev.InstanceID, err)
 	}
-	created := ev.CreatedAt.UnixNano()
-	if exists {
-		switch {
-		case created < in.LastEventNano:
-			return Result{OutcomeStale, "older than the last applied event"}, nil
-		case created == in.LastEventNano:
-			return Result{OutcomeDuplicate, "same event time as the last applied event"}, nil
-		case in.Removed() && ev.Kind != EventAdded:
-			return Result{OutcomeIgnored, "instance was removed"}, nil
+	return res[0], nil
+}
+
+// applyBatch applies events in order in one transaction, journals them with one
+// statement, and commits.
+func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result, error) {
+	// Statements are prepared before BEGIN: on SQLite the transaction holds the only
+	// connection, and preparing on the pool inside it would wait for itself.
+	for i := range events {
+		st, err := s.prepared(ctx, upsertStatement(events[i].ev))
+		if err != nil {
+			return nil, err
+		}
+		events[i].upsert = st
+	}
+	tx, err := s.sqlDB.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	results := make([]Result, len(events))
+	for i, pe := range events {
+		if results[i], err = s.applyLifecycle(ctx, tx, pe); err != nil {
+			return nil, translate(err)
 		}
 	}
-	if !exists || in.Removed() {
-		// A new record, or a tombstone brought back by a newer install: start clean.
-		in = Instance{ID: ev.InstanceID, Enabled: true, CreatedAt: in.CreatedAt}
+	if err := s.journalBatch(ctx, tx, events, results); err != nil {
+		return nil, translate(err)
 	}
-	if ev.ContextID != "" {
-		in.ContextKind, in.ContextID = ev.ContextKind, ev.ContextID
+	if err := tx.Commit(); err != nil {
+		return nil, translate(err)
 	}
+	return results, nil
+}
+
+// upsertInstance writes an event in one statement: it inserts the instance if it is new,
+// and otherwise updates it only where the event is newer than the last one applied (and,
+// but for a new install, the instance is not removed). The condition sits in the
+// statement itself, so two replicas racing on one instance need no lock and no retry:
+// PostgreSQL re-evaluates it against the row the other committed.
+const upsertInstance = `INSERT INTO instances (id, context_kind, context_id, consented_scopes, enabled, variant_key,
+	sealed_secret, last_event_ns, removed_at, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET `
+
+// What each kind changes in an existing instance. A context sent empty keeps the old one.
+const (
+	setContext = `context_kind = CASE WHEN excluded.context_id = '' THEN instances.context_kind ELSE excluded.context_kind END,
+	context_id = CASE WHEN excluded.context_id = '' THEN instances.context_id ELSE excluded.context_id END, `
+	setScopes  = `consented_scopes = excluded.consented_scopes, `
+	setEnabled = `enabled = excluded.enabled, `
+	setTail    = `last_event_ns = excluded.last_event_ns, updated_at = excluded.updated_at
+WHERE instances.last_event_ns < excluded.last_event_ns`
+	notRemoved = ` AND instances.removed_at IS NULL`
+)
+
+func upsertStatement(ev LifecycleEvent) string {
+	var b strings.Builder
+	b.WriteString(upsertInstance)
+	b.WriteString(setContext)
 	switch ev.Kind {
-	case EventAdded, EventUpdated:
+	case EventAdded:
+		// A newer install brings a removed instance back with all its fields.
+		b.WriteString(setScopes + setEnabled + `variant_key = excluded.variant_key, sealed_secret = excluded.sealed_secret, removed_at = NULL, ` + setTail)
+		return b.String()
+	case EventUpdated:
 		if ev.Scopes != nil {
-			in.ConsentedScopes = ev.Scopes
+			b.WriteString(setScopes)
 		}
 		if ev.Enabled != nil {
-			in.Enabled = *ev.Enabled
+			b.WriteString(setEnabled)
 		}
-		in.VariantKey = ev.VariantKey
-		if sealed != "" {
-			in.SealedSecret = sealed
-		}
+		b.WriteString(`variant_key = excluded.variant_key, `)
 	case EventSecretRotated:
-		in.SealedSecret = sealed
+		b.WriteString(`sealed_secret = excluded.sealed_secret, `)
 	case EventRemoved:
 		// Destroy the secret: nothing can mint a token for this instance any more.
-		now := s.now().UTC()
-		in.SealedSecret, in.Enabled, in.RemovedAt = "", false, &now
 		if ev.Scopes != nil {
-			in.ConsentedScopes = ev.Scopes
+			b.WriteString(setScopes)
 		}
-	default:
-		return Result{OutcomeIgnored, "unknown event kind"}, nil
+		b.WriteString(`enabled = excluded.enabled, sealed_secret = '', removed_at = excluded.removed_at, `)
 	}
-	if in.ConsentedScopes == nil {
-		in.ConsentedScopes = []string{}
+	b.WriteString(setTail + notRemoved)
+	return b.String()
+}
+
+// applyLifecycle writes one event and says what became of it.
+func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent) (Result, error) {
+	ev := pe.ev
+	now := s.now().UTC()
+	scopes := ev.Scopes
+	if scopes == nil {
+		scopes = []string{}
 	}
-	in.LastEventNano = created
-	in.UpdatedAt = s.now().UTC()
-	if in.CreatedAt.IsZero() {
-		in.CreatedAt = in.UpdatedAt
-	}
-	if exists {
-		err = tx.Select("*").Omit("created_at").Where("id = ?", in.ID).Updates(&in).Error
-	} else {
-		err = tx.Create(&in).Error
-	}
+	scopesJSON, err := json.Marshal(scopes)
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Outcome: OutcomeApplied}, nil
+	enabled := ev.Enabled == nil || *ev.Enabled
+	var removedAt *time.Time
+	if ev.Kind == EventRemoved {
+		enabled, removedAt = false, &now
+	}
+	created := ev.CreatedAt.UnixNano()
+	res, err := tx.StmtContext(ctx, pe.upsert).ExecContext(ctx,
+		ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, ev.VariantKey,
+		pe.sealed, created, removedAt, now, now)
+	if err != nil {
+		return Result{}, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return Result{Outcome: OutcomeApplied}, err
+	}
+	// Nothing changed: find out why. This is the cold path of retries and reordering.
+	var last int64
+	var removed bool
+	err = tx.QueryRowContext(ctx, s.rebind(`SELECT last_event_ns, removed_at IS NOT NULL FROM instances WHERE id = ?`), ev.InstanceID).
+		Scan(&last, &removed)
+	if err != nil {
+		return Result{}, err
+	}
+	switch {
+	case created == last:
+		// The event applied last, delivered again (a retry or a replay).
+		return Result{OutcomeDuplicate, "same event as the last applied"}, nil
+	case created < last:
+		return Result{OutcomeStale, "older than the last applied event"}, nil
+	case removed:
+		return Result{OutcomeIgnored, "instance was removed"}, nil
+	}
+	return Result{}, fmt.Errorf("instance %s: event neither applied nor older", ev.InstanceID)
+}
+
+// journalBatch writes the journal rows of a batch in one statement.
+func (s *Store) journalBatch(ctx context.Context, tx *sql.Tx, events []pendingEvent, results []Result) error {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO webhook_deliveries (request_id, kind, instance_id, event_created_at, received_at, outcome, reason) VALUES `)
+	args := make([]any, 0, 7*len(events))
+	for i, pe := range events {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?)")
+		d := s.deliveryRow(pe.ev, results[i])
+		args = append(args, d.RequestID, d.Kind, d.InstanceID, d.EventCreatedAt, d.ReceivedAt, string(d.Outcome), d.Reason)
+	}
+	_, err := tx.ExecContext(ctx, s.rebind(b.String()), args...)
+	return err
+}
+
+// prepared returns a statement prepared once on the pool and reused after.
+func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	query = s.rebind(query)
+	if st, ok := s.stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.sqlDB.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	if prev, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// rebind turns ? placeholders into PostgreSQL's $n. The hot-path SQL has no ? elsewhere.
+func (s *Store) rebind(query string) string {
+	if s.dialect != Postgres {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

@@ -74,6 +74,9 @@ func KeyID(key []byte) string {
 
 // KeyIDs lists the fingerprints of the keyring's keys, the sealing key first.
 func (kr *Keyring) KeyIDs() []string {
+	if kr == nil {
+		return nil
+	}
 	ids := make([]string, len(kr.keys))
 	for i, k := range kr.keys {
 		ids[i] = k.id
@@ -119,6 +122,9 @@ func (kr *Keyring) Open(sealed, aad string) (Secret, error) {
 // SealedWithCurrentKey reports whether sealed was made with the sealing key, so rekey can
 // skip it.
 func (kr *Keyring) SealedWithCurrentKey(sealed string) bool {
+	if kr == nil {
+		return false
+	}
 	k, _, err := kr.parse(sealed)
 	return err == nil && k.id == kr.keys[0].id
 }
@@ -132,8 +138,10 @@ func (kr *Keyring) parse(sealed string) (sealKey, []byte, error) {
 	if !ok {
 		return sealKey{}, nil, ErrUnsealable
 	}
-	data, err := base64.RawURLEncoding.DecodeString(body)
-	if err != nil {
+	// Strict decoding and a round trip: the decoder would otherwise skip line breaks
+	// and ignore stray low bits, so two different strings could open to one value.
+	data, err := base64.RawURLEncoding.Strict().DecodeString(body)
+	if err != nil || base64.RawURLEncoding.EncodeToString(data) != body {
 		return sealKey{}, nil, ErrUnsealable
 	}
 	for _, k := range kr.keys {

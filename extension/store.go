@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/driver/postgres"
@@ -51,6 +52,8 @@ type Store struct {
 	dialect Dialect
 	keys    *Keyring
 	now     func() time.Time
+	writer  *groupWriter // SQLite only: serialises lifecycle writes with group commit
+	stmts   sync.Map     // SQL text → *sql.Stmt, prepared once for the hot path
 }
 
 // Options tunes Open. The zero value is valid: no keys (sealing fails with ErrNoKeys), no
@@ -100,7 +103,8 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 		// WAL lets readers run beside the writer; _txlock=immediate takes the write lock
 		// at BEGIN, so two transactions never both read and then fail to upgrade
 		// (SQLITE_BUSY mid-transaction); busy_timeout waits instead of failing at once.
-		dialector = sqlite.Open("file:" + dsn +
+		// The driver reads "file:" names as URIs: a literal % must be escaped.
+		dialector = sqlite.Open("file:" + strings.ReplaceAll(dsn, "%", "%25") +
 			"?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=10000&_txlock=immediate&_foreign_keys=on")
 	case Postgres:
 		dialector = postgres.Open(dsn)
@@ -146,11 +150,24 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{db: db, sqlDB: sqlDB, dialect: dialect, keys: opts.Keys, now: now}, nil
+	s := &Store{db: db, sqlDB: sqlDB, dialect: dialect, keys: opts.Keys, now: now}
+	if dialect == SQLite {
+		s.writer = newGroupWriter(s)
+	}
+	return s, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.sqlDB.Close() }
+// Close stops the store's writer and closes the database.
+func (s *Store) Close() error {
+	if s.writer != nil {
+		s.writer.close()
+	}
+	s.stmts.Range(func(_, st any) bool {
+		st.(*sql.Stmt).Close()
+		return true
+	})
+	return s.sqlDB.Close()
+}
 
 // SQLDB returns the underlying database handle, for migrations.
 func (s *Store) SQLDB() *sql.DB { return s.sqlDB }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
@@ -49,6 +50,10 @@ type Config struct {
 type Handler struct {
 	cfg        Config
 	deliveries *prometheus.CounterVec
+	// cpu admits as many signature checks at once as there are processors. Without it,
+	// a burst of deliveries makes dozens of goroutines runnable at once and the SQLite
+	// writer, which every delivery waits for, queues behind all of them for a CPU.
+	cpu chan struct{}
 }
 
 // New returns a handler.
@@ -56,7 +61,7 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+	h := &Handler{cfg: cfg, cpu: make(chan struct{}, runtime.GOMAXPROCS(0)), deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "extension_webhook_deliveries_total",
 		Help: "Lifecycle webhook deliveries by event kind and outcome.",
 	}, []string{"kind", "outcome"})}
@@ -86,7 +91,14 @@ func (h *Handler) receive(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(req.Context(), applyTimeout)
 	defer cancel()
 
-	if err := Verify(ctx, h.cfg.Keys, req.Header, body); err != nil {
+	select {
+	case h.cpu <- struct{}{}:
+	case <-ctx.Done():
+		return &echo.HTTPError{Code: http.StatusServiceUnavailable, Message: "overloaded", Internal: ctx.Err()}
+	}
+	err = Verify(ctx, h.cfg.Keys, req.Header, body)
+	<-h.cpu
+	if err != nil {
 		return verifyError(err)
 	}
 	// From here on the body is the platform's: what it says may be journaled.

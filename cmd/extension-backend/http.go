@@ -135,4 +135,3 @@ func requestLog(logger *slog.Logger, reg prometheus.Registerer) echo.MiddlewareF
 func metricsHandler(reg *prometheus.Registry) echo.HandlerFunc {
 	return echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 }
-

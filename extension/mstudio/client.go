@@ -111,14 +111,33 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// do sends one call: it encodes in as JSON, sets the access token when given, and decodes
-// a 2xx answer into out (when not nil) or a failure into *Error.
-func (c *Client) do(ctx context.Context, method, path string, query url.Values, token string, in, out any) (int, error) {
+// call is one request to the platform. Path segments taken from input must be escaped
+// with url.PathEscape by the caller.
+type call struct {
+	method, path string
+	query        url.Values
+	token        string // sent as X-Access-Token when not empty
+	in, out      any    // JSON request body and 2xx answer, when not nil
+	// sensitive values are masked in the platform's error texts, which may quote the
+	// request back.
+	sensitive []string
+}
+
+// do sends one call and decodes a 2xx answer into out, or a failure into *Error.
+func (c *Client) do(ctx context.Context, cl call) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	method, path := cl.method, cl.path
 	u := *c.base
-	u.Path += path
-	u.RawQuery = query.Encode()
+	// RawPath keeps the caller's escaping: "a%2Fb" stays one segment.
+	u.RawPath = c.base.EscapedPath() + path
+	unescaped, err := url.PathUnescape(u.RawPath)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	u.Path = unescaped
+	u.RawQuery = cl.query.Encode()
+	in, out, token := cl.in, cl.out, cl.token
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -156,7 +175,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 			ValidationErrors []ValidationError `json:"validationErrors"`
 		}
 		if json.Unmarshal(data, &eb) == nil {
-			apiErr.Type, apiErr.Message, apiErr.ValidationErrors = eb.Type, eb.Message, eb.ValidationErrors
+			mask := strings.NewReplacer(maskPairs(append(cl.sensitive, token))...).Replace
+			apiErr.Type, apiErr.Message = mask(eb.Type), mask(eb.Message)
+			for _, v := range eb.ValidationErrors {
+				apiErr.ValidationErrors = append(apiErr.ValidationErrors, ValidationError{mask(v.Message), mask(v.Path), mask(v.Type)})
+			}
 		}
 		return resp.StatusCode, fmt.Errorf("%s %s: %w", method, path, apiErr)
 	}
@@ -166,6 +189,16 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 	}
 	return resp.StatusCode, nil
+}
+
+func maskPairs(values []string) []string {
+	var pairs []string
+	for _, v := range values {
+		if v != "" {
+			pairs = append(pairs, v, "[redacted]")
+		}
+	}
+	return pairs
 }
 
 // scrubURLError drops the URL from a transport error: the path carries ids only, but

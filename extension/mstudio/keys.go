@@ -45,7 +45,7 @@ func (c *Client) PublicKey(ctx context.Context, serial string, purpose Purpose) 
 		Key       string `json:"key"`
 	}
 	q := url.Values{"purpose": {string(purpose)}, "format": {"raw"}}
-	status, err := c.do(ctx, http.MethodGet, "/v2/public-keys/"+url.PathEscape(serial), q, "", nil, &out)
+	status, err := c.do(ctx, call{method: http.MethodGet, path: "/v2/public-keys/" + url.PathEscape(serial), query: q, out: &out})
 	if status == http.StatusNotFound {
 		return nil, ErrUnknownKey
 	}
@@ -119,13 +119,17 @@ func newKeyCache(fetch func(context.Context, string) (ed25519.PublicKey, error),
 // CanonicalSerial returns the serial in lower case if it is a UUID in its 36-character
 // form, and ErrBadSerial otherwise.
 func CanonicalSerial(serial string) (string, error) {
-	if len(serial) != 36 {
-		return "", ErrBadSerial
-	}
-	if _, err := uuid.Parse(serial); err != nil {
+	if !isUUID(serial) {
 		return "", ErrBadSerial
 	}
 	return strings.ToLower(serial), nil
+}
+
+// isUUID reports whether s is a UUID in its 36-character form; uuid.Parse alone also
+// takes the braced and urn: forms, which must not reach a URL path.
+func isUUID(s string) bool {
+	_, err := uuid.Parse(s)
+	return len(s) == 36 && err == nil
 }
 
 // Key returns the key with the serial: from the cache, or fetched once.
@@ -146,6 +150,17 @@ func (kc *KeyCache) Key(ctx context.Context, serial string) (ed25519.PublicKey, 
 	kc.mu.Unlock()
 
 	ch := kc.group.DoChan(serial, func() (any, error) {
+		// Another fetch may have finished between the look-up above and this call.
+		kc.mu.Lock()
+		k, ok := kc.keys[serial]
+		until, unknown := kc.unknown[serial]
+		kc.mu.Unlock()
+		switch {
+		case ok:
+			return k, nil
+		case unknown && kc.now().Before(until):
+			return nil, ErrUnknownKey
+		}
 		if !kc.misses.Allow() {
 			return nil, fmt.Errorf("%w: too many lookups of unknown serials", ErrKeyUnavailable)
 		}

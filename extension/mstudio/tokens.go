@@ -26,8 +26,12 @@ func (c *Client) InstanceToken(ctx context.Context, instanceID string, secret ex
 		PublicToken string    `json:"publicToken"`
 		Expiry      time.Time `json:"expiry"`
 	}
+	if !isUUID(instanceID) {
+		return InstanceToken{}, fmt.Errorf("mint instance token: instance id %q is not a UUID", instanceID)
+	}
 	path := "/v2/extension-instances/" + url.PathEscape(instanceID) + "/tokens"
-	if _, err := c.do(ctx, http.MethodPost, path, nil, "", in, &out); err != nil {
+	cl := call{method: http.MethodPost, path: path, in: in, out: &out, sensitive: []string{secret.Reveal()}}
+	if _, err := c.do(ctx, cl); err != nil {
 		return InstanceToken{}, fmt.Errorf("mint instance token: %w", err)
 	}
 	if out.PublicToken == "" {

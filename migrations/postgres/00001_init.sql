@@ -12,7 +12,6 @@ CREATE TABLE instances (
     created_at       TIMESTAMPTZ NOT NULL,
     updated_at       TIMESTAMPTZ NOT NULL
 );
-CREATE INDEX instances_context ON instances (context_kind, context_id);
 
 CREATE TABLE webhook_deliveries (
     id               BIGSERIAL   PRIMARY KEY,
@@ -24,8 +23,6 @@ CREATE TABLE webhook_deliveries (
     outcome          TEXT        NOT NULL,
     reason           TEXT        NOT NULL DEFAULT ''
 );
-CREATE INDEX webhook_deliveries_request_id ON webhook_deliveries (request_id);
-CREATE INDEX webhook_deliveries_instance_id ON webhook_deliveries (instance_id);
 CREATE INDEX webhook_deliveries_received_at ON webhook_deliveries (received_at);
 
 -- +goose Down
