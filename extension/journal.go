@@ -51,7 +51,8 @@ func (s *Store) RecordDelivery(ctx context.Context, ev LifecycleEvent, res Resul
 	return nil
 }
 
-// Deliveries lists the newest journal rows first; instanceID filters when not empty.
+// Deliveries lists at most limit journal rows, newest first; instanceID filters when not
+// empty.
 func (s *Store) Deliveries(ctx context.Context, instanceID string, limit int) ([]Delivery, error) {
 	q := s.db.WithContext(ctx).Order("id DESC").Limit(limit)
 	if instanceID != "" {

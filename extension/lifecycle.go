@@ -67,15 +67,15 @@ func (s *Store) ApplyLifecycle(ctx context.Context, ev LifecycleEvent) (Result, 
 		res := Result{OutcomeIgnored, "unknown event kind"}
 		return res, s.RecordDelivery(ctx, ev, res)
 	}
+	// Only Added and SecretRotated carry a secret. Without one, the stored secret is
+	// cleared (the previous one is no longer valid after a rotation) and
+	// InstanceCredentials answers ErrNoSecret.
 	var sealed string
-	if ev.Kind == EventAdded || ev.Kind == EventSecretRotated || !ev.Secret.IsZero() {
+	if (ev.Kind == EventAdded || ev.Kind == EventSecretRotated) && !ev.Secret.IsZero() {
 		var err error
 		if sealed, err = s.keys.Seal(ev.Secret, secretAAD(ev.InstanceID)); err != nil {
 			return Result{}, fmt.Errorf("seal secret of instance %s: %w", ev.InstanceID, err)
 		}
-	}
-	if ev.Kind == EventRemoved || ev.Kind == EventUpdated {
-		sealed = "" // these kinds never carry a secret to keep
 	}
 	if s.writer != nil {
 		return s.writer.apply(ctx, ev, sealed)
@@ -214,7 +214,7 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 	// Nothing changed: find out why. This is the cold path of retries and reordering.
 	var last int64
 	var removed bool
-	err = tx.QueryRowContext(ctx, s.rebind(`SELECT last_event_ns, removed_at IS NOT NULL FROM instances WHERE id = ?`), ev.InstanceID).
+	err = tx.QueryRowContext(ctx, s.dialect.Rebind(`SELECT last_event_ns, removed_at IS NOT NULL FROM instances WHERE id = ?`), ev.InstanceID).
 		Scan(&last, &removed)
 	if err != nil {
 		return Result{}, err
@@ -244,13 +244,13 @@ func (s *Store) journalBatch(ctx context.Context, tx *sql.Tx, events []pendingEv
 		d := s.deliveryRow(pe.ev, results[i])
 		args = append(args, d.RequestID, d.Kind, d.InstanceID, d.EventCreatedAt, d.ReceivedAt, string(d.Outcome), d.Reason)
 	}
-	_, err := tx.ExecContext(ctx, s.rebind(b.String()), args...)
+	_, err := tx.ExecContext(ctx, s.dialect.Rebind(b.String()), args...)
 	return err
 }
 
 // prepared returns a statement prepared once on the pool and reused after.
 func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
-	query = s.rebind(query)
+	query = s.dialect.Rebind(query)
 	if st, ok := s.stmts.Load(query); ok {
 		return st.(*sql.Stmt), nil
 	}
@@ -265,9 +265,10 @@ func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
-// rebind turns ? placeholders into PostgreSQL's $n. The hot-path SQL has no ? elsewhere.
-func (s *Store) rebind(query string) string {
-	if s.dialect != Postgres {
+// Rebind turns ? placeholders into the dialect's own: $1, $2, … on PostgreSQL. It is for
+// raw SQL that has no ? anywhere but in its placeholders.
+func (d Dialect) Rebind(query string) string {
+	if d != Postgres {
 		return query
 	}
 	var b strings.Builder

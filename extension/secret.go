@@ -8,6 +8,10 @@ import (
 // Secret holds a credential in memory: an instance secret, an access token, a refresh token.
 // It prints as [redacted] through fmt, log/slog and encoding/json, so a value that strays
 // into a log line or an error text does not leak; Reveal is the one way to read it.
+//
+// Two places are beyond its reach, so keep secrets out of them: a map key (encoding/json
+// writes string-kind keys as they are) and an unexported struct field printed by fmt
+// (fmt cannot call methods there).
 type Secret string
 
 const redacted = "[redacted]"
@@ -33,5 +37,5 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
 // MarshalJSON implements json.Marshaler.
 func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
 
-// MarshalText implements encoding.TextMarshaler (used for map keys and by some encoders).
+// MarshalText implements encoding.TextMarshaler, for encoders that use it.
 func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
@@ -109,10 +110,11 @@ func (h *Handler) receive(c echo.Context) error {
 	c.Set(LogKeyInstanceID, p.ID)
 	c.Set(LogKeyEventKind, p.Kind)
 	c.Set(LogKeyRequestID, p.Request.ID)
-	if p.Meta.ExtensionID != h.cfg.ExtensionID {
+	// Ids are UUIDs: compared without regard to case.
+	if !strings.EqualFold(p.Meta.ExtensionID, h.cfg.ExtensionID) {
 		return h.refuse(ctx, c, p, http.StatusForbidden, "meta.extensionId is not this extension's id")
 	}
-	if h.cfg.ContributorID != "" && p.Meta.ContributorID != h.cfg.ContributorID {
+	if h.cfg.ContributorID != "" && !strings.EqualFold(p.Meta.ContributorID, h.cfg.ContributorID) {
 		return h.refuse(ctx, c, p, http.StatusForbidden, "meta.contributorId is not this extension's contributor")
 	}
 	if _, known := ParseKind(p.Kind); !known {

@@ -61,14 +61,14 @@ func Verify(ctx context.Context, keys KeySource, h http.Header, body []byte) err
 }
 
 // decodeSignature reads standard base64 with padding, as the platform sends it, and
-// tolerates missing padding.
+// tolerates missing padding. Decoding is strict, so one signature has one spelling.
 func decodeSignature(s string) ([]byte, error) {
 	if len(s) > base64.StdEncoding.EncodedLen(ed25519.SignatureSize) {
 		return nil, ErrSignatureMalformed
 	}
-	sig, err := base64.StdEncoding.DecodeString(s)
+	sig, err := base64.StdEncoding.Strict().DecodeString(s)
 	if err != nil {
-		sig, err = base64.RawStdEncoding.DecodeString(s)
+		sig, err = base64.RawStdEncoding.Strict().DecodeString(s)
 	}
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return nil, ErrSignatureMalformed

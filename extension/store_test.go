@@ -1,0 +1,286 @@
+package extension_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
+)
+
+// forEachDialect runs fn as a subtest per dialect: SQLite always, PostgreSQL when
+// EXT_TEST_POSTGRES_URL is set.
+func forEachDialect(t *testing.T, fn func(t *testing.T, d extension.Dialect)) {
+	t.Helper()
+	for _, d := range extensiontest.Dialects() {
+		t.Run(string(d), func(t *testing.T) { fn(t, d) })
+	}
+}
+
+// fakeClock is a settable clock for Options.Now, safe for concurrent use.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+// rawCells reads every cell of a table as text, straight through database/sql.
+func rawCells(t *testing.T, s *extension.Store, table string) []string {
+	t.Helper()
+	rows, err := s.SQLDB().Query("SELECT * FROM " + table)
+	if err != nil {
+		t.Fatalf("read %s: %v", table, err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatalf("read %s: %v", table, err)
+	}
+	var out []string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatalf("read %s: %v", table, err)
+		}
+		for i, v := range vals {
+			var cell string
+			switch v := v.(type) {
+			case []byte:
+				cell = string(v)
+			case nil:
+				cell = ""
+			default:
+				cell = fmt.Sprint(v)
+			}
+			out = append(out, cols[i]+"="+cell)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("read %s: %v", table, err)
+	}
+	return out
+}
+
+// checkNoPlaintext fails the test if any stored cell of the instances or the journal
+// contains one of the secrets in clear.
+func checkNoPlaintext(t *testing.T, s *extension.Store, secrets ...extension.Secret) {
+	t.Helper()
+	for _, table := range []string{"instances", "webhook_deliveries"} {
+		cells := rawCells(t, s, table)
+		if len(cells) == 0 {
+			t.Errorf("table %s is empty: nothing to check", table)
+		}
+		for _, cell := range cells {
+			for _, secret := range secrets {
+				if strings.Contains(cell, secret.Reveal()) {
+					t.Errorf("table %s: cell %q contains a plaintext secret", table, cell)
+				}
+			}
+		}
+	}
+}
+
+func TestParseDatabaseURL(t *testing.T) {
+	tests := []struct {
+		name        string
+		raw         string
+		wantDialect extension.Dialect
+		wantDSN     string
+		wantErr     bool
+	}{
+		{name: "sqlite relative", raw: "sqlite:data/extension.db", wantDialect: extension.SQLite, wantDSN: "data/extension.db"},
+		{name: "sqlite bare file", raw: "sqlite:extension.db", wantDialect: extension.SQLite, wantDSN: "extension.db"},
+		{name: "sqlite absolute", raw: "sqlite:/var/lib/ext/extension.db", wantDialect: extension.SQLite, wantDSN: "/var/lib/ext/extension.db"},
+		{name: "sqlite URL absolute", raw: "sqlite:///var/lib/ext/extension.db", wantDialect: extension.SQLite, wantDSN: "/var/lib/ext/extension.db"},
+		{name: "sqlite URL relative", raw: "sqlite://data/extension.db", wantDialect: extension.SQLite, wantDSN: "data/extension.db"},
+		{
+			name: "postgres", raw: "postgres://ext:pw@db.internal:5432/ext?sslmode=require",
+			wantDialect: extension.Postgres, wantDSN: "postgres://ext:pw@db.internal:5432/ext?sslmode=require",
+		},
+		{name: "postgresql", raw: "postgresql://ext@localhost/ext", wantDialect: extension.Postgres, wantDSN: "postgresql://ext@localhost/ext"},
+		{name: "empty", raw: "", wantErr: true},
+		{name: "mysql", raw: "mysql://x", wantErr: true},
+		{name: "no scheme", raw: "data/extension.db", wantErr: true},
+		{name: "sqlite without path", raw: "sqlite:", wantErr: true},
+		{name: "sqlite URL without path", raw: "sqlite://", wantErr: true},
+		{name: "sqlite with query", raw: "sqlite:a?b", wantErr: true},
+		{name: "sqlite with pragma query", raw: "sqlite:a.db?_journal_mode=DELETE", wantErr: true},
+		{name: "sqlite with fragment", raw: "sqlite:a#b", wantErr: true},
+		{name: "postgres without host", raw: "postgres://", wantErr: true},
+		{name: "postgres with only a database", raw: "postgres:///ext", wantErr: true},
+		{name: "postgres with bad port", raw: "postgres://ext:pw@db:notaport/ext", wantErr: true},
+		{name: "postgres without slashes", raw: "postgres:ext", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, dsn, err := extension.ParseDatabaseURL(tt.raw)
+			if gotErr := err != nil; gotErr != tt.wantErr {
+				t.Fatalf("ParseDatabaseURL(%q) got error %v, want error: %v", tt.raw, err, tt.wantErr)
+			}
+			if err != nil {
+				if strings.Contains(tt.raw, "pw") && strings.Contains(err.Error(), "pw") {
+					t.Errorf("got error %q, which repeats the password", err)
+				}
+				return
+			}
+			if d != tt.wantDialect || dsn != tt.wantDSN {
+				t.Errorf("ParseDatabaseURL(%q) got (%q, %q), want (%q, %q)", tt.raw, d, dsn, tt.wantDialect, tt.wantDSN)
+			}
+		})
+	}
+}
+
+func TestOpenRejectsBadURL(t *testing.T) {
+	tests := []struct {
+		name string
+		url  string
+	}{
+		{"empty", ""},
+		{"mysql", "mysql://x"},
+		{"sqlite with query", "sqlite:a.db?mode=memory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := extension.Open(context.Background(), tt.url, extension.Options{})
+			if err == nil {
+				s.Close()
+				t.Errorf("Open(%q) got nil error, want one", tt.url)
+			}
+		})
+	}
+}
+
+// TestOpenUnreachablePostgres needs no server: nothing listens on port 1.
+func TestOpenUnreachablePostgres(t *testing.T) {
+	const password = "hunter2-Qx7mT2vLp9Rk"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := extension.Open(ctx, "postgres://ext:"+password+"@127.0.0.1:1/ext?sslmode=disable&connect_timeout=5", extension.Options{})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open of an unreachable server got nil error, want one")
+	}
+	if strings.Contains(err.Error(), password) {
+		t.Errorf("got error %q, which contains the password", err)
+	}
+}
+
+func TestOpenSQLiteCreatesFolder(t *testing.T) {
+	tests := []struct {
+		name string
+		rel  []string // path below a temporary folder
+	}{
+		{"nested", []string{"a", "b", "c", "extension.db"}},
+		{"space in name", []string{"my data", "extension db.db"}},
+		{"percent in name", []string{"100%", "ext%41.db"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			path := filepath.Join(append([]string{root}, tt.rel...)...)
+			s, err := extension.Open(context.Background(), "sqlite:"+path, extension.Options{})
+			if err != nil {
+				t.Fatalf("Open(sqlite:%s): %v", path, err)
+			}
+			defer s.Close()
+			if err := s.Ping(context.Background()); err != nil {
+				t.Errorf("Ping: %v", err)
+			}
+			if _, err := s.SQLDB().Exec("CREATE TABLE probe (x INTEGER)"); err != nil {
+				t.Errorf("write to the database: %v", err)
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("database file at %s: got %v, want it to exist", path, err)
+			}
+			fi, err := os.Stat(filepath.Dir(path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fi.Mode().Perm(); got&0o077 != 0 {
+				t.Errorf("created folder mode got %v, want no access for group and others", got)
+			}
+			if got := s.Dialect(); got != extension.SQLite {
+				t.Errorf("Dialect() got %q, want %q", got, extension.SQLite)
+			}
+		})
+	}
+}
+
+func TestOpenSQLitePragmas(t *testing.T) {
+	s := extensiontest.Open(t, extensiontest.SQLiteURL(t), extension.Options{})
+	tests := []struct {
+		pragma string
+		check  func(string) bool
+		want   string
+	}{
+		{"journal_mode", func(v string) bool { return strings.EqualFold(v, "wal") }, "wal"},
+		{"synchronous", func(v string) bool { return v == "1" }, "1 (NORMAL)"},
+		{"foreign_keys", func(v string) bool { return v == "1" }, "1 (on)"},
+		{"busy_timeout", func(v string) bool {
+			var ms int
+			_, err := fmt.Sscan(v, &ms)
+			return err == nil && ms >= 1000
+		}, "at least 1000 (ms)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pragma, func(t *testing.T) {
+			// Ask several times: with a pool, each connection would need the pragma.
+			for range 3 {
+				var got string
+				if err := s.SQLDB().QueryRow("PRAGMA " + tt.pragma).Scan(&got); err != nil {
+					t.Fatalf("PRAGMA %s: %v", tt.pragma, err)
+				}
+				if !tt.check(got) {
+					t.Errorf("PRAGMA %s got %s, want %s", tt.pragma, got, tt.want)
+				}
+			}
+		})
+	}
+	if got := s.SQLDB().Stats().MaxOpenConnections; got != 1 {
+		t.Errorf("MaxOpenConnections got %d, want 1", got)
+	}
+}
+
+func TestStorePing(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		s := extensiontest.NewStore(t, d)
+		if err := s.Ping(context.Background()); err != nil {
+			t.Errorf("Ping got %v, want nil", err)
+		}
+		if got := s.Dialect(); got != d {
+			t.Errorf("Dialect() got %q, want %q", got, d)
+		}
+		if s.Keys() == nil {
+			t.Errorf("Keys() got nil, want the keyring passed to Open")
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("Close got %v, want nil", err)
+		}
+		if err := s.Ping(context.Background()); err == nil {
+			t.Errorf("Ping after Close got nil, want an error")
+		}
+	})
+}
