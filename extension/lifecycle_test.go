@@ -940,3 +940,25 @@ func TestApplyLifecycleUnknownKind(t *testing.T) {
 		}
 	})
 }
+
+// An update or rotation for an instance whose install we never received creates its
+// record: the platform is the source of truth, and a lost install must not block the rest.
+func TestLifecycleUnseenInstance(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		s := extensiontest.NewStore(t, d)
+
+		mustApply(t, s, updatedEvent("i-unseen-update", at(1), false, "pro", "project:read"), extension.OutcomeApplied)
+		checkInstance(t, s, "i-unseen-update", instanceView{
+			ContextKind: extension.ContextProject, ContextID: "p-1", Scopes: []string{"project:read"},
+			Enabled: false, VariantKey: "pro", LastEventAt: at(1),
+		})
+		checkCredentials(t, s, "i-unseen-update", "", extension.ErrDisabled)
+
+		mustApply(t, s, rotatedEvent("i-unseen-rotate", at(1), "rotated-secret"), extension.OutcomeApplied)
+		checkInstance(t, s, "i-unseen-rotate", instanceView{
+			ContextKind: extension.ContextProject, ContextID: "p-1", Scopes: []string{},
+			Enabled: true, HasSecret: true, LastEventAt: at(1),
+		})
+		checkCredentials(t, s, "i-unseen-rotate", "rotated-secret", nil)
+	})
+}
