@@ -1,0 +1,122 @@
+package mstudiotest
+
+import (
+	"net/http"
+	"slices"
+	"time"
+)
+
+// User is a test user of the simulated control panel. Their Token is a personal API token
+// that authorises user-side calls, such as asking for a single sign-on key.
+type User struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Email  string `json:"email"`
+	Token  string `json:"token"`
+	Access bool   `json:"access"` // may act in every project and customer; false: in none
+}
+
+// defaultUsers are the simulator's test users: two with access to every context, and one
+// outsider for "signed in as a user without access" paths. Ids are fixed, so scripts and
+// docs can name them; tokens are new per start.
+func defaultUsers() []*User {
+	return []*User{
+		{ID: "7f1c2a8e-5d4b-4e3a-9c1f-0a1b2c3d4e01", Name: "Ada Admin", Email: "ada@example.test", Access: true},
+		{ID: "7f1c2a8e-5d4b-4e3a-9c1f-0a1b2c3d4e02", Name: "Bob Builder", Email: "bob@example.test", Access: true},
+		{ID: "7f1c2a8e-5d4b-4e3a-9c1f-0a1b2c3d4e03", Name: "Otto Outsider", Email: "otto@example.test", Access: false},
+	}
+}
+
+
+// Users lists the test users, tokens included.
+func (s *Server) Users() []User {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]User, len(s.users))
+	for i, u := range s.users {
+		out[i] = *u
+	}
+	return out
+}
+
+func (s *Server) userByID(id string) (*User, bool) {
+	for _, u := range s.users {
+		if u.ID == id {
+			return u, true
+		}
+	}
+	return nil, false
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Users())
+}
+
+// grant is what an access token stands for.
+type grant struct {
+	userID     string    // set for user tokens
+	instanceID string    // set for instance tokens and for user tokens bound to an instance
+	scopes     []string  // the scopes granted; nil for a user's own API token (all the user may do)
+	expires    time.Time // zero: never
+}
+
+// issueToken mints an access token for g, valid for ttl.
+func (s *Server) issueToken(g grant, ttl time.Duration) (string, time.Time) {
+	token := randomToken(48)
+	g.expires = s.now().Add(ttl)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.grants[token] = &g
+	return token, g.expires
+}
+
+// authenticate finds the grant of the request's token (X-Access-Token or Authorization:
+// Bearer). Tokens of a disabled or removed instance stop working at once, as the
+// platform's do.
+func (s *Server) authenticate(r *http.Request) (grant, bool) {
+	token := bearer(r)
+	if token == "" {
+		return grant{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.grants[token]
+	if !ok || (!g.expires.IsZero() && !s.now().Before(g.expires)) {
+		return grant{}, false
+	}
+	if g.instanceID != "" {
+		in, ok := s.instances[g.instanceID]
+		if !ok || in.Removed || in.Disabled {
+			return grant{}, false
+		}
+	}
+	return *g, true
+}
+
+// mayRead reports whether g may read the context (kind, id) with the scope.
+func (s *Server) mayRead(g grant, kind, id, scope string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g.userID != "" {
+		u, ok := s.userByID(g.userID)
+		if !ok || !u.Access {
+			return false
+		}
+		if g.instanceID == "" {
+			return true // a user's own API token: everything the user may do
+		}
+	}
+	in, ok := s.instances[g.instanceID]
+	if !ok || in.ContextKind != kind || in.ContextID != id {
+		return false
+	}
+	return slices.Contains(g.scopes, scope)
+}
+
+func unauthorized(w http.ResponseWriter) {
+	writeError(w, http.StatusUnauthorized, "Unauthorized", "an access token is required (X-Access-Token or Authorization: Bearer)")
+}
+
+func forbidden(w http.ResponseWriter, message string) {
+	writeError(w, http.StatusForbidden, "PermissionDenied", message)
+}
