@@ -35,6 +35,14 @@ commands:
   instances [--json] [--all]           list installed extension instances
   token --instance ID                  print an instance access token minted at the platform
   rekey                                seal every stored secret again with the first key
+  dev [--addr A] [--sim-addr A] [--data DIR]
+                                       backend plus the platform simulator on loopback
+  sim [--addr 127.0.0.1:8081]          the platform simulator alone
+  webhook send --kind KIND [--instance ID] [--file BODY.json] [--to URL] [--key-file F]
+                                       sign a lifecycle webhook with the simulator key and send it
+  webhook sign --file BODY.json        print the signature headers for curl
+  bench webhooks --to URL [--duration 10s] [--concurrency 32] [--instances 1000]
+                                       load-test a backend with signed deliveries
 
 Configuration comes from EXT_* environment variables; see the README.`
 
@@ -64,6 +72,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runToken(ctx, rest, getenv, stdout, stderr)
 	case "rekey":
 		return runRekey(ctx, rest, getenv, stdout, stderr)
+	case "dev":
+		return runDev(ctx, rest, getenv, stdout, stderr)
+	case "sim":
+		return runSim(ctx, rest, getenv, stdout, stderr)
+	case "webhook":
+		return runWebhook(ctx, rest, getenv, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil

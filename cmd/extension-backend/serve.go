@@ -40,13 +40,22 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	logger := newLogger(stdout, cfg.LogLevel)
 	logger.Info("starting", "config", cfg)
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	return serveBackend(ctx, cfg, logger, !*noMigrate, ln)
+}
 
+// serveBackend runs the backend on ln until ctx ends.
+func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate bool, ln net.Listener) error {
+	defer ln.Close() // in case we fail before serving
 	store, err := openStore(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if *noMigrate {
+	if !migrate {
 		if err := requireMigrated(ctx, store); err != nil {
 			return err
 		}
@@ -70,15 +79,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}).Routes(e)
 
 	go pruneJournal(ctx, store, logger)
-	return serveHTTP(ctx, cfg.Addr, e, logger)
+	return serveHTTP(ctx, ln, e, logger)
 }
 
-// serveHTTP serves until ctx ends, then stops accepting and lets requests in flight finish.
-func serveHTTP(ctx context.Context, addr string, h http.Handler, logger *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
-	}
+// serveHTTP serves on ln until ctx ends, then stops accepting and lets requests in flight
+// finish.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, logger *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,

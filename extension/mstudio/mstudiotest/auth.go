@@ -3,6 +3,7 @@ package mstudiotest
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -26,7 +27,6 @@ func defaultUsers() []*User {
 		{ID: "7f1c2a8e-5d4b-4e3a-9c1f-0a1b2c3d4e03", Name: "Otto Outsider", Email: "otto@example.test", Access: false},
 	}
 }
-
 
 // Users lists the test users, tokens included.
 func (s *Server) Users() []User {
@@ -103,7 +103,9 @@ func (s *Server) mayRead(g grant, kind, id, scope string) bool {
 			return false
 		}
 		if g.instanceID == "" {
-			return true // a user's own API token: everything the user may do
+			// A user's own API token may do everything the user may; an OAuth2 token
+			// only what its scopes allow.
+			return g.scopes == nil || scope == "" || slices.Contains(g.scopes, scope)
 		}
 	}
 	in, ok := s.instances[g.instanceID]
@@ -111,6 +113,40 @@ func (s *Server) mayRead(g grant, kind, id, scope string) bool {
 		return false
 	}
 	return slices.Contains(g.scopes, scope)
+}
+
+// getUser serves GET /v2/users/{id} (also "self") to the user's own tokens: the profile
+// a backend reads after single sign-on to learn the user's name and e-mail.
+func (s *Server) getUser(w http.ResponseWriter, r *http.Request) {
+	g, ok := s.authenticate(r)
+	if !ok {
+		unauthorized(w)
+		return
+	}
+	id := r.PathValue("id")
+	if id == "self" {
+		id = g.userID
+	}
+	if g.userID == "" || id != g.userID {
+		forbidden(w, "a user may read only their own profile")
+		return
+	}
+	s.mu.Lock()
+	u, found := s.userByID(id)
+	var profile map[string]any
+	if found {
+		first, last, _ := strings.Cut(u.Name, " ")
+		profile = map[string]any{
+			"userId": u.ID, "email": u.Email,
+			"person": map[string]string{"firstName": first, "lastName": last, "title": ""},
+		}
+	}
+	s.mu.Unlock()
+	if !found {
+		writeError(w, http.StatusNotFound, "NotFound", "user not found")
+		return
+	}
+	writeJSON(w, http.StatusOK, profile)
 }
 
 func unauthorized(w http.ResponseWriter) {

@@ -110,6 +110,14 @@ func (s *Server) UpdateInstance(id string, change func(*Instance)) (Instance, er
 		return Instance{}, errorf("no instance %s", id)
 	}
 	change(in)
+	if in.Disabled || in.Removed {
+		// Every token of the instance dies with it, and stays dead if it is enabled again.
+		for token, g := range s.grants {
+			if g.instanceID == id {
+				delete(s.grants, token)
+			}
+		}
+	}
 	return *in, s.saveStateLocked()
 }
 
@@ -180,12 +188,17 @@ func (s *Server) saveStateLocked() error {
 	if err := os.MkdirAll(filepath.Dir(s.opts.StateFile), 0o700); err != nil {
 		return errorf("state file: %v", err)
 	}
-	tmp := s.opts.StateFile + ".tmp"
+	return writeFileAtomic(s.opts.StateFile, data)
+}
+
+// writeFileAtomic replaces a file through a rename, so a crash never leaves half of it.
+func writeFileAtomic(file string, data []byte) error {
+	tmp := file + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return errorf("state file: %v", err)
+		return errorf("write %s: %v", file, err)
 	}
-	if err := os.Rename(tmp, s.opts.StateFile); err != nil {
-		return errorf("state file: %v", err)
+	if err := os.Rename(tmp, file); err != nil {
+		return errorf("write %s: %v", file, err)
 	}
 	return nil
 }

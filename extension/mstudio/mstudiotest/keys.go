@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,6 +91,7 @@ func newKeyPair() KeyPair {
 	return KeyPair{Serial: uuid.NewString(), Private: priv}
 }
 
+// save writes the key file; ks.mu must be held once the store is shared.
 func (ks *keyStore) save() error {
 	if ks.file == "" {
 		return nil
@@ -110,10 +112,7 @@ func (ks *keyStore) save() error {
 	if err := os.MkdirAll(filepath.Dir(ks.file), 0o700); err != nil {
 		return errorf("key file: %v", err)
 	}
-	if err := os.WriteFile(ks.file, data, 0o600); err != nil {
-		return errorf("key file: %v", err)
-	}
-	return nil
+	return writeFileAtomic(ks.file, data)
 }
 
 func (ks *keyStore) latest(purpose string) KeyPair {
@@ -147,10 +146,13 @@ func (s *Server) SessionTokenKey() KeyPair { return s.keys.latest(PurposeSession
 // RotateKey adds a new key for the purpose, which signs from now on; the old key stays
 // published under its serial, as the platform's do.
 func (s *Server) RotateKey(purpose string) (KeyPair, error) {
+	if purpose != PurposeWebhook && purpose != PurposeSessionToken {
+		return KeyPair{}, errorf("key purpose %q: want %s or %s", purpose, PurposeWebhook, PurposeSessionToken)
+	}
 	k := newKeyPair()
 	s.keys.mu.Lock()
+	defer s.keys.mu.Unlock()
 	s.keys.keys[purpose] = append(s.keys.keys[purpose], k)
-	s.keys.mu.Unlock()
 	return k, s.keys.save()
 }
 
@@ -193,9 +195,25 @@ func (s *Server) getPublicKey(w http.ResponseWriter, r *http.Request) {
 
 // getLegacyPublicKey answers the deprecated route with a permanent redirect to the new one.
 func (s *Server) getLegacyPublicKey(w http.ResponseWriter, r *http.Request) {
-	target := "/v2/public-keys/" + r.PathValue("serial")
+	target := "/v2/public-keys/" + url.PathEscape(r.PathValue("serial"))
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
 	}
 	http.Redirect(w, r, target, http.StatusPermanentRedirect)
+}
+
+// LoadKeyFile reads a key file written by a simulator (Options.KeyFile) and returns the key
+// of the purpose that signs now, so tools can sign as that simulator does.
+func LoadKeyFile(file, purpose string) (KeyPair, error) {
+	if _, err := os.Stat(file); err != nil {
+		return KeyPair{}, errorf("key file: %v", err)
+	}
+	ks, err := loadOrCreateKeys(file)
+	if err != nil {
+		return KeyPair{}, err
+	}
+	if len(ks.keys[purpose]) == 0 {
+		return KeyPair{}, errorf("key file %s has no %s key", file, purpose)
+	}
+	return ks.latest(purpose), nil
 }

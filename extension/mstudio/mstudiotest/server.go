@@ -116,6 +116,7 @@ func New(opts Options) (*Server, error) {
 		grants:    map[string]*grant{},
 	}
 	for _, u := range s.users {
+		u.Token = randomToken(48)
 		s.grants[u.Token] = &grant{userID: u.ID}
 	}
 	if err := s.loadState(); err != nil {
@@ -161,10 +162,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // limit headers and injected faults, looked up by the route's pattern.
 func (s *Server) handle(pattern string, h http.HandlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		s.limit.headers(w) // an injected 429 carries them too, as the platform's does
 		if s.faults.apply(pattern, w, r) {
 			return
 		}
-		s.limit.headers(w)
 		h(w, r)
 	})
 }
@@ -178,6 +179,7 @@ func (s *Server) routes() {
 	s.handle("POST /v2/extension-instances/{id}/tokens", s.postInstanceToken)
 	s.handle("GET /v2/projects/{id}", s.getProject)
 	s.handle("GET /v2/customers/{id}", s.getCustomer)
+	s.handle("GET /v2/users/{id}", s.getUser)
 
 	s.ssoRoutes()
 	s.senderRoutes()

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/google/uuid"
+)
+
+// devSettings are the ids a dev setup keeps across runs, so the backend's records and the
+// simulator's instances keep matching.
+type devSettings struct {
+	ExtensionID   string `json:"extensionId"`
+	ContributorID string `json:"contributorId"`
+}
+
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sf simFlags
+	sf.register(fs, "127.0.0.1:8081")
+	addr := fs.String("addr", "", "backend listen address (default EXT_ADDR, else 127.0.0.1:8080)")
+	dataDir := fs.String("data", "data", "folder for the database, keys and simulator state")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *addr == "" {
+		*addr = getenv("EXT_ADDR")
+	}
+	if *addr == "" {
+		*addr = "127.0.0.1:8080"
+	}
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return fmt.Errorf("data folder: %w", err)
+	}
+	settings, err := loadDevSettings(filepath.Join(*dataDir, "dev.json"), getenv)
+	if err != nil {
+		return err
+	}
+	keyFile := filepath.Join(*dataDir, "encryption.key")
+	if getenv("EXT_ENCRYPTION_KEYS") == "" && getenv("EXT_ENCRYPTION_KEYS_FILE") == "" {
+		if err := ensureKeyFile(keyFile); err != nil {
+			return err
+		}
+	}
+
+	// Both listeners first: each side's configuration names the other's address.
+	backendLn, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *addr, err)
+	}
+	defer backendLn.Close()
+	simLn, err := net.Listen("tcp", sf.addr)
+	if err != nil {
+		return fmt.Errorf("simulator: listen on %s: %w", sf.addr, err)
+	}
+	defer simLn.Close()
+	backendURL, simURL := "http://"+backendLn.Addr().String(), "http://"+simLn.Addr().String()
+
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	sf.extensionID, sf.contributorID = settings.ExtensionID, settings.ContributorID
+	sf.webhookURL = backendURL + "/mstudio/webhooks"
+	if sf.keyFile == "" {
+		sf.keyFile = filepath.Join(*dataDir, "simulator-keys.json")
+	}
+	if sf.stateFile == "" {
+		sf.stateFile = filepath.Join(*dataDir, "simulator-state.json")
+	}
+	sim, err := mstudiotest.New(sf.options(getenv, logger.With("component", "simulator")))
+	if err != nil {
+		return err
+	}
+	defer sim.Close()
+
+	vars := map[string]string{
+		"EXT_DATABASE_URL":         "sqlite:" + filepath.Join(*dataDir, "extension.db"),
+		"EXT_ENCRYPTION_KEYS_FILE": keyFile,
+	}
+	env := func(name string) string {
+		switch name {
+		case "EXT_MSTUDIO_API_URL":
+			return simURL
+		case "EXT_EXTENSION_ID":
+			return sim.ExtensionID()
+		case "EXT_CONTRIBUTOR_ID":
+			return sim.ContributorID()
+		case "EXT_EXTENSION_SECRET":
+			return sim.ExtensionSecret()
+		case "EXT_PUBLIC_URL":
+			if v := getenv(name); v != "" {
+				return v
+			}
+			return backendURL
+		case "EXT_ENCRYPTION_KEYS_FILE":
+			if getenv("EXT_ENCRYPTION_KEYS") != "" {
+				return getenv(name)
+			}
+		}
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return vars[name]
+	}
+	cfg, err := loadConfig(env, needs{keys: true, extensionID: true})
+	if err != nil {
+		return err
+	}
+	cfg.Addr = backendLn.Addr().String()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- serveHTTP(ctx, simLn, sim, logger.With("component", "simulator")) }()
+	go func() { errs <- serveBackend(ctx, cfg, logger.With("component", "backend"), true, backendLn) }()
+
+	ready := make(chan error, 1)
+	go func() { ready <- waitReady(ctx, backendURL+"/readyz") }()
+	select {
+	case err := <-errs:
+		return err
+	case err := <-ready:
+		if err != nil {
+			return err
+		}
+	}
+	printSimulator(stdout, sim, simURL)
+	instanceID, err := demoInstance(ctx, sim, stdout)
+	if err != nil {
+		cancel()
+		<-errs
+		<-errs
+		return err
+	}
+	fmt.Fprintf(stdout, "backend on %s, simulator on %s (Ctrl-C stops both)\n\n", backendURL, simURL)
+	fmt.Fprintf(stdout, "next: mint an instance token for the demo instance (its secret works %s after the install):\n", sf.secretDelay)
+	fmt.Fprintf(stdout, "  EXT_DATABASE_URL=%s EXT_ENCRYPTION_KEYS_FILE=%s EXT_MSTUDIO_API_URL=%s extension-backend token --instance %s\n\n",
+		vars["EXT_DATABASE_URL"], keyFile, simURL, instanceID)
+
+	var first error
+	for range 2 {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			cancel() // one side failed: stop the other too
+		}
+	}
+	return first
+}
+
+// demoInstance installs a demo instance through the real webhook path on the first run,
+// and finds it again on later runs.
+func demoInstance(ctx context.Context, sim *mstudiotest.Server, stdout io.Writer) (string, error) {
+	for _, in := range sim.Instances() {
+		if !in.Removed {
+			fmt.Fprintf(stdout, "demo instance %s (%s %s) from an earlier run\n", in.ID, in.ContextKind, in.ContextID)
+			return in.ID, nil
+		}
+	}
+	res, err := sim.Trigger(ctx, "extensionAddedToContext", mstudiotest.CallRequest{})
+	if err != nil {
+		return "", fmt.Errorf("install the demo instance: %w", err)
+	}
+	if !res.Successful {
+		return "", fmt.Errorf("install the demo instance: the backend answered %d: %s", res.StatusCode, res.Body)
+	}
+	in, _ := sim.Instance(res.InstanceID)
+	fmt.Fprintf(stdout, "demo instance %s (%s %s) installed through the webhook: %d\n", in.ID, in.ContextKind, in.ContextID, res.StatusCode)
+	return in.ID, nil
+}
+
+func loadDevSettings(file string, getenv func(string) string) (devSettings, error) {
+	var st devSettings
+	data, err := os.ReadFile(file)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(data, &st); err != nil {
+			return st, fmt.Errorf("%s: %w", file, err)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return st, err
+	}
+	if v := strings.ToLower(getenv("EXT_EXTENSION_ID")); v != "" {
+		st.ExtensionID = v
+	}
+	if v := strings.ToLower(getenv("EXT_CONTRIBUTOR_ID")); v != "" {
+		st.ContributorID = v
+	}
+	if st.ExtensionID == "" {
+		st.ExtensionID = uuid.NewString()
+	}
+	if st.ContributorID == "" {
+		st.ContributorID = uuid.NewString()
+	}
+	data, err = json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return st, err
+	}
+	return st, os.WriteFile(file, data, 0o600)
+}
+
+// ensureKeyFile creates a random encryption key on the first run; later runs reuse it,
+// so the secrets sealed in the database keep opening.
+func ensureKeyFile(file string) error {
+	if _, err := os.Stat(file); err == nil {
+		return nil
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	if err := os.WriteFile(file, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write encryption key: %w", err)
+	}
+	return nil
+}
+
+// waitReady polls a readiness URL until it answers 200.
+func waitReady(ctx context.Context, url string) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not become ready in 30 s", url)
+}

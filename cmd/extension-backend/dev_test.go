@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startDev runs `dev` on free ports with its data in dir, and returns its output once the
+// demo instance is installed, and a stop function.
+func startDev(t *testing.T, dir string) (string, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"dev", "--addr", "127.0.0.1:0", "--sim-addr", "127.0.0.1:0", "--data", dir, "--secret-delay", "0"},
+			env(map[string]string{}), stdout, stderr)
+	}()
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		return <-done
+	}
+	t.Cleanup(func() { stop() })
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(stdout.String(), "next: ") {
+			return stdout.String(), stop
+		}
+		select {
+		case err := <-done:
+			stopped = true
+			t.Fatalf("dev exited early: %v\n%s\n%s", err, stdout, stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("dev did not get ready:\n%s\n%s", stdout, stderr)
+	return "", nil
+}
+
+var (
+	demoInstanceRE = regexp.MustCompile(`demo instance ([0-9a-f-]{36})`)
+	simURLRE       = regexp.MustCompile(`(?m)^EXT_MSTUDIO_API_URL=(\S+)$`)
+	backendURLRE   = regexp.MustCompile(`backend on (http://\S+),`)
+)
+
+func TestDevEndToEnd(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	out, stop := startDev(t, dir)
+	m := demoInstanceRE.FindStringSubmatch(out)
+	sim := simURLRE.FindStringSubmatch(out)
+	backend := backendURLRE.FindStringSubmatch(out)
+	if m == nil || sim == nil || backend == nil {
+		t.Fatalf("dev output lacks the demo instance, the EXT_MSTUDIO_API_URL line or the backend URL:\n%s", out)
+	}
+	instanceID := m[1]
+	if !strings.Contains(out, "installed through the webhook: 204") {
+		t.Errorf("the demo instance was not installed through the webhook:\n%s", out)
+	}
+	vars := map[string]string{
+		"EXT_DATABASE_URL":         "sqlite:" + filepath.Join(dir, "extension.db"),
+		"EXT_ENCRYPTION_KEYS_FILE": filepath.Join(dir, "encryption.key"),
+		"EXT_MSTUDIO_API_URL":      sim[1],
+	}
+	if got := get(t, backend[1]+"/readyz"); got != 200 {
+		t.Errorf("readyz: got %d, want 200", got)
+	}
+	listed, _, err := runCmd(vars, "instances", "--json")
+	if err != nil {
+		t.Fatalf("instances: %v", err)
+	}
+	var list []instanceJSON
+	if err := json.Unmarshal([]byte(listed), &list); err != nil || len(list) != 1 || list[0].ID != instanceID {
+		t.Fatalf("instances --json: got %s (%v), want the demo instance %s", listed, err, instanceID)
+	}
+	token, errOut, err := runCmd(vars, "token", "--instance", instanceID)
+	if err != nil || len(strings.TrimSpace(token)) < 20 {
+		t.Fatalf("token for the demo instance: got %q, %v\n%s", token, err, errOut)
+	}
+
+	// Send and sign with the dev setup's simulator key, to the dev backend.
+	keyFile := filepath.Join(dir, "simulator-keys.json")
+	sent, _, err := runCmd(map[string]string{}, "webhook", "send", "--kind", "updated", "--instance", instanceID,
+		"--to", backend[1]+"/mstudio/webhooks", "--key-file", keyFile)
+	if err != nil || !strings.Contains(sent, "204") {
+		t.Errorf("webhook send: got %q, %v; want a 204", sent, err)
+	}
+	body := filepath.Join(t.TempDir(), "body.json")
+	if err := os.WriteFile(body, []byte(`{"hello":"world"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signed, _, err := runCmd(map[string]string{}, "webhook", "sign", "--file", body, "--key-file", keyFile)
+	if err != nil || !strings.Contains(signed, "X-Marketplace-Signature: ") || !strings.Contains(signed, "X-Marketplace-Signature-Algorithm: Ed25519") {
+		t.Errorf("webhook sign: got %q, %v", signed, err)
+	}
+	sent, _, err = runCmd(map[string]string{}, "webhook", "send", "--file", body, "--to", backend[1]+"/mstudio/webhooks", "--key-file", keyFile)
+	if err == nil || !strings.Contains(sent, "400") {
+		t.Errorf("webhook send of a body that is no payload: got %q, %v; want a 400 and an error", sent, err)
+	}
+
+	// A short load run against the dev backend ends with a summary of 2xx answers.
+	var benchOut, benchErr bytes.Buffer
+	err = run(context.Background(), []string{"bench", "webhooks", "--to", backend[1] + "/mstudio/webhooks", "--duration", "1s",
+		"--concurrency", "4", "--instances", "20", "--key-file", keyFile}, env(map[string]string{}), &benchOut, &benchErr)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, benchErr.String())
+	}
+	for _, want := range []string{"throughput", "p99", "204:"} {
+		if !strings.Contains(benchOut.String(), want) {
+			t.Errorf("bench summary lacks %q:\n%s", want, benchOut.String())
+		}
+	}
+	if strings.Contains(benchOut.String(), "401") || strings.Contains(benchOut.String(), "403") {
+		t.Errorf("bench deliveries were refused:\n%s", benchOut.String())
+	}
+
+	if err := stop(); err != nil {
+		t.Fatalf("dev after Ctrl-C: got %v, want nil", err)
+	}
+
+	// A second run reuses the data: the same demo instance, no new install.
+	out, _ = startDev(t, dir)
+	if m2 := demoInstanceRE.FindStringSubmatch(out); m2 == nil || m2[1] != instanceID || !strings.Contains(out, "from an earlier run") {
+		t.Errorf("second dev run: got %q, want the demo instance %s from the earlier run", out, instanceID)
+	}
+}
+
+func TestSimCommand(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	keyFile := filepath.Join(t.TempDir(), "keys.json")
+	go func() {
+		done <- run(ctx, []string{"sim", "--addr", "127.0.0.1:0", "--key-file", keyFile},
+			env(map[string]string{"EXT_EXTENSION_ID": testExtensionID}), stdout, stderr)
+	}()
+	var simURL string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && simURL == ""; time.Sleep(10 * time.Millisecond) {
+		if m := simURLRE.FindStringSubmatch(stdout.String()); m != nil {
+			simURL = m[1]
+		}
+	}
+	if simURL == "" {
+		cancel()
+		t.Fatalf("sim printed no EXT_MSTUDIO_API_URL line:\n%s\n%s", stdout, stderr)
+	}
+	for _, want := range []string{"EXT_EXTENSION_ID=" + testExtensionID, "Ada Admin", "Otto Outsider", "token "} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("sim output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if got := get(t, simURL+"/v2/public-keys/latest?purpose=webhook"); got != 200 {
+		t.Errorf("simulator key endpoint: got %d, want 200", got)
+	}
+	if _, err := os.Stat(keyFile); err != nil {
+		t.Errorf("sim --key-file did not save its keys: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("sim after Ctrl-C: got %v, want nil", err)
+	}
+}

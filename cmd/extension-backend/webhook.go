@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/extension-backend/extension-backend/webhooks"
+	"github.com/google/uuid"
+)
+
+const defaultKeyFile = "data/simulator-keys.json"
+
+func runWebhook(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "send" && args[0] != "sign") {
+		return usagef("usage: extension-backend webhook send|sign [flags]")
+	}
+	if args[0] == "sign" {
+		return runWebhookSign(args[1:], stdout, stderr)
+	}
+	return runWebhookSend(ctx, args[1:], getenv, stdout, stderr)
+}
+
+// kindAliases lets a developer name a kind the short way, or in any of the platform's
+// vocabularies.
+func payloadKindOf(name string) (string, bool) {
+	switch strings.ToLower(name) {
+	case "added", "add", "install":
+		return "ExtensionAddedToContext", true
+	case "updated", "update":
+		return "InstanceUpdated", true
+	case "rotated", "rotate", "secretrotated":
+		return "SecretRotated", true
+	case "removed", "remove", "uninstall":
+		return "InstanceRemovedFromContext", true
+	}
+	if k, ok := mstudiotest.PayloadKind(name); ok {
+		return k, true
+	}
+	if k, ok := webhooks.ParseKind(name); ok {
+		return string(k), true
+	}
+	return "", false
+}
+
+func runWebhookSend(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("webhook send", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kind := fs.String("kind", "", "added, updated, rotated, removed (or any platform spelling); not needed with --file")
+	instanceID := fs.String("instance", "", "extension instance id (default: a new one)")
+	file := fs.String("file", "", "send this body as it is instead of building one")
+	to := fs.String("to", "http://127.0.0.1:8080/mstudio/webhooks", "the backend's webhook URL")
+	keyFile := fs.String("key-file", defaultKeyFile, "the simulator key file to sign with")
+	extensionID := fs.String("extension-id", "", "meta.extensionId (default: EXT_EXTENSION_ID, else the dev setup's)")
+	contextID := fs.String("context", "", "context (project) id (default: a new one)")
+	dryRun := fs.Bool("dry-run", false, "append ?dry-run=true&executing-user-id=… as the platform's dry runs do")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	key, err := mstudiotest.LoadKeyFile(*keyFile, mstudiotest.PurposeWebhook)
+	if err != nil {
+		return fmt.Errorf("%w (start `extension-backend dev`, or `sim --key-file %s`, first)", err, *keyFile)
+	}
+	target := *to
+	if *dryRun {
+		target += "?dry-run=true&executing-user-id=" + uuid.NewString()
+	}
+	var body []byte
+	if *file != "" {
+		if body, err = os.ReadFile(*file); err != nil {
+			return err
+		}
+	} else {
+		k, ok := payloadKindOf(*kind)
+		if !ok {
+			return usagef("--kind %q: want added, updated, rotated or removed (or --file)", *kind)
+		}
+		extID, contributorID := devIDs(getenv, filepath.Dir(*keyFile))
+		if *extensionID != "" {
+			extID = *extensionID
+		}
+		if extID == "" {
+			return usagef("--extension-id is needed: EXT_EXTENSION_ID is not set and there is no dev setup")
+		}
+		spec := mstudiotest.PayloadSpec{
+			Kind: k, InstanceID: *instanceID, ExtensionID: extID, ContributorID: contributorID,
+			ContextKind: "project", ContextID: *contextID, Scopes: mstudiotest.DefaultScopes, Enabled: true,
+			TargetURL: target,
+		}
+		if spec.InstanceID == "" {
+			spec.InstanceID = uuid.NewString()
+		}
+		if spec.ContextID == "" {
+			spec.ContextID = uuid.NewString()
+		}
+		if spec.ContributorID == "" {
+			spec.ContributorID = uuid.NewString()
+		}
+		if k == "ExtensionAddedToContext" || k == "SecretRotated" {
+			spec.Secret = "dev-secret-" + uuid.NewString()
+		}
+		if body, err = mstudiotest.BuildPayload(spec); err != nil {
+			return err
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	webhooks.Sign(req.Header, key.Serial, key.Private, body)
+	resp, err := (&http.Client{Timeout: 6 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	fmt.Fprintf(stdout, "%s %s\n", resp.Proto, resp.Status)
+	if len(answer) > 0 {
+		fmt.Fprintf(stdout, "%s\n", bytes.TrimSpace(answer))
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("the backend answered %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// devIDs finds the extension and contributor ids a backend expects: EXT_EXTENSION_ID and
+// EXT_CONTRIBUTOR_ID, else the ones `dev` keeps beside its key file.
+func devIDs(getenv func(string) string, dataDir string) (extensionID, contributorID string) {
+	var st devSettings
+	if data, err := os.ReadFile(filepath.Join(dataDir, "dev.json")); err == nil {
+		_ = json.Unmarshal(data, &st) // a damaged file just means no defaults
+	}
+	if v := getenv("EXT_EXTENSION_ID"); v != "" {
+		st.ExtensionID = strings.ToLower(v)
+	}
+	if v := getenv("EXT_CONTRIBUTOR_ID"); v != "" {
+		st.ContributorID = strings.ToLower(v)
+	}
+	return st.ExtensionID, st.ContributorID
+}
+
+func runWebhookSign(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("webhook sign", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("file", "", "the body to sign (required)")
+	keyFile := fs.String("key-file", defaultKeyFile, "the simulator key file to sign with")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *file == "" {
+		return usagef("usage: extension-backend webhook sign --file BODY.json [--key-file F]")
+	}
+	body, err := os.ReadFile(*file)
+	if err != nil {
+		return err
+	}
+	key, err := mstudiotest.LoadKeyFile(*keyFile, mstudiotest.PurposeWebhook)
+	if err != nil {
+		return err
+	}
+	h := http.Header{}
+	webhooks.Sign(h, key.Serial, key.Private, body)
+	for _, name := range []string{webhooks.HeaderSerial, webhooks.HeaderAlgorithm, webhooks.HeaderSignature} {
+		fmt.Fprintf(stdout, "%s: %s\n", name, h.Get(name))
+	}
+	fmt.Fprintf(stderr, "\nfor example:\n  curl -i -H 'Content-Type: application/json' -H '%s: %s' -H '%s: %s' -H '%s: %s' --data-binary @%s http://127.0.0.1:8080/mstudio/webhooks\n",
+		webhooks.HeaderSerial, h.Get(webhooks.HeaderSerial), webhooks.HeaderAlgorithm, h.Get(webhooks.HeaderAlgorithm),
+		webhooks.HeaderSignature, h.Get(webhooks.HeaderSignature), *file)
+	return nil
+}
