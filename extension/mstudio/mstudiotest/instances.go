@@ -227,7 +227,8 @@ func (s *Server) getInstance(w http.ResponseWriter, r *http.Request) {
 		forbidden(w, "no access to this extension instance")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	halted, next := s.WebhookStatus(in.ID)
+	body := map[string]any{
 		"id":                     in.ID,
 		"extensionId":            s.opts.ExtensionID,
 		"extensionName":          "Simulated Extension",
@@ -238,11 +239,15 @@ func (s *Server) getInstance(w http.ResponseWriter, r *http.Request) {
 		"disabled":               in.Disabled,
 		"pendingInstallation":    false,
 		"pendingRemoval":         false,
-		"webhookExecutionHalted": false,
+		"webhookExecutionHalted": halted,
 		"chargeability":          map[string]any{"isChargeable": false, "reasons": map[string]bool{"isNonChargeableCustomer": false, "isOwnExtension": true}},
 		"createdAt":              in.CreatedAt,
 		"variantKey":             in.VariantKey,
-	})
+	}
+	if !next.IsZero() {
+		body["nextScheduledWebhookExecution"] = next.UTC()
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 func aggregateDomain(kind string) string {
