@@ -65,11 +65,23 @@ func (s *Store) Deliveries(ctx context.Context, instanceID string, limit int) ([
 	return out, nil
 }
 
-// PruneDeliveries deletes journal rows received before the cutoff and says how many.
+// pruneChunk bounds one delete: on SQLite a delete holds the only connection, and
+// deliveries must not wait behind a month of rows.
+const pruneChunk = 5000
+
+// PruneDeliveries deletes journal rows received before the cutoff, in chunks, and says
+// how many.
 func (s *Store) PruneDeliveries(ctx context.Context, before time.Time) (int64, error) {
-	res := s.db.WithContext(ctx).Where("received_at < ?", before.UTC()).Delete(&Delivery{})
-	if res.Error != nil {
-		return 0, fmt.Errorf("prune deliveries: %w", translate(res.Error))
+	var total int64
+	for {
+		oldest := s.db.Model(&Delivery{}).Select("id").Where("received_at < ?", before.UTC()).Order("received_at").Limit(pruneChunk)
+		res := s.db.WithContext(ctx).Where("id IN (?)", oldest).Delete(&Delivery{})
+		if res.Error != nil {
+			return total, fmt.Errorf("prune deliveries: %w", translate(res.Error))
+		}
+		total += res.RowsAffected
+		if res.RowsAffected < pruneChunk {
+			return total, nil
+		}
 	}
-	return res.RowsAffected, nil
 }

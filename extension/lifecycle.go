@@ -31,8 +31,8 @@ type LifecycleEvent struct {
 	ContextID   string
 	Scopes      []string // nil: not sent (SecretRotated)
 	Enabled     *bool    // nil: not sent
-	VariantKey  string
-	Secret      Secret // ExtensionAddedToContext and SecretRotated
+	VariantKey  *string  // nil: not sent
+	Secret      Secret   // ExtensionAddedToContext and SecretRotated
 }
 
 // Outcome says what a delivery did; it is journaled and logged.
@@ -139,18 +139,22 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 // statement itself, so two replicas racing on one instance need no lock and no retry:
 // PostgreSQL re-evaluates it against the row the other committed.
 const upsertInstance = `INSERT INTO instances (id, context_kind, context_id, consented_scopes, enabled, variant_key,
-	sealed_secret, last_event_ns, removed_at, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	sealed_secret, last_event_ns, last_event_kind, removed_at, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET `
 
-// What each kind changes in an existing instance. A context sent empty keeps the old one.
+// What each kind changes in an existing instance. A field not sent keeps its value; so
+// does a context sent empty. An event is newer than the last one applied if its time is
+// later, or equal with another kind: whole-second timestamps can tie, and an update and a
+// rotation in the same second must both count.
 const (
 	setContext = `context_kind = CASE WHEN excluded.context_id = '' THEN instances.context_kind ELSE excluded.context_kind END,
 	context_id = CASE WHEN excluded.context_id = '' THEN instances.context_id ELSE excluded.context_id END, `
 	setScopes  = `consented_scopes = excluded.consented_scopes, `
 	setEnabled = `enabled = excluded.enabled, `
-	setTail    = `last_event_ns = excluded.last_event_ns, updated_at = excluded.updated_at
-WHERE instances.last_event_ns < excluded.last_event_ns`
+	setTail    = `last_event_ns = excluded.last_event_ns, last_event_kind = excluded.last_event_kind, updated_at = excluded.updated_at
+WHERE (instances.last_event_ns < excluded.last_event_ns
+	OR (instances.last_event_ns = excluded.last_event_ns AND instances.last_event_kind <> excluded.last_event_kind))`
 	notRemoved = ` AND instances.removed_at IS NULL`
 )
 
@@ -170,7 +174,9 @@ func upsertStatement(ev LifecycleEvent) string {
 		if ev.Enabled != nil {
 			b.WriteString(setEnabled)
 		}
-		b.WriteString(`variant_key = excluded.variant_key, `)
+		if ev.VariantKey != nil {
+			b.WriteString(`variant_key = excluded.variant_key, `)
+		}
 	case EventSecretRotated:
 		b.WriteString(`sealed_secret = excluded.sealed_secret, `)
 	case EventRemoved:
@@ -201,10 +207,14 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 	if ev.Kind == EventRemoved {
 		enabled, removedAt = false, &now
 	}
+	variant := ""
+	if ev.VariantKey != nil {
+		variant = *ev.VariantKey
+	}
 	created := ev.CreatedAt.UnixNano()
 	res, err := tx.StmtContext(ctx, pe.upsert).ExecContext(ctx,
-		ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, ev.VariantKey,
-		pe.sealed, created, removedAt, now, now)
+		ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, variant,
+		pe.sealed, created, string(ev.Kind), removedAt, now, now)
 	if err != nil {
 		return Result{}, err
 	}
@@ -213,16 +223,29 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 	}
 	// Nothing changed: find out why. This is the cold path of retries and reordering.
 	var last int64
+	var lastKind string
 	var removed bool
-	err = tx.QueryRowContext(ctx, s.dialect.Rebind(`SELECT last_event_ns, removed_at IS NOT NULL FROM instances WHERE id = ?`), ev.InstanceID).
-		Scan(&last, &removed)
+	err = tx.QueryRowContext(ctx, s.dialect.Rebind(`SELECT last_event_ns, last_event_kind, removed_at IS NOT NULL FROM instances WHERE id = ?`), ev.InstanceID).
+		Scan(&last, &lastKind, &removed)
 	if err != nil {
 		return Result{}, err
 	}
 	switch {
-	case created == last:
+	case created == last && lastKind == string(ev.Kind):
 		// The event applied last, delivered again (a retry or a replay).
 		return Result{OutcomeDuplicate, "same event as the last applied"}, nil
+	case created < last && ev.Kind == EventAdded && pe.sealed != "" && !removed:
+		// The record was made by a later event that carried no secret (an update that
+		// overtook a lost install): the install's secret is still the one to keep.
+		res, err := tx.ExecContext(ctx, s.dialect.Rebind(`UPDATE instances SET sealed_secret = ?, updated_at = ? WHERE id = ? AND sealed_secret = ''`),
+			pe.sealed, now, ev.InstanceID)
+		if err != nil {
+			return Result{}, err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return Result{OutcomeApplied, "older install: only its secret was kept"}, err
+		}
+		return Result{OutcomeStale, "older than the last applied event"}, nil
 	case created < last:
 		return Result{OutcomeStale, "older than the last applied event"}, nil
 	case removed:

@@ -25,6 +25,8 @@ func at(n int) time.Time { return t0.Add(time.Duration(n) * time.Minute) }
 
 var requestSeq atomic.Int64
 
+func strp(s string) *string { return &s }
+
 func newRequestID() string { return fmt.Sprintf("req-%04d", requestSeq.Add(1)) }
 
 func addedEvent(id string, createdAt time.Time, secret extension.Secret) extension.LifecycleEvent {
@@ -32,7 +34,7 @@ func addedEvent(id string, createdAt time.Time, secret extension.Secret) extensi
 	return extension.LifecycleEvent{
 		Kind: extension.EventAdded, RequestID: newRequestID(), CreatedAt: createdAt, InstanceID: id,
 		ContextKind: extension.ContextProject, ContextID: "p-1",
-		Scopes: []string{"project:read"}, Enabled: &enabled, VariantKey: "default", Secret: secret,
+		Scopes: []string{"project:read"}, Enabled: &enabled, VariantKey: strp("default"), Secret: secret,
 	}
 }
 
@@ -40,7 +42,7 @@ func updatedEvent(id string, createdAt time.Time, enabled bool, variant string, 
 	return extension.LifecycleEvent{
 		Kind: extension.EventUpdated, RequestID: newRequestID(), CreatedAt: createdAt, InstanceID: id,
 		ContextKind: extension.ContextProject, ContextID: "p-1",
-		Scopes: append([]string{}, scopes...), Enabled: &enabled, VariantKey: variant,
+		Scopes: append([]string{}, scopes...), Enabled: &enabled, VariantKey: strp(variant),
 	}
 }
 
@@ -322,7 +324,7 @@ func TestLifecycleReplay(t *testing.T) {
 		retry.RequestID = newRequestID()
 		retryLater := retry
 		retryLater.RequestID = newRequestID()
-		retryLater.VariantKey = "changed"
+		retryLater.VariantKey = strp("changed")
 		retryLater.CreatedAt = at(1).Add(-time.Nanosecond)
 		tests := []struct {
 			name string
@@ -716,7 +718,7 @@ func TestLifecycleConcurrentUpdates(t *testing.T) {
 			t.Errorf("outcomes got %v, want %d in all, at least one applied, the rest stale", outcomes, n)
 		}
 		w := events[newest]
-		checkInstance(t, s, id, instanceView{"project", "p-1", w.Scopes, *w.Enabled, w.VariantKey, true, false, w.CreatedAt})
+		checkInstance(t, s, id, instanceView{"project", "p-1", w.Scopes, *w.Enabled, *w.VariantKey, true, false, w.CreatedAt})
 		checkJournalCounts(t, s, id, map[extension.Outcome]int{
 			extension.OutcomeApplied: outcomes[extension.OutcomeApplied] + 1, // and the install
 			extension.OutcomeStale:   outcomes[extension.OutcomeStale],
@@ -960,5 +962,43 @@ func TestLifecycleUnseenInstance(t *testing.T) {
 			Enabled: true, HasSecret: true, LastEventAt: at(1),
 		})
 		checkCredentials(t, s, "i-unseen-rotate", "rotated-secret", nil)
+	})
+}
+
+// Review findings: ties in time between different kinds, fields a payload leaves out, and
+// an install that arrives after an update already created the record.
+func TestLifecycleEdgeCases(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		s := extensiontest.NewStore(t, d)
+
+		// A rotation in the same second as the update before it still counts.
+		mustApply(t, s, addedEvent("i-tie", at(1), "first-secret"), extension.OutcomeApplied)
+		mustApply(t, s, updatedEvent("i-tie", at(2), true, "default", "project:read"), extension.OutcomeApplied)
+		mustApply(t, s, rotatedEvent("i-tie", at(2), "second-secret"), extension.OutcomeApplied)
+		checkCredentials(t, s, "i-tie", "second-secret", nil)
+		// The same rotation again is a duplicate.
+		mustApply(t, s, rotatedEvent("i-tie", at(2), "second-secret"), extension.OutcomeDuplicate)
+
+		// An update that leaves out scopes, state and variant keeps them.
+		mustApply(t, s, addedEvent("i-keep", at(1), "s"), extension.OutcomeApplied)
+		mustApply(t, s, extension.LifecycleEvent{
+			Kind: extension.EventUpdated, RequestID: newRequestID(), CreatedAt: at(2), InstanceID: "i-keep",
+		}, extension.OutcomeApplied)
+		checkInstance(t, s, "i-keep", instanceView{
+			ContextKind: extension.ContextProject, ContextID: "p-1", Scopes: []string{"project:read"},
+			Enabled: true, VariantKey: "default", HasSecret: true, LastEventAt: at(2),
+		})
+
+		// An install that arrives after an update created the record still brings its secret.
+		mustApply(t, s, updatedEvent("i-late-install", at(2), true, "pro", "project:read"), extension.OutcomeApplied)
+		mustApply(t, s, addedEvent("i-late-install", at(1), "install-secret"), extension.OutcomeApplied)
+		checkCredentials(t, s, "i-late-install", "install-secret", nil)
+		checkInstance(t, s, "i-late-install", instanceView{
+			ContextKind: extension.ContextProject, ContextID: "p-1", Scopes: []string{"project:read"},
+			Enabled: true, VariantKey: "pro", HasSecret: true, LastEventAt: at(2),
+		})
+		// Once a secret is there, an older install changes nothing.
+		mustApply(t, s, addedEvent("i-late-install", at(0), "older-secret"), extension.OutcomeStale)
+		checkCredentials(t, s, "i-late-install", "install-secret", nil)
 	})
 }

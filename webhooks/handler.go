@@ -92,12 +92,22 @@ func (h *Handler) receive(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(req.Context(), applyTimeout)
 	defer cancel()
 
+	sig, err := ParseSignature(req.Header)
+	if err != nil {
+		return verifyError(err)
+	}
+	// The key lookup may wait on the platform, so it happens outside the CPU slots:
+	// requests with made-up serials must not keep deliveries with a cached key waiting.
+	key, err := h.cfg.Keys.Key(ctx, sig.Serial)
+	if err != nil {
+		return verifyError(err)
+	}
 	select {
 	case h.cpu <- struct{}{}:
 	case <-ctx.Done():
 		return &echo.HTTPError{Code: http.StatusServiceUnavailable, Message: "overloaded", Internal: ctx.Err()}
 	}
-	err = Verify(ctx, h.cfg.Keys, req.Header, body)
+	err = sig.Check(key, body)
 	<-h.cpu
 	if err != nil {
 		return verifyError(err)
@@ -129,7 +139,9 @@ func (h *Handler) receive(c echo.Context) error {
 	if err != nil {
 		return h.refuse(ctx, c, p, http.StatusBadRequest, err.Error())
 	}
-	if req.URL.Query().Get("dry-run") == "true" {
+	// The query is not signed, so the signed target URL counts too: a captured dry run
+	// replayed without its query must not be applied for real.
+	if req.URL.Query().Get("dry-run") == "true" || p.isDryRun() {
 		res := extension.Result{Outcome: extension.OutcomeDryRun}
 		if err := h.record(ctx, c, p, res); err != nil {
 			return err

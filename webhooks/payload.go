@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/google/uuid"
@@ -97,11 +99,18 @@ func Decode(body []byte) (*Payload, error) {
 	case p.Meta.ExtensionID == "":
 		return nil, invalid("meta.extensionId is missing")
 	}
+	if err := p.checkText(); err != nil {
+		return nil, err
+	}
 	if _, err := p.CreatedAt(); err != nil {
 		return nil, err
 	}
 	return &p, nil
 }
+
+// maxClockSkew is how far in the future request.createdAt may lie. An event dated further
+// ahead would make every later real event look stale.
+const maxClockSkew = time.Hour
 
 // CreatedAt parses request.createdAt, with or without fractional seconds.
 func (p *Payload) CreatedAt() (time.Time, error) {
@@ -112,7 +121,47 @@ func (p *Payload) CreatedAt() (time.Time, error) {
 	if err != nil {
 		return time.Time{}, invalid("request.createdAt is not an RFC 3339 time")
 	}
+	// Times are kept as Unix nanoseconds, which cover 1678 to 2262.
+	if t.Year() < 2000 || t.After(time.Now().Add(maxClockSkew)) {
+		return time.Time{}, invalid("request.createdAt %s is not a plausible time", t.UTC().Format(time.RFC3339))
+	}
 	return t, nil
+}
+
+// isDryRun reports whether the signed target URL marks a dry run.
+func (p *Payload) isDryRun() bool {
+	u, err := url.Parse(p.Request.Target.URL)
+	return err == nil && u.Query().Get("dry-run") == "true"
+}
+
+// maxIDLength bounds the free-form ids of a payload before they reach the database.
+const maxIDLength = 128
+
+// checkText refuses values the database cannot store or should not: NUL bytes (which
+// PostgreSQL rejects in text, so the platform would retry forever) and overlong ids. The
+// kind is not among them: an unknown one is ignored, and journaled clipped.
+func (p *Payload) checkText() error {
+	fields := map[string]string{
+		"request.id": p.Request.ID, "context.id": p.Context.ID, "context.kind": p.Context.Kind,
+		"meta.extensionId": p.Meta.ExtensionID, "meta.contributorId": p.Meta.ContributorID,
+	}
+	if p.VariantKey != nil {
+		fields["variantKey"] = *p.VariantKey
+	}
+	for name, v := range fields {
+		if len(v) > maxIDLength {
+			return invalid("%s is longer than %d bytes", name, maxIDLength)
+		}
+		if strings.ContainsRune(v, 0) {
+			return invalid("%s contains a NUL character", name)
+		}
+	}
+	for _, sc := range p.ConsentedScopes {
+		if len(sc) > maxIDLength || strings.ContainsRune(sc, 0) {
+			return invalid("consentedScopes has an overlong value or a NUL character")
+		}
+	}
+	return nil
 }
 
 // Event turns a decoded payload of a known kind into the store's event, checking the
@@ -136,16 +185,12 @@ func (p *Payload) Event() (extension.LifecycleEvent, error) {
 		Secret:      p.Secret,
 	}
 	if kind != extension.EventSecretRotated {
+		// A field the payload leaves out keeps its stored value.
 		ev.Scopes = p.ConsentedScopes
-		if ev.Scopes == nil {
-			ev.Scopes = []string{}
-		}
 		if p.State != nil {
 			ev.Enabled = p.State.Enabled
 		}
-		if p.VariantKey != nil {
-			ev.VariantKey = *p.VariantKey
-		}
+		ev.VariantKey = p.VariantKey
 	}
 	switch kind {
 	case extension.EventAdded:
@@ -168,11 +213,17 @@ func isUUID(s string) bool {
 	return len(s) == 36 && err == nil
 }
 
-// clip shortens an untrusted value before it goes into an error text.
+// clip shortens an untrusted value before it goes into an error text, a log line or the
+// journal, cutting on a character boundary so the result stays valid UTF-8.
 func clip(s string) string {
 	const max = 40
-	if len(s) > max {
-		return s[:max] + "…"
+	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+	if len(s) <= max {
+		return s
 	}
-	return s
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }

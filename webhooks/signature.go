@@ -37,24 +37,45 @@ type KeySource interface {
 // errors (mstudio.ErrUnknownKey, mstudio.ErrKeyUnavailable, mstudio.ErrBadSerial) pass
 // through unchanged.
 func Verify(ctx context.Context, keys KeySource, h http.Header, body []byte) error {
+	sig, err := ParseSignature(h)
+	if err != nil {
+		return err
+	}
+	key, err := keys.Key(ctx, sig.Serial)
+	if err != nil {
+		return err
+	}
+	return sig.Check(key, body)
+}
+
+// Signature is the platform's signature of one delivery, read from its headers.
+type Signature struct {
+	Serial string // the signing key's serial
+	bytes  []byte
+}
+
+// ParseSignature reads the three signature headers; it fails with ErrSignatureMissing,
+// ErrAlgorithm or ErrSignatureMalformed.
+func ParseSignature(h http.Header) (Signature, error) {
 	serial := strings.TrimSpace(h.Get(HeaderSerial))
 	algorithm := strings.TrimSpace(h.Get(HeaderAlgorithm))
 	encoded := strings.TrimSpace(h.Get(HeaderSignature))
 	if serial == "" || algorithm == "" || encoded == "" {
-		return ErrSignatureMissing
+		return Signature{}, ErrSignatureMissing
 	}
 	if !strings.EqualFold(algorithm, Algorithm) {
-		return ErrAlgorithm
+		return Signature{}, ErrAlgorithm
 	}
 	sig, err := decodeSignature(encoded)
 	if err != nil {
-		return err
+		return Signature{}, err
 	}
-	key, err := keys.Key(ctx, serial)
-	if err != nil {
-		return err
-	}
-	if !ed25519.Verify(key, body, sig) {
+	return Signature{Serial: serial, bytes: sig}, nil
+}
+
+// Check verifies the signature over body with key: ErrSignatureInvalid if it does not match.
+func (s Signature) Check(key ed25519.PublicKey, body []byte) error {
+	if len(key) != ed25519.PublicKeySize || !ed25519.Verify(key, body, s.bytes) {
 		return ErrSignatureInvalid
 	}
 	return nil

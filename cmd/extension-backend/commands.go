@@ -197,7 +197,7 @@ func runRekey(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "resealed %d secrets with key %s; %d were already sealed with it\n",
-		stats.Resealed, extension.KeyID(cfg.EncryptionKeys[0]), stats.Current)
+	fmt.Fprintf(stdout, "resealed %d secrets with key %s; %d were already sealed with it; %d changed while rekey ran and were looked at again\n",
+		stats.Resealed, extension.KeyID(cfg.EncryptionKeys[0]), stats.Current, stats.Changed)
 	return nil
 }

@@ -92,6 +92,11 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	if err := checkHTTPURL(cfg.MStudioAPIURL); err != nil {
 		return nil, fmt.Errorf("EXT_MSTUDIO_API_URL: %w", err)
 	}
+	// Every API path starts with /v2; a base that ends in it (as mittwald's Go client's
+	// default does) would double it and turn every key lookup into "unknown serial".
+	if strings.HasSuffix(cfg.MStudioAPIURL, "/v2") {
+		return nil, fmt.Errorf("EXT_MSTUDIO_API_URL: give the base without /v2, e.g. %s", mstudio.DefaultBaseURL)
+	}
 
 	cfg.ExtensionID = strings.ToLower(getenv("EXT_EXTENSION_ID"))
 	switch {

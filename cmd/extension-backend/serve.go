@@ -184,7 +184,8 @@ func newEcho(cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(logger)
 	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
-	e.Use(recoverPanics(logger), requestLog(logger, reg))
+	// The request log wraps panic recovery, so a request that panicked is logged too.
+	e.Use(requestLog(logger, reg), recoverPanics(logger))
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})

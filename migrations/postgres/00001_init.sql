@@ -7,6 +7,7 @@ CREATE TABLE instances (
     enabled          BOOLEAN     NOT NULL DEFAULT TRUE,
     variant_key      TEXT        NOT NULL DEFAULT '',
     sealed_secret    TEXT        NOT NULL DEFAULT '',
+    last_event_kind  TEXT    NOT NULL DEFAULT '',
     last_event_ns    BIGINT      NOT NULL DEFAULT 0,
     removed_at       TIMESTAMPTZ,
     created_at       TIMESTAMPTZ NOT NULL,

@@ -7,6 +7,7 @@ CREATE TABLE instances (
     enabled          BOOLEAN NOT NULL DEFAULT 1,
     variant_key      TEXT    NOT NULL DEFAULT '',
     sealed_secret    TEXT    NOT NULL DEFAULT '',
+    last_event_kind  TEXT    NOT NULL DEFAULT '',
     last_event_ns    INTEGER NOT NULL DEFAULT 0,
     removed_at       DATETIME,
     created_at       DATETIME NOT NULL,

@@ -168,8 +168,8 @@ func TestBuildPayloadKinds(t *testing.T) {
 				t.Errorf("secret round-trips %v, want %v", got == spec.Secret, tt.secret)
 			}
 			if p.State != nil {
-				if diff := cmp.Diff(spec.Scopes, ev.Scopes); diff != "" || ev.Enabled == nil || !*ev.Enabled || ev.VariantKey != "pro" {
-					t.Errorf("state does not round-trip: scopes %v enabled %v variant %q", ev.Scopes, ev.Enabled, ev.VariantKey)
+				if diff := cmp.Diff(spec.Scopes, ev.Scopes); diff != "" || ev.Enabled == nil || !*ev.Enabled || ev.VariantKey == nil || *ev.VariantKey != "pro" {
+					t.Errorf("state does not round-trip: scopes %v enabled %v variant %v", ev.Scopes, ev.Enabled, ev.VariantKey)
 				}
 			}
 		})
