@@ -30,6 +30,10 @@ type Instance struct {
 	// keeps only microseconds, which could make two distinct events look equal.
 	LastEventNano int64 `gorm:"column:last_event_ns"`
 	RemovedAt     *time.Time
+	// ContextName is the project's description or the customer's name, as the platform
+	// last told the post-install or refresh job; empty until then.
+	ContextName   string
+	ContextNameAt *time.Time
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 }
@@ -93,4 +97,18 @@ func (s *Store) InstanceCredentials(ctx context.Context, id string) (*Instance, 
 		return nil, "", fmt.Errorf("open secret of instance %s: %w", id, err)
 	}
 	return in, secret, nil
+}
+
+// SetContextName stores the name of the instance's context as fetched at the given time.
+// A fetch older than the stored one changes nothing, so a slow job cannot overwrite a
+// newer name; a removed instance is left alone.
+func (s *Store) SetContextName(ctx context.Context, id, name string, fetchedAt time.Time) error {
+	at := fetchedAt.UTC()
+	res := s.db.WithContext(ctx).Model(&Instance{}).
+		Where("id = ? AND removed_at IS NULL AND (context_name_at IS NULL OR context_name_at < ?)", id, at).
+		Updates(map[string]any{"context_name": name, "context_name_at": at})
+	if res.Error != nil {
+		return fmt.Errorf("set context name of instance %s: %w", id, translate(res.Error))
+	}
+	return nil
 }
