@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
@@ -66,12 +67,14 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 
 	var (
 		mu        sync.Mutex
-		latencies []time.Duration
+		latencies latencyHistogram // answered deliveries only
 		statuses  = map[string]int{}
 	)
 	record := func(d time.Duration, status string) {
 		mu.Lock()
-		latencies = append(latencies, d)
+		if d > 0 {
+			latencies.add(d)
+		}
 		statuses[status]++
 		mu.Unlock()
 	}
@@ -111,10 +114,16 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 					return
 				}
 				status, d := benchSend(ctx, client, *to, key, body)
-				if status == "" {
+				switch {
+				case status == "":
 					return // the run is over
-				}
-				if strings.HasPrefix(status, "2") {
+				case status == "transport error":
+					// No answer: count it, but keep it out of throughput and latency, and
+					// do not spin against a backend that is down.
+					record(0, status)
+					time.Sleep(10 * time.Millisecond)
+					continue
+				case strings.HasPrefix(status, "2"):
 					installed[id] = true
 				}
 				record(d, status)
@@ -132,7 +141,7 @@ progress:
 			break progress
 		case <-tick.C:
 			mu.Lock()
-			n := len(latencies)
+			n := latencies.n
 			mu.Unlock()
 			el := time.Since(start)
 			fmt.Fprintf(stderr, "\r%5.1fs  %8d sent  %8.0f/s", el.Seconds(), n, float64(n)/el.Seconds())
@@ -140,7 +149,7 @@ progress:
 	}
 	fmt.Fprintln(stderr)
 	elapsed := time.Since(start)
-	return printBenchSummary(stdout, elapsed, latencies, statuses)
+	return printBenchSummary(stdout, elapsed, &latencies, statuses)
 }
 
 // benchSend signs and posts one delivery; it returns the status ("" once the run's time
@@ -166,26 +175,63 @@ func benchSend(ctx context.Context, client *http.Client, to string, key mstudiot
 	return fmt.Sprint(resp.StatusCode), d
 }
 
-func printBenchSummary(w io.Writer, elapsed time.Duration, latencies []time.Duration, statuses map[string]int) error {
-	if len(latencies) == 0 {
-		return fmt.Errorf("no delivery completed")
-	}
-	slices.Sort(latencies)
-	pct := func(p int) time.Duration { return latencies[min(len(latencies)-1, len(latencies)*p/100)] }
-	fmt.Fprintf(w, "deliveries  %d in %s\n", len(latencies), elapsed.Round(time.Millisecond))
-	fmt.Fprintf(w, "throughput  %.0f deliveries/s\n", float64(len(latencies))/elapsed.Seconds())
-	fmt.Fprintf(w, "latency     p50 %s  p90 %s  p99 %s  max %s\n",
-		pct(50).Round(10*time.Microsecond), pct(90).Round(10*time.Microsecond), pct(99).Round(10*time.Microsecond),
-		latencies[len(latencies)-1].Round(10*time.Microsecond))
+func printBenchSummary(w io.Writer, elapsed time.Duration, h *latencyHistogram, statuses map[string]int) error {
+	ok := 0
 	keys := make([]string, 0, len(statuses))
-	for k := range statuses {
+	for k, n := range statuses {
 		keys = append(keys, k)
+		if strings.HasPrefix(k, "2") {
+			ok += n
+		}
 	}
 	sort.Strings(keys)
+	if h.n > 0 {
+		fmt.Fprintf(w, "deliveries  %d answered in %s\n", h.n, elapsed.Round(time.Millisecond))
+		fmt.Fprintf(w, "throughput  %.0f deliveries/s\n", float64(h.n)/elapsed.Seconds())
+		fmt.Fprintf(w, "latency     p50 %s  p90 %s  p99 %s  max %s\n", h.quantile(0.50), h.quantile(0.90), h.quantile(0.99), h.max.Round(10*time.Microsecond))
+	}
 	fmt.Fprint(w, "status     ")
 	for _, k := range keys {
 		fmt.Fprintf(w, " %s: %d", k, statuses[k])
 	}
 	fmt.Fprintln(w)
+	if ok == 0 {
+		return fmt.Errorf("no delivery was answered with a 2xx")
+	}
 	return nil
+}
+
+// latencyHistogram keeps latencies in buckets 1 % apart, so a long run needs constant
+// memory and the percentiles are within 1 %.
+type latencyHistogram struct {
+	counts map[int]int
+	n      int
+	max    time.Duration
+}
+
+const bucketGrowth = 1.01
+
+func (h *latencyHistogram) add(d time.Duration) {
+	if h.counts == nil {
+		h.counts = map[int]int{}
+	}
+	h.counts[int(math.Log(float64(max(d, time.Microsecond)))/math.Log(bucketGrowth))]++
+	h.n++
+	h.max = max(h.max, d)
+}
+
+// quantile returns the upper edge of the bucket holding the q-quantile.
+func (h *latencyHistogram) quantile(q float64) time.Duration {
+	buckets := make([]int, 0, len(h.counts))
+	for b := range h.counts {
+		buckets = append(buckets, b)
+	}
+	slices.Sort(buckets)
+	want, seen := int(math.Ceil(q*float64(h.n))), 0
+	for _, b := range buckets {
+		if seen += h.counts[b]; seen >= want {
+			return time.Duration(math.Pow(bucketGrowth, float64(b+1))).Round(10 * time.Microsecond)
+		}
+	}
+	return h.max
 }

@@ -32,17 +32,11 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var sf simFlags
-	sf.register(fs, "127.0.0.1:8081")
-	addr := fs.String("addr", "", "backend listen address (default EXT_ADDR, else 127.0.0.1:8080)")
+	sf.register(fs, "127.0.0.1:8081", true)
+	addr := fs.String("addr", "127.0.0.1:8080", "backend listen address (loopback: dev is for this machine)")
 	dataDir := fs.String("data", "data", "folder for the database, keys and simulator state")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
-	}
-	if *addr == "" {
-		*addr = getenv("EXT_ADDR")
-	}
-	if *addr == "" {
-		*addr = "127.0.0.1:8080"
 	}
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return fmt.Errorf("data folder: %w", err)
@@ -52,7 +46,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	keyFile := filepath.Join(*dataDir, "encryption.key")
-	if getenv("EXT_ENCRYPTION_KEYS") == "" && getenv("EXT_ENCRYPTION_KEYS_FILE") == "" {
+	ownKeyFile := getenv("EXT_ENCRYPTION_KEYS") == "" && getenv("EXT_ENCRYPTION_KEYS_FILE") == ""
+	if ownKeyFile {
 		if err := ensureKeyFile(keyFile); err != nil {
 			return err
 		}
@@ -74,12 +69,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sf.extensionID, sf.contributorID = settings.ExtensionID, settings.ContributorID
 	sf.webhookURL = backendURL + "/mstudio/webhooks"
-	if sf.keyFile == "" {
-		sf.keyFile = filepath.Join(*dataDir, "simulator-keys.json")
-	}
-	if sf.stateFile == "" {
-		sf.stateFile = filepath.Join(*dataDir, "simulator-state.json")
-	}
+	sf.keyFile = filepath.Join(*dataDir, "simulator-keys.json")
+	sf.stateFile = filepath.Join(*dataDir, "simulator-state.json")
 	sim, err := mstudiotest.New(sf.options(getenv, logger.With("component", "simulator")))
 	if err != nil {
 		return err
@@ -106,7 +97,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			}
 			return backendURL
 		case "EXT_ENCRYPTION_KEYS_FILE":
-			if getenv("EXT_ENCRYPTION_KEYS") != "" {
+			if !ownKeyFile {
 				return getenv(name)
 			}
 		}
@@ -126,59 +117,89 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	errs := make(chan error, 2)
 	go func() { errs <- serveHTTP(ctx, simLn, sim, logger.With("component", "simulator")) }()
 	go func() { errs <- serveBackend(ctx, cfg, logger.With("component", "backend"), true, backendLn) }()
+	// stop ends both servers and returns the first real failure; Ctrl-C is none.
+	stop := func(err error) error {
+		cancel()
+		for range 2 {
+			if e := <-errs; err == nil {
+				err = e
+			}
+		}
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	}
 
 	ready := make(chan error, 1)
 	go func() { ready <- waitReady(ctx, backendURL+"/readyz") }()
 	select {
 	case err := <-errs:
-		return err
+		errs <- err // stop drains both
+		return stop(nil)
 	case err := <-ready:
 		if err != nil {
-			return err
+			return stop(err)
 		}
 	}
 	printSimulator(stdout, sim, simURL)
-	instanceID, err := demoInstance(ctx, sim, stdout)
+	instance, err := demoInstance(ctx, sim, stdout)
 	if err != nil {
-		cancel()
-		<-errs
-		<-errs
-		return err
+		return stop(err)
+	}
+	// The printed command must work when it is printed: wait for the secret to activate.
+	select {
+	case <-time.After(time.Until(instance.SecretUsableAt)):
+	case <-ctx.Done():
+		return stop(nil)
 	}
 	fmt.Fprintf(stdout, "backend on %s, simulator on %s (Ctrl-C stops both)\n\n", backendURL, simURL)
-	fmt.Fprintf(stdout, "next: mint an instance token for the demo instance (its secret works %s after the install):\n", sf.secretDelay)
-	fmt.Fprintf(stdout, "  EXT_DATABASE_URL=%s EXT_ENCRYPTION_KEYS_FILE=%s EXT_MSTUDIO_API_URL=%s extension-backend token --instance %s\n\n",
-		vars["EXT_DATABASE_URL"], keyFile, simURL, instanceID)
+	fmt.Fprintf(stdout, "next: mint an instance token for the demo instance:\n  %sextension-backend token --instance %s\n\n",
+		tokenEnv(getenv, vars["EXT_DATABASE_URL"], keyFile, ownKeyFile, simURL), instance.ID)
 
-	var first error
-	for range 2 {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-			cancel() // one side failed: stop the other too
-		}
+	// Run until Ctrl-C or until one side fails, which stops the other too.
+	select {
+	case <-ctx.Done():
+		return stop(nil)
+	case err := <-errs:
+		errs <- err
+		return stop(nil)
 	}
-	return first
+}
+
+// tokenEnv is the environment the printed token command needs beyond the caller's own:
+// only what dev chose itself.
+func tokenEnv(getenv func(string) string, databaseURL, keyFile string, ownKeyFile bool, simURL string) string {
+	var b strings.Builder
+	if getenv("EXT_DATABASE_URL") == "" && getenv("EXT_DATABASE_URL_FILE") == "" {
+		fmt.Fprintf(&b, "EXT_DATABASE_URL=%s ", databaseURL)
+	}
+	if ownKeyFile {
+		fmt.Fprintf(&b, "EXT_ENCRYPTION_KEYS_FILE=%s ", keyFile)
+	}
+	fmt.Fprintf(&b, "EXT_MSTUDIO_API_URL=%s ", simURL)
+	return b.String()
 }
 
 // demoInstance installs a demo instance through the real webhook path on the first run,
-// and finds it again on later runs.
-func demoInstance(ctx context.Context, sim *mstudiotest.Server, stdout io.Writer) (string, error) {
+// and finds it again on later runs: one whose install reached the backend.
+func demoInstance(ctx context.Context, sim *mstudiotest.Server, stdout io.Writer) (mstudiotest.Instance, error) {
 	for _, in := range sim.Instances() {
-		if !in.Removed {
+		if !in.Removed && !in.Disabled && in.Secret != "" {
 			fmt.Fprintf(stdout, "demo instance %s (%s %s) from an earlier run\n", in.ID, in.ContextKind, in.ContextID)
-			return in.ID, nil
+			return in, nil
 		}
 	}
 	res, err := sim.Trigger(ctx, "extensionAddedToContext", mstudiotest.CallRequest{})
 	if err != nil {
-		return "", fmt.Errorf("install the demo instance: %w", err)
+		return mstudiotest.Instance{}, fmt.Errorf("install the demo instance: %w", err)
 	}
 	if !res.Successful {
-		return "", fmt.Errorf("install the demo instance: the backend answered %d: %s", res.StatusCode, res.Body)
+		return mstudiotest.Instance{}, fmt.Errorf("install the demo instance: the backend answered %d: %s", res.StatusCode, res.Body)
 	}
 	in, _ := sim.Instance(res.InstanceID)
 	fmt.Fprintf(stdout, "demo instance %s (%s %s) installed through the webhook: %d\n", in.ID, in.ContextKind, in.ContextID, res.StatusCode)
-	return in.ID, nil
+	return in, nil
 }
 
 func loadDevSettings(file string, getenv func(string) string) (devSettings, error) {

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
 )
 
 // startDev runs `dev` on free ports with its data in dir, and returns its output once the
@@ -20,7 +24,7 @@ func startDev(t *testing.T, dir string) (string, func() error) {
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"dev", "--addr", "127.0.0.1:0", "--sim-addr", "127.0.0.1:0", "--data", dir, "--secret-delay", "0"},
+		done <- run(ctx, []string{"dev", "--addr", "127.0.0.1:0", "--sim-addr", "127.0.0.1:0", "--data", dir, "--secret-delay", "300ms"},
 			env(map[string]string{}), stdout, stderr)
 	}()
 	stopped := false
@@ -169,5 +173,29 @@ func TestSimCommand(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("sim after Ctrl-C: got %v, want nil", err)
+	}
+}
+
+func TestHelpIsNoError(t *testing.T) {
+	for _, args := range [][]string{{"serve", "-h"}, {"dev", "-h"}, {"sim", "-h"}, {"webhook", "send", "-h"}, {"bench", "webhooks", "-h"}} {
+		_, _, err := runCmd(map[string]string{}, args...)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%v: got %v, want flag.ErrHelp (main exits 0 on it)", args, err)
+		}
+	}
+}
+
+func TestBenchAgainstNothing(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "keys.json")
+	if _, err := mstudiotest.New(mstudiotest.Options{KeyFile: keyFile}); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"bench", "webhooks", "--to", "http://127.0.0.1:1/mstudio/webhooks", "--duration", "300ms",
+		"--concurrency", "2", "--instances", "4", "--key-file", keyFile, "--extension-id", testExtensionID},
+		env(map[string]string{}), &out, &errOut)
+	if err == nil || !strings.Contains(out.String(), "transport error") || strings.Contains(out.String(), "throughput") {
+		t.Errorf("bench against a closed port: got %v and\n%s\nwant an error, transport errors counted, no throughput", err, out.String())
 	}
 }

@@ -53,6 +53,9 @@ Configuration comes from EXT_* environment variables; see the README.`
 // usageError is a mistake in the command line; it exits with status 2.
 type usageError struct{ error }
 
+// Unwrap lets errors.Is find flag.ErrHelp: -h is not a mistake.
+func (u usageError) Unwrap() error { return u.error }
+
 func usagef(format string, args ...any) error {
 	return usageError{fmt.Errorf(format, args...)}
 }

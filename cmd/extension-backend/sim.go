@@ -14,20 +14,29 @@ import (
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
 )
 
-// simFlags are the simulator's settings shared by `sim` and `dev`.
+// simFlags are the simulator's settings; `sim` offers them all, `dev` the timing ones.
 type simFlags struct {
 	addr, keyFile, stateFile, webhookURL, extensionID, contributorID string
-	secretDelay                                                      time.Duration
+	secretDelay, retryBase, retryCap, webhookTimeout, tokenTTL       time.Duration
 }
 
-func (sf *simFlags) register(fs *flag.FlagSet, defAddr string) {
+// register adds the flags; dev keeps its files in its data folder and its ids in
+// dev.json, so it offers only the address and the timings.
+func (sf *simFlags) register(fs *flag.FlagSet, defAddr string, forDev bool) {
 	fs.StringVar(&sf.addr, "sim-addr", defAddr, "simulator listen address")
+	fs.DurationVar(&sf.secretDelay, "secret-delay", 2*time.Second, "how long after its webhook's 2xx a new instance secret starts to work")
+	fs.DurationVar(&sf.retryBase, "retry-base", time.Second, "first wait before a failed webhook is sent again (doubling)")
+	fs.DurationVar(&sf.retryCap, "retry-cap", 10*time.Minute, "longest wait between webhook attempts")
+	fs.DurationVar(&sf.webhookTimeout, "webhook-timeout", 6*time.Second, "how long a webhook may take to be answered")
+	fs.DurationVar(&sf.tokenTTL, "token-ttl", time.Hour, "lifetime of instance and user tokens")
+	if forDev {
+		return
+	}
 	fs.StringVar(&sf.keyFile, "key-file", "", "load the simulator's signing keys from this file, or create it (default: new keys each start)")
 	fs.StringVar(&sf.stateFile, "state-file", "", "keep the simulator's instances in this JSON file (default: in memory)")
 	fs.StringVar(&sf.webhookURL, "webhook-url", "http://127.0.0.1:8080/mstudio/webhooks", "where the simulator sends lifecycle webhooks")
 	fs.StringVar(&sf.extensionID, "extension-id", "", "the extension id the simulator uses (default: EXT_EXTENSION_ID, else random)")
 	fs.StringVar(&sf.contributorID, "contributor-id", "", "the contributor id the simulator uses (default: EXT_CONTRIBUTOR_ID, else random)")
-	fs.DurationVar(&sf.secretDelay, "secret-delay", 2*time.Second, "how long after its webhook's 2xx a new instance secret starts to work")
 }
 
 func (sf *simFlags) options(getenv func(string) string, logger *slog.Logger) mstudiotest.Options {
@@ -35,6 +44,8 @@ func (sf *simFlags) options(getenv func(string) string, logger *slog.Logger) mst
 		ExtensionID: sf.extensionID, ContributorID: sf.contributorID,
 		KeyFile: sf.keyFile, StateFile: sf.stateFile, WebhookURL: sf.webhookURL,
 		SecretActivationDelay: sf.secretDelay, Logger: logger,
+		RetryBase: sf.retryBase, RetryCap: sf.retryCap, WebhookTimeout: sf.webhookTimeout,
+		InstanceTokenTTL: sf.tokenTTL, UserTokenTTL: sf.tokenTTL,
 	}
 	if opts.ExtensionID == "" {
 		opts.ExtensionID = strings.ToLower(getenv("EXT_EXTENSION_ID"))
@@ -52,7 +63,7 @@ func runSim(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var sf simFlags
-	sf.register(fs, "127.0.0.1:8081")
+	sf.register(fs, "127.0.0.1:8081", false)
 	addr := fs.String("addr", "", "listen address (same as --sim-addr)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,7 +31,7 @@ func runWebhook(ctx context.Context, args []string, getenv func(string) string, 
 	return runWebhookSend(ctx, args[1:], getenv, stdout, stderr)
 }
 
-// kindAliases lets a developer name a kind the short way, or in any of the platform's
+// payloadKindOf lets a developer name a kind the short way, or in any of the platform's
 // vocabularies.
 func payloadKindOf(name string) (string, bool) {
 	switch strings.ToLower(name) {
@@ -72,7 +73,15 @@ func runWebhookSend(ctx context.Context, args []string, getenv func(string) stri
 	}
 	target := *to
 	if *dryRun {
-		target += "?dry-run=true&executing-user-id=" + uuid.NewString()
+		u, err := url.Parse(*to)
+		if err != nil {
+			return usagef("--to %q: %v", *to, err)
+		}
+		q := u.Query()
+		q.Set("dry-run", "true")
+		q.Set("executing-user-id", uuid.NewString())
+		u.RawQuery = q.Encode()
+		target = u.String()
 	}
 	var body []byte
 	if *file != "" {
@@ -108,6 +117,16 @@ func runWebhookSend(ctx context.Context, args []string, getenv func(string) stri
 		if k == "ExtensionAddedToContext" || k == "SecretRotated" {
 			spec.Secret = "dev-secret-" + uuid.NewString()
 		}
+		// An instance the dev simulator knows is sent as the simulator knows it, so the
+		// backend's record and secret keep matching the simulator's: its context, scopes,
+		// state and current secret.
+		if known, ok := simInstance(filepath.Join(filepath.Dir(*keyFile), "simulator-state.json"), spec.InstanceID); ok {
+			spec.ContextKind, spec.ContextID, spec.Scopes = known.ContextKind, known.ContextID, known.Scopes
+			spec.Enabled, spec.VariantKey = !known.Disabled, known.VariantKey
+			if spec.Secret != "" && known.Secret != "" {
+				spec.Secret = known.Secret
+			}
+		}
 		if body, err = mstudiotest.BuildPayload(spec); err != nil {
 			return err
 		}
@@ -132,6 +151,26 @@ func runWebhookSend(ctx context.Context, args []string, getenv func(string) stri
 		return fmt.Errorf("the backend answered %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// simInstance looks an instance up in a simulator state file.
+func simInstance(stateFile, id string) (mstudiotest.Instance, bool) {
+	data, err := os.ReadFile(stateFile)
+	if err != nil {
+		return mstudiotest.Instance{}, false
+	}
+	var st struct {
+		Instances []mstudiotest.Instance `json:"instances"`
+	}
+	if json.Unmarshal(data, &st) != nil {
+		return mstudiotest.Instance{}, false
+	}
+	for _, in := range st.Instances {
+		if in.ID == id {
+			return in, true
+		}
+	}
+	return mstudiotest.Instance{}, false
 }
 
 // devIDs finds the extension and contributor ids a backend expects: EXT_EXTENSION_ID and

@@ -2,7 +2,9 @@ package mstudiotest
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -23,12 +25,20 @@ type faults struct {
 
 func newFaults() *faults { return &faults{routes: map[string]*Fault{}} }
 
-// InjectFault makes the route with the given pattern (as listed in routes, for example
-// "POST /v2/extension-instances/{id}/tokens") misbehave.
-func (s *Server) InjectFault(route string, f Fault) {
+// InjectFault makes the route with the given pattern (as registered, for example
+// "POST /v2/extension-instances/{id}/tokens") misbehave. It refuses a route that does not
+// exist and a fault that could not be answered (a status outside 400–599, negative values).
+func (s *Server) InjectFault(route string, f Fault) error {
+	if !slices.Contains(s.patterns, route) {
+		return errorf("no route %q; routes: %s", route, strings.Join(s.patterns, ", "))
+	}
+	if (f.Status != 0 && (f.Status < 400 || f.Status > 599)) || f.Latency < 0 || f.Times < 0 || f.RetryAfter < 0 {
+		return errorf("fault: status must be 0 or 400–599, and latency, times and retryAfter not negative")
+	}
 	s.faults.mu.Lock()
 	defer s.faults.mu.Unlock()
 	s.faults.routes[route] = &f
+	return nil
 }
 
 // ClearFaults removes every injected fault.
@@ -105,10 +115,14 @@ func (s *Server) putFault(w http.ResponseWriter, r *http.Request) {
 		writeValidation(w, ValidationIssue{Message: "route is required, e.g. \"POST /v2/extension-instances/{id}/tokens\"", Path: "route", Type: "required"})
 		return
 	}
-	s.InjectFault(fr.Route, Fault{
+	err := s.InjectFault(fr.Route, Fault{
 		Latency: time.Duration(fr.LatencyMS) * time.Millisecond, Status: fr.Status,
 		RetryAfter: fr.RetryAfter, Drop: fr.Drop, Times: fr.Times,
 	})
+	if err != nil {
+		writeValidation(w, ValidationIssue{Message: err.Error(), Path: "route", Type: "invalid"})
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -46,6 +46,27 @@ type keyFile map[string][]struct {
 }
 
 func loadOrCreateKeys(file string) (*keyStore, error) {
+	ks, err := loadKeys(file)
+	if err != nil {
+		return nil, err
+	}
+	changed := false
+	for _, purpose := range []string{PurposeWebhook, PurposeSessionToken} {
+		if len(ks.keys[purpose]) == 0 {
+			ks.keys[purpose] = []KeyPair{newKeyPair()}
+			changed = true
+		}
+	}
+	if changed {
+		if err := ks.save(); err != nil {
+			return nil, err
+		}
+	}
+	return ks, nil
+}
+
+// loadKeys reads a key file, if there is one, and creates nothing.
+func loadKeys(file string) (*keyStore, error) {
 	ks := &keyStore{file: file, keys: map[string][]KeyPair{}}
 	if file != "" {
 		data, err := os.ReadFile(file)
@@ -66,18 +87,6 @@ func loadOrCreateKeys(file string) (*keyStore, error) {
 			}
 		case !errors.Is(err, os.ErrNotExist):
 			return nil, errorf("key file: %v", err)
-		}
-	}
-	changed := false
-	for _, purpose := range []string{PurposeWebhook, PurposeSessionToken} {
-		if len(ks.keys[purpose]) == 0 {
-			ks.keys[purpose] = []KeyPair{newKeyPair()}
-			changed = true
-		}
-	}
-	if changed {
-		if err := ks.save(); err != nil {
-			return nil, err
 		}
 	}
 	return ks, nil
@@ -208,7 +217,7 @@ func LoadKeyFile(file, purpose string) (KeyPair, error) {
 	if _, err := os.Stat(file); err != nil {
 		return KeyPair{}, errorf("key file: %v", err)
 	}
-	ks, err := loadOrCreateKeys(file)
+	ks, err := loadKeys(file)
 	if err != nil {
 		return KeyPair{}, err
 	}

@@ -93,6 +93,8 @@ type Server struct {
 	instances map[string]*Instance
 	users     []*User
 	grants    map[string]*grant // access token → who it stands for
+	issued    int               // tokens issued, to pace the sweep of expired grants
+	patterns  []string          // registered patterns, which faults may name
 
 	sso    *ssoState // ATReKs, refresh tokens, OAuth2 codes and sessions
 	sender *sender
@@ -161,6 +163,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // handle registers a route with the simulated platform's cross-cutting behaviour: rate
 // limit headers and injected faults, looked up by the route's pattern.
 func (s *Server) handle(pattern string, h http.HandlerFunc) {
+	s.patterns = append(s.patterns, pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		s.limit.headers(w) // an injected 429 carries them too, as the platform's does
 		if s.faults.apply(pattern, w, r) {
@@ -184,8 +187,9 @@ func (s *Server) routes() {
 	s.ssoRoutes()
 	s.senderRoutes()
 
-	s.handle("PUT /internal/faults", s.putFault)
-	s.handle("DELETE /internal/faults", s.deleteFaults)
+	// The fault routes themselves cannot be made to misbehave, so a reset always works.
+	s.mux.HandleFunc("PUT /internal/faults", s.putFault)
+	s.mux.HandleFunc("DELETE /internal/faults", s.deleteFaults)
 	s.handle("GET /internal/users", s.listUsers)
 }
 

@@ -206,12 +206,16 @@ func (s *Server) putUserSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "InvalidRefreshToken", "the refresh token is unknown, expired or already used")
 		return
 	}
-	if _, err := s.usableInstance(e.grant.instanceID, e.grant.userID); err != nil {
+	in, err := s.usableInstance(e.grant.instanceID, e.grant.userID)
+	if err != nil {
 		// The platform invalidates every token of a disabled or removed instance; the
 		// refresh token is gone with them.
 		writeRefusal(w, err)
 		return
 	}
+	// The new token gets the instance's scopes of now: a scope withdrawn since the sign-on
+	// stays withdrawn.
+	e.grant.scopes = cloneScopes(in.Scopes)
 	token, expires := s.issueToken(e.grant, s.opts.UserTokenTTL)
 	refresh := st.newRefreshLocked(now, refreshSession, "", e.grant, nil)
 	writeJSON(w, http.StatusOK, map[string]any{"token": token, "refreshToken": refresh, "expiresAt": expires.UTC()})
