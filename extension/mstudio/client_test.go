@@ -1,12 +1,18 @@
 package mstudio_test
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
 )
 
 // testRetryMax is the number of retries the test clients make after the first attempt.
@@ -20,6 +26,23 @@ func newTestClient(t *testing.T, baseURL string) *mstudio.Client {
 		RetryWait: time.Millisecond,
 		Timeout:   10 * time.Second,
 	})
+	if err != nil {
+		t.Fatalf("New(%q): %v", baseURL, err)
+	}
+	return c
+}
+
+// newClient returns a client of the API at baseURL with the options, and short retry
+// waits unless they say otherwise.
+func newClient(t *testing.T, baseURL string, opts mstudio.Options) *mstudio.Client {
+	t.Helper()
+	if opts.RetryMax == 0 {
+		opts.RetryMax = testRetryMax
+	}
+	if opts.RetryWait == 0 {
+		opts.RetryWait = time.Millisecond
+	}
+	c, err := mstudio.New(baseURL, opts)
 	if err != nil {
 		t.Fatalf("New(%q): %v", baseURL, err)
 	}
@@ -99,4 +122,87 @@ func TestBaseURLPathPrefix(t *testing.T) {
 	if want := "/gateway/v2/extension-instances/" + id + "/tokens"; gotPath != want {
 		t.Errorf("path = %q, want %q", gotPath, want)
 	}
+}
+
+// simEnv is the simulator served over HTTP with one installed instance whose secret works
+// at once. It counts the requests that reach it by method and path.
+type simEnv struct {
+	Sim      *mstudiotest.Server
+	URL      string
+	Instance mstudiotest.Instance
+
+	mu   sync.Mutex
+	hits map[string]int
+}
+
+// newSimEnv starts a simulator and installs an instance as the call describes.
+func newSimEnv(t *testing.T, opts mstudiotest.Options, install mstudiotest.CallRequest) *simEnv {
+	t.Helper()
+	receiver := newServer(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	opts.WebhookURL = receiver.URL
+	opts.SecretActivationDelay = -1
+	sim, err := mstudiotest.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	env := &simEnv{Sim: sim, hits: map[string]int{}}
+	env.URL = newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		env.mu.Lock()
+		env.hits[r.Method+" "+r.URL.Path]++
+		env.mu.Unlock()
+		// Reading the whole body lets the server notice a client that hangs up (it
+		// watches the connection only once the body is consumed), so an injected
+		// latency ends with the client's deadline instead of holding up Close.
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		sim.ServeHTTP(w, r)
+	}).URL
+	res, err := sim.Trigger(t.Context(), "extensionAddedToContext", install)
+	if err != nil || !res.Successful {
+		t.Fatalf("install: %+v, %v", res, err)
+	}
+	env.Instance, _ = sim.Instance(res.InstanceID)
+	return env
+}
+
+// calls is how many requests with the method and path reached the simulator.
+func (e *simEnv) calls(method, path string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.hits[method+" "+path]
+}
+
+// instanceToken mints a token of the env's instance through the simulator's API.
+func (e *simEnv) instanceToken(t *testing.T) extension.Secret {
+	t.Helper()
+	tok, err := newClient(t, e.URL, mstudio.Options{}).InstanceToken(t.Context(), e.Instance.ID, extension.Secret(e.Instance.Secret))
+	if err != nil {
+		t.Fatalf("InstanceToken: %v", err)
+	}
+	return tok.Token
+}
+
+// user is a simulator user with access to every context.
+func (e *simEnv) user(t *testing.T) mstudiotest.User {
+	t.Helper()
+	for _, u := range e.Sim.Users() {
+		if u.Access {
+			return u
+		}
+	}
+	t.Fatal("simulator has no user with access")
+	return mstudiotest.User{}
+}
+
+// apiStatus is the status of the platform error in err; 0 when there is none.
+func apiStatus(err error) int {
+	var apiErr *mstudio.Error
+	if errors.As(err, &apiErr) {
+		return apiErr.Status
+	}
+	return 0
 }

@@ -45,7 +45,7 @@ func (c *Client) PublicKey(ctx context.Context, serial string, purpose Purpose) 
 		Key       string `json:"key"`
 	}
 	q := url.Values{"purpose": {string(purpose)}, "format": {"raw"}}
-	status, err := c.do(ctx, call{method: http.MethodGet, path: "/v2/public-keys/" + url.PathEscape(serial), query: q, out: &out})
+	status, err := c.do(ctx, call{method: http.MethodGet, route: "/v2/public-keys/{serial}", params: []string{serial}, query: q, out: &out})
 	if status == http.StatusNotFound {
 		return nil, ErrUnknownKey
 	}

@@ -146,6 +146,13 @@ func TestPublicKey(t *testing.T) {
 			status:    http.StatusInternalServerError,
 			body:      `{"type":"InternalError","message":"boom"}`,
 			wantErr:   mstudio.ErrKeyUnavailable,
+			wantCalls: 1, // a 500 is not repeated
+		},
+		{
+			name:      "unavailable",
+			status:    http.StatusServiceUnavailable,
+			body:      `{"type":"Unavailable","message":"later"}`,
+			wantErr:   mstudio.ErrKeyUnavailable,
 			wantCalls: 1 + testRetryMax,
 		},
 		{

@@ -2,9 +2,9 @@ package mstudio
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
@@ -19,6 +19,9 @@ type InstanceToken struct {
 // InstanceToken mints an access token for an extension instance with its instance secret
 // (POST /v2/extension-instances/{id}/tokens). The secret alone authenticates the call.
 func (c *Client) InstanceToken(ctx context.Context, instanceID string, secret extension.Secret) (InstanceToken, error) {
+	if err := requireUUID("instance id", instanceID); err != nil {
+		return InstanceToken{}, fmt.Errorf("mint instance token: %w", err)
+	}
 	in := struct {
 		Secret string `json:"extensionInstanceSecret"`
 	}{secret.Reveal()}
@@ -26,16 +29,18 @@ func (c *Client) InstanceToken(ctx context.Context, instanceID string, secret ex
 		PublicToken string    `json:"publicToken"`
 		Expiry      time.Time `json:"expiry"`
 	}
-	if !isUUID(instanceID) {
-		return InstanceToken{}, fmt.Errorf("mint instance token: instance id %q is not a UUID", instanceID)
+	cl := call{
+		method: http.MethodPost, route: "/v2/extension-instances/{id}/tokens", params: []string{instanceID},
+		in: in, out: &out, sensitive: []string{secret.Reveal()},
+		// Minting twice only leaves an unused token behind, so a mint may be repeated
+		// like a GET.
+		idempotent: true,
 	}
-	path := "/v2/extension-instances/" + url.PathEscape(instanceID) + "/tokens"
-	cl := call{method: http.MethodPost, path: path, in: in, out: &out, sensitive: []string{secret.Reveal()}}
 	if _, err := c.do(ctx, cl); err != nil {
 		return InstanceToken{}, fmt.Errorf("mint instance token: %w", err)
 	}
 	if out.PublicToken == "" {
-		return InstanceToken{}, fmt.Errorf("mint instance token: answer has no publicToken")
+		return InstanceToken{}, errors.New("mint instance token: answer has no publicToken")
 	}
 	return InstanceToken{Token: extension.Secret(out.PublicToken), Expiry: out.Expiry}, nil
 }

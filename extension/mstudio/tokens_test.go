@@ -170,10 +170,18 @@ func TestInstanceTokenPlatformErrors(t *testing.T) {
 			wantCalls: 1,
 		},
 		{
-			name:      "server error retried then given up",
+			// A 500 may mean the work was half done: not repeated.
+			name:      "server error not retried",
 			status:    http.StatusInternalServerError,
 			body:      `{"type":"InternalError","message":"boom"}`,
 			want:      mstudio.Error{Status: http.StatusInternalServerError, Type: "InternalError", Message: "boom"},
+			wantCalls: 1,
+		},
+		{
+			name:      "unavailable retried then given up",
+			status:    http.StatusServiceUnavailable,
+			body:      `{"type":"Unavailable","message":"later"}`,
+			want:      mstudio.Error{Status: http.StatusServiceUnavailable, Type: "Unavailable", Message: "later"},
 			wantCalls: 1 + testRetryMax,
 		},
 		{

@@ -295,7 +295,7 @@ func TestCoreLegacyPublicKeyRedirectKeepsSerial(t *testing.T) {
 // retry waits.
 func newCoreClient(t *testing.T, base string) *mstudio.Client {
 	t.Helper()
-	c, err := mstudio.New(base, mstudio.Options{RetryMax: 3, RetryWait: time.Millisecond, Timeout: 10 * time.Second})
+	c, err := mstudio.New(base, mstudio.Options{RetryMax: 3, RetryWait: time.Millisecond, MaxRetryWait: 20 * time.Millisecond, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("mstudio.New(%q): %v", base, err)
 	}
