@@ -62,12 +62,12 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	} else if err := migrateUp(ctx, store, logger); err != nil {
 		return err
 	}
-	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger, Registerer: reg})
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	e := newEcho(cfg, logger, reg, store)
 	webhooks.New(webhooks.Config{
 		Store:         store,
