@@ -159,7 +159,14 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer store.Close()
-	_, secret, err := store.InstanceCredentials(ctx, id)
+	logger := newLogger(stderr, cfg.LogLevel)
+	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger})
+	if err != nil {
+		return err
+	}
+	// Through the broker, as a job would: a token another replica stored is reused, and a
+	// freshly rotated secret gets its grace.
+	tok, err := mstudio.NewBroker(store, client, mstudio.BrokerOptions{Logger: logger}).Token(ctx, id)
 	switch {
 	case errors.Is(err, extension.ErrNotFound):
 		return fmt.Errorf("instance %s is not known here: no ExtensionAddedToContext was received for it", id)
@@ -171,14 +178,6 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("instance %s has no secret stored yet", id)
 	case err != nil:
 		return err
-	}
-	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: newLogger(stderr, cfg.LogLevel)})
-	if err != nil {
-		return err
-	}
-	tok, err := client.InstanceToken(ctx, id, secret)
-	if err != nil {
-		return fmt.Errorf("instance %s: %w", id, err)
 	}
 	_, err = fmt.Fprintln(stdout, tok.Token.Reveal())
 	return err

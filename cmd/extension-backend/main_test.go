@@ -74,6 +74,11 @@ func newPlatform(t *testing.T) *platform {
 		var in struct {
 			Secret string `json:"extensionInstanceSecret"`
 		}
+		if r.PathValue("id") == unknownAtPlatform {
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"type":"NotFound","message":"extension instance not found"}`)
+			return
+		}
 		if err := json.NewDecoder(r.Body).Decode(&in); err != nil || in.Secret != p.wantSecret.Load() {
 			w.WriteHeader(http.StatusForbidden)
 			fmt.Fprint(w, `{"type":"PermissionDenied","message":"secret is not valid"}`)
@@ -91,6 +96,8 @@ func newPlatform(t *testing.T) *platform {
 const (
 	testExtensionID = "3f1e6c2a-8b4d-4e59-9a7c-2d5b8e1f4a60"
 	testInstanceID  = "b2a4c6e8-1d3f-4a5b-8c7d-9e0f1a2b3c4d"
+	// unknownAtPlatform is an instance our store knows but the test platform does not.
+	unknownAtPlatform = "c0ffee00-1d3f-4a5b-8c7d-9e0f1a2b3c4d"
 )
 
 func addedBody(instanceID, secret string, created time.Time) []byte {
@@ -227,10 +234,12 @@ func TestEndToEnd(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not known here") {
 		t.Errorf("token for an unknown instance: got %v, want a 'not known here' error", err)
 	}
-	p.wantSecret.Store("another secret")
-	_, _, err = runCmd(vars, "token", "--instance", testInstanceID)
-	if err == nil || !strings.Contains(err.Error(), "403") {
-		t.Errorf("token refused by the platform: got %v, want an error naming the 403", err)
+	if got := deliver(t, base, p, addedBody(unknownAtPlatform, secret, time.Now())); got != http.StatusNoContent {
+		t.Fatalf("second delivery: got %d", got)
+	}
+	_, _, err = runCmd(vars, "token", "--instance", unknownAtPlatform)
+	if err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("token refused by the platform: got %v, want an error naming the 404", err)
 	}
 	if err != nil && strings.Contains(err.Error(), secret) {
 		t.Error("token error text contains the secret")

@@ -68,6 +68,7 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	if err != nil {
 		return err
 	}
+	broker := mstudio.NewBroker(store, client, mstudio.BrokerOptions{Logger: logger})
 	e := newEcho(cfg, logger, reg, store)
 	webhooks.New(webhooks.Config{
 		Store:         store,
@@ -76,10 +77,22 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 		ContributorID: cfg.ContributorID,
 		Logger:        logger,
 		Registerer:    reg,
+		Applied:       afterApply(broker),
 	}).Routes(e)
 
 	go pruneJournal(ctx, store, logger)
 	return serveHTTP(ctx, ln, e, logger)
+}
+
+// afterApply is what follows a committed lifecycle event: a rotated secret, a disable or
+// a removal makes the cached instance token useless, so the broker forgets it.
+func afterApply(broker *mstudio.Broker) func(context.Context, extension.LifecycleEvent) {
+	return func(_ context.Context, ev extension.LifecycleEvent) {
+		switch ev.Kind {
+		case extension.EventSecretRotated, extension.EventRemoved, extension.EventUpdated:
+			broker.Forget(ev.InstanceID)
+		}
+	}
 }
 
 // serveHTTP serves on ln until ctx ends, then stops accepting and lets requests in flight
