@@ -13,6 +13,7 @@ import (
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/jobs"
 	"github.com/extension-backend/extension-backend/migrations"
 )
 
@@ -27,7 +28,7 @@ func openMigratedStore(ctx context.Context, getenv func(string) string, n needs,
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := requireMigrated(ctx, store); err != nil {
+	if err := requireMigrated(ctx, store, cfg.DatabaseURL.Reveal()); err != nil {
 		store.Close()
 		return nil, nil, err
 	}
@@ -56,7 +57,14 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		if err != nil {
 			return err
 		}
-		if len(res) == 0 {
+		river, err := jobs.Migrate(ctx, store, cfg.DatabaseURL.Reveal())
+		for _, m := range river {
+			fmt.Fprintf(stdout, "applied job queue migration %03d %s (%s)\n", m.Version, m.Name, m.Duration.Round(time.Millisecond))
+		}
+		if err != nil {
+			return err
+		}
+		if len(res) == 0 && len(river) == 0 {
 			fmt.Fprintln(stdout, "database is up to date")
 		}
 		return nil
@@ -74,7 +82,15 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.Source.Version, s.State, at, s.Source.Path)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	queue := "up to date"
+	if err := jobs.RequireMigrated(ctx, store, cfg.DatabaseURL.Reveal()); err != nil {
+		queue = err.Error()
+	}
+	_, err = fmt.Fprintf(stdout, "job queue (River): %s\n", queue)
+	return err
 }
 
 // instanceJSON is the stable shape of `instances --json`.
@@ -86,6 +102,7 @@ type instanceJSON struct {
 	Removed     bool      `json:"removed"`
 	Scopes      []string  `json:"consentedScopes"`
 	VariantKey  string    `json:"variantKey"`
+	ContextName string    `json:"contextName"`
 	LastEventAt time.Time `json:"lastEventAt"`
 	UpdatedAt   time.Time `json:"updatedAt"`
 }
@@ -111,7 +128,7 @@ func runInstances(ctx context.Context, args []string, getenv func(string) string
 	for i, in := range list {
 		out[i] = instanceJSON{
 			ID: in.ID, ContextKind: in.ContextKind, ContextID: in.ContextID, Enabled: in.Enabled,
-			Removed: in.Removed(), Scopes: in.ConsentedScopes, VariantKey: in.VariantKey,
+			Removed: in.Removed(), Scopes: in.ConsentedScopes, VariantKey: in.VariantKey, ContextName: in.ContextName,
 			LastEventAt: in.LastEventAt(), UpdatedAt: in.UpdatedAt.UTC(),
 		}
 	}
@@ -121,7 +138,7 @@ func runInstances(ctx context.Context, args []string, getenv func(string) string
 		return enc.Encode(out)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tCONTEXT\tSTATE\tSCOPES\tVARIANT\tLAST EVENT\tUPDATED")
+	fmt.Fprintln(tw, "ID\tCONTEXT\tNAME\tSTATE\tSCOPES\tVARIANT\tLAST EVENT\tUPDATED")
 	for _, in := range out {
 		state := "enabled"
 		switch {
@@ -134,7 +151,11 @@ func runInstances(ctx context.Context, args []string, getenv func(string) string
 		if variant == "" {
 			variant = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s:%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.ContextKind, in.ContextID, state,
+		name := in.ContextName
+		if name == "" {
+			name = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s:%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.ContextKind, in.ContextID, name, state,
 			strings.Join(in.Scopes, ","), variant, in.LastEventAt.Format(time.RFC3339Nano), in.UpdatedAt.Format(time.RFC3339))
 	}
 	return tw.Flush()
@@ -199,4 +220,50 @@ func runRekey(ctx context.Context, args []string, getenv func(string) string, st
 	fmt.Fprintf(stdout, "resealed %d secrets with key %s; %d were already sealed with it; %d changed while rekey ran and were looked at again\n",
 		stats.Resealed, extension.KeyID(cfg.EncryptionKeys[0]), stats.Current, stats.Changed)
 	return nil
+}
+
+func runJobs(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	cfg, store, err := openMigratedStore(ctx, getenv, needs{}, stderr)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	// An insert-only queue: it lists, and works nothing.
+	jb, err := jobs.New(ctx, jobs.Config{Store: store, DatabaseURL: cfg.DatabaseURL.Reveal(), Logger: newLogger(stderr, cfg.LogLevel)})
+	if err != nil {
+		return err
+	}
+	defer jb.Stop(context.Background())
+	list, err := jb.List(ctx, 0)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(list)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKIND\tINSTANCE\tSTATE\tATTEMPTS\tSCHEDULED\tLAST ERROR")
+	for _, j := range list {
+		instance, lastErr := j.InstanceID, "-"
+		if instance == "" {
+			instance = "-"
+		}
+		if n := len(j.Errors); n > 0 {
+			lastErr = j.Errors[n-1]
+			if len(lastErr) > 80 {
+				lastErr = lastErr[:80] + "…"
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, j.Kind, instance, j.State, j.Attempts, j.MaxAttempts,
+			j.ScheduledAt.UTC().Format(time.RFC3339), lastErr)
+	}
+	return tw.Flush()
 }

@@ -116,7 +116,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	defer cancel()
 	errs := make(chan error, 2)
 	go func() { errs <- serveHTTP(ctx, simLn, sim, logger.With("component", "simulator")) }()
-	go func() { errs <- serveBackend(ctx, cfg, logger.With("component", "backend"), true, backendLn) }()
+	go func() {
+		errs <- serveBackend(ctx, cfg, logger.With("component", "backend"), true, defaultWorkers, backendLn)
+	}()
 	// stop ends both servers and returns the first real failure; Ctrl-C is none.
 	stop := func(err error) error {
 		cancel()

@@ -93,6 +93,22 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Fatalf("token for the demo instance: got %q, %v\n%s", token, err, errOut)
 	}
 
+	// The post-install job fetches the name of the demo instance's project.
+	var name string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && name == ""; time.Sleep(100 * time.Millisecond) {
+		listed, _, err = runCmd(vars, "instances", "--json")
+		if err == nil && json.Unmarshal([]byte(listed), &list) == nil && len(list) == 1 {
+			name = list[0].ContextName
+		}
+	}
+	if !strings.HasPrefix(name, "Project ") {
+		t.Errorf("context name of the demo instance: got %q, want the simulator's project name", name)
+	}
+	jobsOut, _, err := runCmd(vars, "jobs", "--json")
+	if err != nil || !strings.Contains(jobsOut, `"kind": "post_install"`) || !strings.Contains(jobsOut, instanceID) {
+		t.Errorf("jobs --json: got %v and\n%s\nwant the demo instance's post-install job", err, jobsOut)
+	}
+
 	// Send and sign with the dev setup's simulator key, to the dev backend.
 	keyFile := filepath.Join(dir, "simulator-keys.json")
 	sent, _, err := runCmd(map[string]string{}, "webhook", "send", "--kind", "updated", "--instance", instanceID,

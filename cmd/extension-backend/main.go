@@ -34,11 +34,13 @@ func main() {
 const usage = `usage: extension-backend COMMAND [flags]
 
 commands:
-  serve [--addr ADDR] [--no-migrate]   run the server (applies pending migrations first)
+  serve [--addr ADDR] [--no-migrate] [--workers N]
+                                       run the server (applies pending migrations first)
   migrate up|status                    apply or list database migrations
   instances [--json] [--all]           list installed extension instances
   token --instance ID                  print an instance access token minted at the platform
   rekey                                seal every stored secret again with the first key
+  jobs [--json]                        background jobs by kind, instance and state
   dev [--addr A] [--sim-addr A] [--data DIR]
                                        backend plus the platform simulator on loopback
   sim [--addr 127.0.0.1:8081]          the platform simulator alone
@@ -79,6 +81,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runToken(ctx, rest, getenv, stdout, stderr)
 	case "rekey":
 		return runRekey(ctx, rest, getenv, stdout, stderr)
+	case "jobs":
+		return runJobs(ctx, rest, getenv, stdout, stderr)
 	case "dev":
 		return runDev(ctx, rest, getenv, stdout, stderr)
 	case "sim":

@@ -13,6 +13,7 @@ import (
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/jobs"
 	"github.com/extension-backend/extension-backend/migrations"
 	"github.com/extension-backend/extension-backend/webhooks"
 	"github.com/labstack/echo/v4"
@@ -28,8 +29,12 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "", "listen address (overrides EXT_ADDR)")
 	noMigrate := fs.Bool("no-migrate", false, "do not apply pending migrations at start")
+	workers := fs.Int("workers", defaultWorkers, "background jobs worked at once in this process; 0 runs no workers (a web-only process)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
+	}
+	if *workers < 0 {
+		return usagef("--workers must be 0 or more")
 	}
 	cfg, err := loadConfig(getenv, needs{keys: true, extensionID: true})
 	if err != nil {
@@ -44,11 +49,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-	return serveBackend(ctx, cfg, logger, !*noMigrate, ln)
+	return serveBackend(ctx, cfg, logger, !*noMigrate, *workers, ln)
 }
 
-// serveBackend runs the backend on ln until ctx ends.
-func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate bool, ln net.Listener) error {
+// defaultWorkers is how many jobs a process works at once unless --workers says otherwise.
+const defaultWorkers = 8
+
+// serveBackend runs the backend on ln until ctx ends, with workers job workers.
+func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate bool, workers int, ln net.Listener) error {
 	defer ln.Close() // in case we fail before serving
 	store, err := openStore(ctx, cfg, logger)
 	if err != nil {
@@ -56,10 +64,10 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	}
 	defer store.Close()
 	if !migrate {
-		if err := requireMigrated(ctx, store); err != nil {
+		if err := requireMigrated(ctx, store, cfg.DatabaseURL.Reveal()); err != nil {
 			return err
 		}
-	} else if err := migrateUp(ctx, store, logger); err != nil {
+	} else if err := migrateUp(ctx, store, cfg.DatabaseURL.Reveal(), logger); err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
@@ -69,6 +77,23 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 		return err
 	}
 	broker := mstudio.NewBroker(store, client, mstudio.BrokerOptions{Logger: logger})
+	jb, err := jobs.New(ctx, jobs.Config{
+		Store: store, DatabaseURL: cfg.DatabaseURL.Reveal(), Tokens: broker, Client: client,
+		Workers: workers, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { // registered before Start, so a failed Start still closes the pool
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if err := jb.Stop(sctx); err != nil {
+			logger.Warn("stop jobs", "error", err.Error())
+		}
+	}()
+	if err := jb.Start(ctx); err != nil {
+		return err
+	}
 	e := newEcho(cfg, logger, reg, store)
 	webhooks.New(webhooks.Config{
 		Store:         store,
@@ -77,7 +102,7 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 		ContributorID: cfg.ContributorID,
 		Logger:        logger,
 		Registerer:    reg,
-		Applied:       afterApply(broker),
+		Applied:       afterApply(broker, jb),
 	}).Routes(e)
 
 	go pruneJournal(ctx, store, logger)
@@ -85,13 +110,16 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 }
 
 // afterApply is what follows a committed lifecycle event: a rotated secret, a disable or
-// a removal makes the cached instance token useless, so the broker forgets it.
-func afterApply(broker *mstudio.Broker) func(context.Context, extension.LifecycleEvent) {
-	return func(_ context.Context, ev extension.LifecycleEvent) {
+// a removal makes the cached instance token useless, so the broker forgets it; an install
+// enqueues the post-install job (after the commit: River cannot join our transaction, and
+// the reconciler repairs an enqueue lost in a crash in between).
+func afterApply(broker *mstudio.Broker, jb *jobs.Jobs) func(context.Context, extension.LifecycleEvent) {
+	return func(ctx context.Context, ev extension.LifecycleEvent) {
 		switch ev.Kind {
 		case extension.EventSecretRotated, extension.EventRemoved, extension.EventUpdated:
 			broker.Forget(ev.InstanceID)
 		}
+		jb.AfterApply(ctx, ev)
 	}
 }
 
@@ -161,7 +189,8 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger) (*extensio
 	return extension.Open(ctx, cfg.DatabaseURL.Reveal(), opts)
 }
 
-func migrateUp(ctx context.Context, store *extension.Store, logger *slog.Logger) error {
+// migrateUp applies our migrations and then River's (its tables hold the job queue).
+func migrateUp(ctx context.Context, store *extension.Store, databaseURL string, logger *slog.Logger) error {
 	res, err := migrations.Up(ctx, store.SQLDB(), string(store.Dialect()))
 	if err != nil {
 		return err
@@ -169,11 +198,19 @@ func migrateUp(ctx context.Context, store *extension.Store, logger *slog.Logger)
 	for _, r := range res {
 		logger.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration.String())
 	}
+	river, err := jobs.Migrate(ctx, store, databaseURL)
+	if err != nil {
+		return err
+	}
+	for _, m := range river {
+		logger.Info("job queue migration applied", "version", m.Version, "name", m.Name, "duration", m.Duration.String())
+	}
 	return nil
 }
 
-// requireMigrated fails with advice when the schema is behind the binary.
-func requireMigrated(ctx context.Context, store *extension.Store) error {
+// requireMigrated fails with advice when the schema, ours or the job queue's, is behind
+// the binary.
+func requireMigrated(ctx context.Context, store *extension.Store, databaseURL string) error {
 	st, err := migrations.List(ctx, store.SQLDB(), string(store.Dialect()))
 	if err != nil {
 		return err
@@ -182,6 +219,9 @@ func requireMigrated(ctx context.Context, store *extension.Store) error {
 		if s.State != "applied" {
 			return fmt.Errorf("database has pending migrations (first: %s): run extension-backend migrate up", s.Source.Path)
 		}
+	}
+	if err := jobs.RequireMigrated(ctx, store, databaseURL); err != nil {
+		return fmt.Errorf("%w: run extension-backend migrate up", err)
 	}
 	return nil
 }

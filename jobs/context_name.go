@@ -1,0 +1,209 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/riverqueue/river"
+)
+
+// The kinds this package registers itself.
+const (
+	KindPostInstall        = "post_install"           // fetch the context name of a new instance
+	KindRefreshContextName = "refresh_context_name"   // fetch it again (daily)
+	KindRefreshAll         = "refresh_context_names"  // periodic: a refresh job per live instance
+	KindReconcile          = "reconcile_post_install" // periodic: repair lost post-install jobs
+)
+
+// refreshAt is when, past midnight UTC, the daily refresh runs. A fixed time of day
+// survives restarts; an interval counted from the start would be put off by each deploy.
+const refreshAt = 3 * time.Hour
+
+type postInstallArgs struct{ For }
+
+func (postInstallArgs) Kind() string { return KindPostInstall }
+
+type refreshArgs struct{ For }
+
+func (refreshArgs) Kind() string { return KindRefreshContextName }
+
+type refreshAllArgs struct{}
+
+func (refreshAllArgs) Kind() string { return KindRefreshAll }
+
+type reconcileArgs struct{}
+
+func (reconcileArgs) Kind() string { return KindReconcile }
+
+func (j *Jobs) registerBuiltins() {
+	river.AddWorker(j.workers, &instanceWorker[postInstallArgs]{j: j, handle: argsUnused[postInstallArgs](j.fetchContextName)})
+	river.AddWorker(j.workers, &instanceWorker[refreshArgs]{j: j, handle: argsUnused[refreshArgs](j.fetchContextName)})
+	river.AddWorker(j.workers, river.WorkFunc(func(ctx context.Context, _ *river.Job[refreshAllArgs]) error {
+		n, err := j.RefreshNames(ctx)
+		j.logger.Info("context name refresh enqueued", "jobs", n)
+		return err
+	}))
+	river.AddWorker(j.workers, river.WorkFunc(func(ctx context.Context, _ *river.Job[reconcileArgs]) error {
+		n, err := j.Reconcile(ctx)
+		if n > 0 {
+			j.logger.Warn("re-enqueued lost post-install jobs", "jobs", n)
+		}
+		return err
+	}))
+}
+
+// argsUnused makes a handler of a kind whose arguments say nothing but the instance.
+func argsUnused[A JobArgs](f func(context.Context, *extension.Instance, InstanceAPI) error) Handler[A] {
+	return func(ctx context.Context, in *extension.Instance, api InstanceAPI, _ A) error { return f(ctx, in, api) }
+}
+
+// periodicJobs are run by the elected leader among the processes with workers.
+func (j *Jobs) periodicJobs() []*river.PeriodicJob {
+	return []*river.PeriodicJob{
+		river.NewPeriodicJob(dailyAt(refreshAt), func() (river.JobArgs, *river.InsertOpts) {
+			return refreshAllArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhilePending}
+		}, &river.PeriodicJobOpts{ID: KindRefreshAll}),
+		river.NewPeriodicJob(river.PeriodicInterval(j.cfg.ReconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
+			return reconcileArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhilePending}
+		}, &river.PeriodicJobOpts{ID: KindReconcile, RunOnStart: true}),
+	}
+}
+
+// dailyAt is a schedule at a fixed time past midnight UTC.
+type dailyAt time.Duration
+
+func (d dailyAt) Next(t time.Time) time.Time {
+	t = t.UTC()
+	next := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC).Add(time.Duration(d))
+	if !next.After(t) {
+		next = time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, time.UTC).Add(time.Duration(d))
+	}
+	return next
+}
+
+// fetchContextName is the post-install and refresh job: it reads the name of the
+// instance's project or customer with the instance token and stores it. A new secret
+// works only a few seconds after our webhook answered; the broker waits that out within
+// its grace window, and past it the job is retried. Running it twice is harmless: a
+// fetch older than the stored one changes nothing.
+func (j *Jobs) fetchContextName(ctx context.Context, in *extension.Instance, api InstanceAPI) error {
+	token, err := api.Token(ctx)
+	if err != nil {
+		return err
+	}
+	at := time.Now()
+	name, err := api.Client.ContextName(ctx, token, in.ContextKind, in.ContextID)
+	if err != nil {
+		if permanent(err) {
+			return Cancel(err)
+		}
+		return err
+	}
+	return j.store.SetContextName(ctx, in.ID, name, at)
+}
+
+// permanent reports whether retrying a platform call cannot help: the request is
+// invalid, or the instance may not read its context (its scopes lack it).
+func permanent(err error) bool {
+	var apiErr *mstudio.Error
+	if errors.As(err, &apiErr) {
+		switch apiErr.Status {
+		case http.StatusBadRequest, http.StatusForbidden, http.StatusNotFound:
+			return true
+		}
+	}
+	return errors.Is(err, mstudio.ErrInvalidArgument)
+}
+
+func (j *Jobs) enqueuePostInstall(ctx context.Context, instanceID string) error {
+	_, err := j.enqueue(ctx, postInstallArgs{For{instanceID}}, After(j.cfg.PostInstallDelay), Unique())
+	return err
+}
+
+// postInstallParams is enqueuePostInstall's job for InsertMany.
+func (j *Jobs) postInstallParams(instanceID string) river.InsertManyParams {
+	o := &river.InsertOpts{}
+	After(j.cfg.PostInstallDelay)(o)
+	Unique()(o)
+	return river.InsertManyParams{Args: postInstallArgs{For{instanceID}}, InsertOpts: o}
+}
+
+// insertBatch bounds how many jobs one InsertMany writes.
+const insertBatch = 500
+
+// RefreshNames enqueues a refresh of the context name of every live, enabled instance
+// (one job each, none for an instance whose refresh still waits) and returns how many
+// it enqueued. The daily periodic job calls it.
+func (j *Jobs) RefreshNames(ctx context.Context) (int, error) {
+	j.sealed.Store(true)
+	list, err := j.store.Instances(ctx, false)
+	if err != nil {
+		return 0, fmt.Errorf("refresh context names: %w", err)
+	}
+	var params []river.InsertManyParams
+	for _, in := range list {
+		if in.Enabled && in.HasSecret() {
+			params = append(params, river.InsertManyParams{Args: refreshArgs{For{in.ID}}, InsertOpts: &river.InsertOpts{UniqueOpts: uniqueWhilePending}})
+		}
+	}
+	n := 0
+	for len(params) > 0 {
+		batch := params[:min(insertBatch, len(params))]
+		params = params[len(batch):]
+		res, err := j.queue.InsertMany(ctx, batch)
+		if err != nil {
+			return n, fmt.Errorf("refresh context names: %w", err)
+		}
+		for _, r := range res {
+			if !r.UniqueSkippedAsDuplicate {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// Reconcile repairs post-install jobs lost to a crash between a webhook's commit and
+// its enqueue: it enqueues the job for every live, enabled instance that has no context
+// name yet and no post-install job in River's table (waiting, running, or finished
+// within River's retention), and returns how many it enqueued. The periodic reconciler
+// calls it. A race with AfterApply is harmless: the job is unique while it waits.
+func (j *Jobs) Reconcile(ctx context.Context) (int, error) {
+	j.sealed.Store(true)
+	list, err := j.store.Instances(ctx, false)
+	if err != nil {
+		return 0, fmt.Errorf("reconcile: %w", err)
+	}
+	var missing []string
+	for _, in := range list {
+		if in.Enabled && in.HasSecret() && in.ContextNameAt == nil {
+			missing = append(missing, in.ID)
+		}
+	}
+	if len(missing) == 0 {
+		return 0, nil
+	}
+	have, err := j.instancesWithJobs(ctx, KindPostInstall)
+	if err != nil {
+		return 0, fmt.Errorf("reconcile: %w", err)
+	}
+	n := 0
+	for _, id := range missing {
+		if have[id] {
+			continue
+		}
+		added, err := j.enqueue(ctx, postInstallArgs{For{id}}, Unique())
+		if err != nil {
+			return n, fmt.Errorf("reconcile: %w", err)
+		}
+		if added {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,254 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/extension-backend/extension-backend/webhooks"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// env is a backend as cmd wires it: the store, the job queue, the webhook handler with
+// the queue's AfterApply hook, and the platform simulator that delivers to it.
+type env struct {
+	Sim   *mstudiotest.Server
+	Store *extension.Store
+	Jobs  *Jobs
+	URL   string // the database URL
+	// Backend is the URL of the backend's webhook route.
+	Backend string
+
+	mu         sync.Mutex
+	deliveries []delivery // every webhook the backend received, to replay one
+}
+
+type delivery struct {
+	header http.Header
+	body   []byte
+}
+
+type envOptions struct {
+	workers    int
+	activation time.Duration // the simulator's secret activation delay; 0: 150 ms
+	config     func(*Config) // changes the queue's configuration
+	noStart    bool          // do not start the workers
+	noHook     bool          // leave out AfterApply, as a crash between commit and enqueue would
+	grace      time.Duration // the broker's grace for a secret not active yet; 0: its default, 15 s
+	register   func(*Jobs)   // registers kinds before the queue is used
+}
+
+func newEnv(t testing.TB, d extension.Dialect, o envOptions) *env {
+	t.Helper()
+	ctx := context.Background()
+	url := extensiontest.URL(t, d)
+	store := extensiontest.Open(t, url, extension.Options{Keys: extensiontest.Keyring(t)})
+	if _, err := Migrate(ctx, store, url); err != nil {
+		t.Fatal(err)
+	}
+	if o.activation == 0 {
+		o.activation = 150 * time.Millisecond
+	}
+	sim, err := mstudiotest.New(mstudiotest.Options{RetryBase: 5 * time.Millisecond, RetryCap: 50 * time.Millisecond, SecretActivationDelay: o.activation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	simSrv := httptest.NewServer(sim)
+	t.Cleanup(simSrv.Close)
+	client, err := mstudio.New(simSrv.URL, mstudio.Options{RetryMax: 1, RetryWait: time.Millisecond, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := mstudio.NewBroker(store, client, mstudio.BrokerOptions{Grace: o.grace, Logger: testLogger(t)})
+	cfg := Config{
+		Store: store, DatabaseURL: url, Tokens: broker, Client: client,
+		Workers: o.workers, Logger: testLogger(t),
+		PostInstallDelay: -1, RetryWait: 50 * time.Millisecond, DisabledWait: 100 * time.Millisecond,
+		PollInterval: 50 * time.Millisecond,
+	}
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	j, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered after the store's, so it runs before the store closes: River uses it.
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := j.Stop(sctx); err != nil {
+			t.Errorf("stop jobs: %v", err)
+		}
+	})
+	if o.register != nil {
+		o.register(j)
+	}
+	en := &env{Sim: sim, Store: store, Jobs: j, URL: url}
+	// As cmd wires it: the broker forgets what an event makes stale, the queue enqueues.
+	hook := func(ctx context.Context, ev extension.LifecycleEvent) {
+		switch ev.Kind {
+		case extension.EventSecretRotated, extension.EventRemoved, extension.EventUpdated:
+			broker.Forget(ev.InstanceID)
+		}
+		if !o.noHook {
+			j.AfterApply(ctx, ev)
+			// AfterApply does not wait for the insert; the tests want to see the job.
+			if err := j.Flush(ctx); err != nil {
+				t.Errorf("flush: %v", err)
+			}
+		}
+	}
+	e := echo.New()
+	webhooks.New(webhooks.Config{
+		Store:         store,
+		Keys:          mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
+		ExtensionID:   sim.ExtensionID(),
+		ContributorID: sim.ContributorID(),
+		Registerer:    prometheus.NewRegistry(),
+		Applied:       hook,
+	}).Routes(e)
+	backend := httptest.NewServer(en.recording(e))
+	t.Cleanup(backend.Close)
+	t.Cleanup(sim.Close) // first: no delivery outlives the backend
+	en.Backend = backend.URL + "/mstudio/webhooks"
+	sim.SetWebhookURL(en.Backend)
+	if !o.noStart {
+		if err := j.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return en
+}
+
+// recording keeps a copy of every request, so a test can deliver one again.
+func (en *env) recording(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		en.mu.Lock()
+		en.deliveries = append(en.deliveries, delivery{r.Header.Clone(), body})
+		en.mu.Unlock()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// redeliver sends the nth delivery the backend received again, as the platform would
+// after a lost answer, and returns the backend's status.
+func (en *env) redeliver(t testing.TB, n int) int {
+	t.Helper()
+	en.mu.Lock()
+	d := en.deliveries[n]
+	en.mu.Unlock()
+	req, err := http.NewRequest(http.MethodPost, en.Backend, bytes.NewReader(d.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = d.header.Clone()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// install installs an instance through the real webhook path and returns its id.
+func (en *env) install(t testing.TB, req mstudiotest.CallRequest) string {
+	t.Helper()
+	res, err := en.Sim.Trigger(context.Background(), mstudiotest.CallExtensionAddedToContext, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Successful {
+		t.Fatalf("install: the backend answered %d %q", res.StatusCode, res.Body)
+	}
+	return res.InstanceID
+}
+
+// trigger sends another lifecycle event through the real webhook path.
+func (en *env) trigger(t testing.TB, call string, req mstudiotest.CallRequest) {
+	t.Helper()
+	res, err := en.Sim.Trigger(context.Background(), call, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Successful {
+		t.Fatalf("%s: the backend answered %d %q", call, res.StatusCode, res.Body)
+	}
+}
+
+// jobsOf lists the jobs of an instance, oldest first.
+func (en *env) jobsOf(t testing.TB, instanceID string) []JobInfo {
+	t.Helper()
+	all, err := en.Jobs.List(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []JobInfo
+	for i := len(all) - 1; i >= 0; i-- {
+		if all[i].InstanceID == instanceID {
+			out = append(out, all[i])
+		}
+	}
+	return out
+}
+
+// waitFinished waits until the instance has jobs and all of them are finished.
+func (en *env) waitFinished(t testing.TB, instanceID string) {
+	t.Helper()
+	waitFor(t, "the jobs of instance "+instanceID+" to finish", 15*time.Second, func() bool {
+		got := en.jobsOf(t, instanceID)
+		for _, j := range got {
+			if j.FinalizedAt == nil {
+				return false
+			}
+		}
+		return len(got) > 0
+	})
+}
+
+// instance loads an instance.
+func (en *env) instance(t testing.TB, id string) *extension.Instance {
+	t.Helper()
+	in, err := en.Store.InstanceByID(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// waitFor polls cond until it holds or the time is up.
+func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testLogger sends River's and our log lines to the test log, warnings and up.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}

@@ -1,0 +1,182 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
+	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/google/uuid"
+)
+
+// wantName is the name the simulator gives a project or customer.
+func wantName(kind, contextID string) string {
+	if kind == extension.ContextCustomer {
+		return "Organisation " + contextID[:8]
+	}
+	return "Project " + contextID[:8]
+}
+
+func TestPostInstallStoresContextName(t *testing.T) {
+	for _, d := range extensiontest.Dialects() {
+		for _, kind := range []string{extension.ContextProject, extension.ContextCustomer} {
+			t.Run(fmt.Sprintf("%s/%s", d, kind), func(t *testing.T) {
+				t.Parallel()
+				en := newEnv(t, d, envOptions{workers: 4})
+				contextID := uuid.NewString()
+				id := en.install(t, mstudiotest.CallRequest{Context: kind, ContextAggregateID: contextID})
+				en.waitFinished(t, id)
+				in := en.instance(t, id)
+				if want := wantName(kind, contextID); in.ContextName != want {
+					t.Errorf("context name = %q, want %q", in.ContextName, want)
+				}
+				got := en.jobsOf(t, id)
+				// The secret works only 150 ms after the install's answer and the job ran
+				// at once: the broker waited that out within its grace.
+				if len(got) != 1 || got[0].Kind != KindPostInstall || got[0].State != "completed" || got[0].Attempts != 1 {
+					t.Fatalf("jobs of the instance = %+v, want one %s job completed at its first attempt", got, KindPostInstall)
+				}
+			})
+		}
+	}
+}
+
+// TestPostInstallRetriesRefusedSecret: past the broker's grace, a secret the platform
+// refuses fails the attempt, and the job is retried until the secret works.
+func TestPostInstallRetriesRefusedSecret(t *testing.T) {
+	en := newEnv(t, extension.SQLite, envOptions{workers: 2, grace: -1, activation: 300 * time.Millisecond})
+	id := en.install(t, mstudiotest.CallRequest{})
+	en.waitFinished(t, id)
+	got := en.jobsOf(t, id)
+	if len(got) != 1 || got[0].State != "completed" || got[0].Attempts < 2 {
+		t.Fatalf("jobs %+v, want one completed after retries", got)
+	}
+	for _, e := range got[0].Errors {
+		if !strings.Contains(e, "not active yet") {
+			t.Errorf("attempt error %q, want the platform's refusal of a secret not active yet", e)
+		}
+	}
+	if in := en.instance(t, id); in.ContextNameAt == nil {
+		t.Error("no context name stored")
+	}
+}
+
+// TestPostInstallOncePerInstall delivers the install twice, and calls the hook twice more
+// as if the store had not noticed the duplicate: one post-install job runs.
+func TestPostInstallOncePerInstall(t *testing.T) {
+	for _, d := range extensiontest.Dialects() {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			en := newEnv(t, d, envOptions{workers: 4, noStart: true})
+			contextID := uuid.NewString()
+			id := en.install(t, mstudiotest.CallRequest{ContextAggregateID: contextID})
+			if status := en.redeliver(t, 0); status != http.StatusNoContent {
+				t.Fatalf("second delivery: status %d, want %d", status, http.StatusNoContent)
+			}
+			rows, err := en.Store.Deliveries(context.Background(), id, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rows) != 2 || rows[0].Outcome != extension.OutcomeDuplicate {
+				t.Fatalf("journal = %+v, want the second delivery journaled as a duplicate", rows)
+			}
+			ev := extension.LifecycleEvent{Kind: extension.EventAdded, InstanceID: id}
+			en.Jobs.AfterApply(context.Background(), ev)
+			en.Jobs.AfterApply(context.Background(), ev)
+			if got := en.jobsOf(t, id); len(got) != 1 {
+				t.Fatalf("before start: %d jobs %+v, want 1", len(got), got)
+			}
+
+			if err := en.Jobs.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			en.waitFinished(t, id)
+			if got := en.instance(t, id).ContextName; got != wantName(extension.ContextProject, contextID) {
+				t.Errorf("context name = %q", got)
+			}
+			got := en.jobsOf(t, id)
+			if len(got) != 1 || got[0].State != "completed" {
+				t.Errorf("after the run: jobs %+v, want one completed", got)
+			}
+		})
+	}
+}
+
+// TestPostInstallWaitsItsDelay: by default the job is scheduled a few seconds after the
+// install, when the secret works.
+func TestPostInstallWaitsItsDelay(t *testing.T) {
+	en := newEnv(t, extension.SQLite, envOptions{noStart: true, config: func(c *Config) { c.PostInstallDelay = 0 }})
+	before := time.Now()
+	id := en.install(t, mstudiotest.CallRequest{})
+	got := en.jobsOf(t, id)
+	if len(got) != 1 || got[0].State != "scheduled" {
+		t.Fatalf("jobs %+v, want one scheduled", got)
+	}
+	if at := got[0].ScheduledAt; at.Before(before.Add(3*time.Second)) || at.After(time.Now().Add(3*time.Second)) {
+		t.Errorf("scheduled at %v, want 3 s after the install (%v)", at, before)
+	}
+}
+
+// TestPostInstallForbiddenIsCancelled: an instance whose scopes do not let it read its
+// project cannot learn the name by trying again.
+func TestPostInstallForbiddenIsCancelled(t *testing.T) {
+	en := newEnv(t, extension.SQLite, envOptions{workers: 2})
+	id := en.install(t, mstudiotest.CallRequest{ConsentedScopes: []string{"customer:read"}})
+	waitFor(t, "the job to end", 15*time.Second, func() bool {
+		got := en.jobsOf(t, id)
+		return len(got) == 1 && got[0].State == "cancelled"
+	})
+	if in := en.instance(t, id); in.ContextNameAt != nil {
+		t.Errorf("context name stored: %q", in.ContextName)
+	}
+}
+
+// TestAfterApplyConcurrent: installs arriving together are enqueued in batches, an
+// instance named twice in a batch once. AfterApply does not wait for the insert, so the
+// test waits for the jobs to appear.
+func TestAfterApplyConcurrent(t *testing.T) {
+	for _, d := range extensiontest.Dialects() {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			en := newEnv(t, d, envOptions{noStart: true})
+			ids := make([]string, 50)
+			for i := range ids {
+				ids[i] = uuid.NewString()
+			}
+			var wg sync.WaitGroup
+			for i := range 2 * len(ids) {
+				wg.Go(func() {
+					en.Jobs.AfterApply(context.Background(), extension.LifecycleEvent{Kind: extension.EventAdded, InstanceID: ids[i%len(ids)]})
+				})
+			}
+			wg.Wait()
+			got := map[string]int{}
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && len(got) < len(ids); time.Sleep(20 * time.Millisecond) {
+				all, err := en.Jobs.List(context.Background(), 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				clear(got)
+				for _, j := range all {
+					if j.Kind == KindPostInstall {
+						got[j.InstanceID]++
+					}
+				}
+			}
+			for _, id := range ids {
+				if got[id] != 1 {
+					t.Errorf("instance %s: %d post-install jobs, want 1", id, got[id])
+				}
+			}
+			if len(got) != len(ids) {
+				t.Errorf("post-install jobs for %d instances, want %d", len(got), len(ids))
+			}
+		})
+	}
+}
