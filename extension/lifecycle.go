@@ -113,6 +113,10 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 		}
 		events[i].upsert = st
 	}
+	forget, err := s.prepared(ctx, forgetSharedToken)
+	if err != nil {
+		return nil, err
+	}
 	tx, err := s.sqlDB.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, translate(err)
@@ -123,6 +127,15 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 		if results[i], err = s.applyLifecycle(ctx, tx, pe); err != nil {
 			return nil, translate(err)
 		}
+		// A rotation, an update (which may disable) or a removal makes the instance's
+		// shared token useless: it goes in the same transaction, so no replica can read
+		// it after the event is committed. (The token broker drops its memory copy when
+		// the webhook path tells it.)
+		if results[i].Outcome == OutcomeApplied && pe.ev.Kind != EventAdded {
+			if _, err := tx.StmtContext(ctx, forget).ExecContext(ctx, pe.ev.InstanceID); err != nil {
+				return nil, translate(err)
+			}
+		}
 	}
 	if err := s.journalBatch(ctx, tx, events, results); err != nil {
 		return nil, translate(err)
@@ -132,6 +145,9 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 	}
 	return results, nil
 }
+
+// forgetSharedToken deletes an instance's shared token (see tokens.go).
+const forgetSharedToken = `DELETE FROM instance_tokens WHERE instance_id = ?`
 
 // upsertInstance writes an event in one statement: it inserts the instance if it is new,
 // and otherwise updates it only where the event is newer than the last one applied (and,

@@ -1002,3 +1002,49 @@ func TestLifecycleEdgeCases(t *testing.T) {
 		checkCredentials(t, s, "i-late-install", "install-secret", nil)
 	})
 }
+
+// A rotation, an update or a removal deletes the instance's shared token in the same
+// transaction, so no replica reuses a token minted with an old secret or for a disabled
+// instance.
+func TestLifecycleForgetsSharedToken(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		s := extensiontest.NewStore(t, d)
+		ctx := context.Background()
+		share := func(id string) {
+			t.Helper()
+			if ok, err := s.LeaseSharedToken(ctx, id, "me", time.Minute); err != nil || !ok {
+				t.Fatalf("lease: %v, %v", ok, err)
+			}
+			if ok, err := s.PutSharedToken(ctx, id, "me", extension.Secret("tok-"+id), time.Now().Add(time.Hour)); err != nil || !ok {
+				t.Fatalf("put: %v, %v", ok, err)
+			}
+		}
+		shared := func(id string) bool {
+			t.Helper()
+			_, err := s.SharedToken(ctx, id)
+			if err != nil && !errors.Is(err, extension.ErrNotFound) {
+				t.Fatal(err)
+			}
+			return err == nil
+		}
+		mustApply(t, s, addedEvent("i-shared", at(1), "s1"), extension.OutcomeApplied)
+		for i, ev := range []extension.LifecycleEvent{
+			rotatedEvent("i-shared", at(2), "s2"),
+			updatedEvent("i-shared", at(3), false, "default", "project:read"),
+			removedEvent("i-shared", at(4)),
+		} {
+			share("i-shared")
+			mustApply(t, s, ev, extension.OutcomeApplied)
+			if shared("i-shared") {
+				t.Errorf("event %d (%s): the shared token survived", i, ev.Kind)
+			}
+		}
+		// A stale event changes nothing, the shared token included.
+		mustApply(t, s, addedEvent("i-kept", at(5), "s"), extension.OutcomeApplied)
+		share("i-kept")
+		mustApply(t, s, rotatedEvent("i-kept", at(1), "old"), extension.OutcomeStale)
+		if !shared("i-kept") {
+			t.Error("a stale rotation deleted the shared token")
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,12 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 			} else {
 				msg = http.StatusText(status)
 			}
+		}
+		if errors.Is(err, context.Canceled) && c.Request().Context().Err() != nil {
+			// The client hung up (a sender that gave up): nothing failed on our side, and
+			// nobody reads the answer. 499 as nginx logs it.
+			c.Response().Status = 499
+			return
 		}
 		if status >= 500 {
 			logger.ErrorContext(c.Request().Context(), "request failed",

@@ -169,6 +169,11 @@ func (b *Broker) Forget(instanceID string) {
 	b.drop(instanceID)
 }
 
+// ForgetCached drops this replica's cached token of an instance, for when the shared row
+// is gone already: the store deletes it in the transaction that applies a rotation, an
+// update or a removal, so the webhook path needs no second write.
+func (b *Broker) ForgetCached(instanceID string) { b.drop(instanceID) }
+
 // drop removes the instance's cache slot and marks it dead for flights that hold it.
 func (b *Broker) drop(instanceID string) {
 	b.mu.Lock()
