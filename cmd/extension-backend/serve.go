@@ -53,7 +53,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 }
 
 // defaultWorkers is how many jobs a process works at once unless --workers says otherwise.
-const defaultWorkers = 8
+const defaultWorkers = 32
 
 // serveBackend runs the backend on ln until ctx ends, with workers job workers.
 func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate bool, workers int, ln net.Listener) error {
