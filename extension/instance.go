@@ -106,7 +106,7 @@ func (s *Store) SetContextName(ctx context.Context, id, name string, fetchedAt t
 	at := fetchedAt.UTC()
 	res := s.db.WithContext(ctx).Model(&Instance{}).
 		Where("id = ? AND removed_at IS NULL AND (context_name_at IS NULL OR context_name_at < ?)", id, at).
-		Updates(map[string]any{"context_name": name, "context_name_at": at})
+		UpdateColumns(map[string]any{"context_name": name, "context_name_at": at}) // not updated_at: that tracks lifecycle changes
 	if res.Error != nil {
 		return fmt.Errorf("set context name of instance %s: %w", id, translate(res.Error))
 	}

@@ -67,7 +67,7 @@ func (s *Store) rekeyPass(ctx context.Context, stats *RekeyStats, first bool) er
 			}
 			res := s.db.WithContext(ctx).Model(&Instance{}).
 				Where("id = ? AND sealed_secret = ?", in.ID, in.SealedSecret).
-				Update("sealed_secret", sealed)
+				UpdateColumn("sealed_secret", sealed) // not updated_at: the token broker reads it as the secret's arrival
 			if res.Error != nil {
 				return fmt.Errorf("rekey: instance %s: %w", in.ID, translate(res.Error))
 			}

@@ -88,13 +88,23 @@ func (b *installBatcher) run() {
 	for {
 		select {
 		case <-b.quit:
+			// What was handed over belongs to webhooks already acknowledged: insert it
+			// before leaving rather than leave it to the reconciler.
 			for {
-				select {
-				case r := <-b.queue:
-					r.reply(b, ErrStopped)
-				default:
+				var batch []installRequest
+			rest:
+				for len(batch) < maxInstallBatch {
+					select {
+					case r := <-b.queue:
+						batch = append(batch, r)
+					default:
+						break rest
+					}
+				}
+				if len(batch) == 0 {
 					return
 				}
+				b.insert(batch)
 			}
 		case first := <-b.queue:
 			batch := []installRequest{first}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -146,9 +147,16 @@ func (j *Jobs) RefreshNames(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("refresh context names: %w", err)
 	}
 	var params []river.InsertManyParams
+	now := time.Now()
 	for _, in := range list {
 		if in.Enabled && in.HasSecret() {
-			params = append(params, river.InsertManyParams{Args: refreshArgs{For{in.ID}}, InsertOpts: &river.InsertOpts{UniqueOpts: uniqueWhilePending}})
+			// Spread over an hour, so the platform does not get every instance's mint and
+			// read at the same second.
+			at := now
+			if j.cfg.RefreshSpread > 0 {
+				at = now.Add(rand.N(j.cfg.RefreshSpread))
+			}
+			params = append(params, river.InsertManyParams{Args: refreshArgs{For{in.ID}}, InsertOpts: &river.InsertOpts{UniqueOpts: uniqueWhilePending, ScheduledAt: at}})
 		}
 	}
 	n := 0
@@ -197,7 +205,9 @@ func (j *Jobs) Reconcile(ctx context.Context) (int, error) {
 		if have[id] {
 			continue
 		}
-		added, err := j.enqueue(ctx, postInstallArgs{For{id}}, Unique())
+		// With the install's delay, so a reconcile racing a fresh install's enqueue leaves
+		// the two jobs unique against each other and the secret time to activate.
+		added, err := j.enqueue(ctx, postInstallArgs{For{id}}, After(j.cfg.PostInstallDelay), Unique())
 		if err != nil {
 			return n, fmt.Errorf("reconcile: %w", err)
 		}

@@ -75,7 +75,7 @@ func newEnv(t testing.TB, d extension.Dialect, o envOptions) *env {
 		Store: store, DatabaseURL: url, Tokens: broker, Client: client,
 		Workers: o.workers, Logger: testLogger(t),
 		PostInstallDelay: -1, RetryWait: 50 * time.Millisecond, DisabledWait: 100 * time.Millisecond,
-		PollInterval: 50 * time.Millisecond,
+		PollInterval: 50 * time.Millisecond, RefreshSpread: -1,
 	}
 	if o.config != nil {
 		o.config(&cfg)

@@ -53,6 +53,7 @@ type Config struct {
 	DisabledWait     time.Duration // how long a job of a disabled instance waits before it looks again; default 10 min
 	PollInterval     time.Duration // how often idle workers look for due jobs; default 1 s
 	ReconcileEvery   time.Duration // how often lost post-install jobs are looked for; default 5 min
+	RefreshSpread    time.Duration // the daily refresh jobs are spread over this window; default 1 h; <0: none
 }
 
 func (c *Config) setDefaults() {
@@ -66,7 +67,9 @@ func (c *Config) setDefaults() {
 	def(&c.DisabledWait, 10*time.Minute)
 	def(&c.PollInterval, time.Second)
 	def(&c.ReconcileEvery, 5*time.Minute)
+	def(&c.RefreshSpread, time.Hour)
 	c.PostInstallDelay = max(c.PostInstallDelay, 0)
+	c.RefreshSpread = max(c.RefreshSpread, 0)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

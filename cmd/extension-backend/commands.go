@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -226,6 +227,7 @@ func runJobs(ctx context.Context, args []string, getenv func(string) string, std
 	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
+	all := fs.Bool("all", false, "include completed jobs (kept by River for a day)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -244,6 +246,10 @@ func runJobs(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
+	if !*all {
+		// A day of completed refreshes would bury the jobs worth looking at.
+		list = slices.DeleteFunc(list, func(j jobs.JobInfo) bool { return j.State == "completed" })
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -257,9 +263,10 @@ func runJobs(ctx context.Context, args []string, getenv func(string) string, std
 			instance = "-"
 		}
 		if n := len(j.Errors); n > 0 {
-			lastErr = j.Errors[n-1]
-			if len(lastErr) > 80 {
-				lastErr = lastErr[:80] + "…"
+			if r := []rune(j.Errors[n-1]); len(r) > 80 {
+				lastErr = string(r[:80]) + "…"
+			} else {
+				lastErr = string(r)
 			}
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, j.Kind, instance, j.State, j.Attempts, j.MaxAttempts,

@@ -104,7 +104,7 @@ func TestDevEndToEnd(t *testing.T) {
 	if !strings.HasPrefix(name, "Project ") {
 		t.Errorf("context name of the demo instance: got %q, want the simulator's project name", name)
 	}
-	jobsOut, _, err := runCmd(vars, "jobs", "--json")
+	jobsOut, _, err := runCmd(vars, "jobs", "--json", "--all")
 	if err != nil || !strings.Contains(jobsOut, `"kind": "post_install"`) || !strings.Contains(jobsOut, instanceID) {
 		t.Errorf("jobs --json: got %v and\n%s\nwant the demo instance's post-install job", err, jobsOut)
 	}

@@ -222,7 +222,7 @@ func requireMigrated(ctx context.Context, store *extension.Store, databaseURL st
 		}
 	}
 	if err := jobs.RequireMigrated(ctx, store, databaseURL); err != nil {
-		return fmt.Errorf("%w: run extension-backend migrate up", err)
+		return err // its text already says to run migrate up
 	}
 	return nil
 }

@@ -286,6 +286,16 @@ func (b *Broker) fetch(ctx context.Context, id string) (InstanceToken, error) {
 				return InstanceToken{}, fmt.Errorf("instance token of %s: %w", id, err)
 			}
 		}
+		if won {
+			// Another replica may have stored a fresh token between our read and our
+			// lease (storing frees the lease): with the lease held nobody else can store,
+			// so one more read settles it, and we use that token instead of minting.
+			again, err := b.store.SharedToken(ctx, id)
+			if err == nil && !again.Token.IsZero() && again.Token != row.Token {
+				b.release(id)
+				continue
+			}
+		}
 		if !won {
 			// Another replica is minting: wait for its token in the row.
 			if err := brokerPause(ctx, wait); err != nil {
