@@ -84,7 +84,7 @@ func TestBrokerTakesOverStaleLease(t *testing.T) {
 	}
 	start := time.Now()
 	tok := brokerToken(t, env.Brokers[0], id)
-	if took := time.Since(start); took < ttl-50*time.Millisecond || took > ttl+time.Second {
+	if took := time.Since(start); took < ttl-50*time.Millisecond || took > ttl+5*time.Second {
 		t.Errorf("took %v, want about the %v the dead lease had left", took, ttl)
 	}
 	if n := env.Mints.count(); n != 1 || !env.accepted(t, id, tok) {

