@@ -117,6 +117,14 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 	if err != nil {
 		return nil, err
 	}
+	var signOut []*sql.Stmt
+	for _, q := range signOutInstance {
+		st, err := s.prepared(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		signOut = append(signOut, st)
+	}
 	tx, err := s.sqlDB.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, translate(err)
@@ -136,6 +144,16 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 				return nil, translate(err)
 			}
 		}
+		// A removal or a disable ends every user's session and user token in the
+		// instance, as the platform invalidates every token then.
+		disabled := pe.ev.Kind == EventUpdated && pe.ev.Enabled != nil && !*pe.ev.Enabled
+		if results[i].Outcome == OutcomeApplied && (pe.ev.Kind == EventRemoved || disabled) {
+			for _, st := range signOut {
+				if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, pe.ev.InstanceID); err != nil {
+					return nil, translate(err)
+				}
+			}
+		}
 	}
 	if err := s.journalBatch(ctx, tx, events, results); err != nil {
 		return nil, translate(err)
@@ -148,6 +166,13 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 
 // forgetSharedToken deletes an instance's shared token (see tokens.go).
 const forgetSharedToken = `DELETE FROM instance_tokens WHERE instance_id = ?`
+
+// signOutInstance ends the instance's sessions and deletes its user tokens (see
+// sessions.go and usertokens.go).
+var signOutInstance = []string{
+	`DELETE FROM sessions WHERE instance_id = ?`,
+	`DELETE FROM user_tokens WHERE instance_id = ?`,
+}
 
 // upsertInstance writes an event in one statement: it inserts the instance if it is new,
 // and otherwise updates it only where the event is newer than the last one applied (and,
