@@ -69,9 +69,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sf.extensionID, sf.contributorID = settings.ExtensionID, settings.ContributorID
 	sf.webhookURL = backendURL + "/mstudio/webhooks"
+	frontendURL := backendURL + ssoURLTemplate
 	sf.keyFile = filepath.Join(*dataDir, "simulator-keys.json")
 	sf.stateFile = filepath.Join(*dataDir, "simulator-state.json")
-	sim, err := mstudiotest.New(sf.options(getenv, logger.With("component", "simulator")))
+	simOpts := sf.options(getenv, logger.With("component", "simulator"))
+	simOpts.FrontendURL = frontendURL
+	sim, err := mstudiotest.New(simOpts)
 	if err != nil {
 		return err
 	}
@@ -156,6 +159,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return stop(nil)
 	}
 	fmt.Fprintf(stdout, "backend on %s, simulator on %s (Ctrl-C stops both)\n\n", backendURL, simURL)
+	fmt.Fprintf(stdout, "open the demo instance as a hosting customer would from the control panel (signs you in):\n  %s\n\n",
+		sim.OpenURL(simURL, instance.ID, ""))
 	fmt.Fprintf(stdout, "next: mint an instance token for the demo instance:\n  %sextension-backend token --instance %s\n\n",
 		tokenEnv(getenv, vars["EXT_DATABASE_URL"], keyFile, ownKeyFile, simURL), instance.ID)
 
@@ -168,6 +173,10 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return stop(nil)
 	}
 }
+
+// ssoURLTemplate is the external frontend URL to register at the platform, after the
+// backend's base URL.
+const ssoURLTemplate = "/mstudio/sso?atrek=:accessTokenRetrievalKey&userId=:userId&instanceId=:extensionInstanceId"
 
 // tokenEnv is the environment the printed token command needs beyond the caller's own:
 // only what dev chose itself.

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -107,6 +110,25 @@ func TestDevEndToEnd(t *testing.T) {
 	jobsOut, _, err := runCmd(vars, "jobs", "--json", "--all")
 	if err != nil || !strings.Contains(jobsOut, `"kind": "post_install"`) || !strings.Contains(jobsOut, instanceID) {
 		t.Errorf("jobs --json: got %v and\n%s\nwant the demo instance's post-install job", err, jobsOut)
+	}
+
+	// The printed click-through link signs Ada in, as a click in the control panel would.
+	link := regexp.MustCompile(`(http://\S+/internal/open/\S+)`).FindString(out)
+	if link == "" {
+		t.Fatalf("dev printed no click-through link:\n%s", out)
+	}
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Jar: jar}).Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/app" || !strings.Contains(string(page), "Ada") {
+		t.Errorf("click-through: got %d at %s\n%s\nwant Ada signed in on /app", resp.StatusCode, resp.Request.URL, page)
 	}
 
 	// Send and sign with the dev setup's simulator key, to the dev backend.

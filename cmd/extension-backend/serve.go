@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/extension-backend/extension-backend/atrek"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/jobs"
@@ -95,6 +96,14 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 		return err
 	}
 	e := newEcho(cfg, logger, reg, store)
+	sso, err := atrek.New(atrek.Config{
+		Store: store, Client: client, UserTokens: atrek.NewUserTokens(store, client, atrek.UserTokenOptions{Logger: logger}),
+		ExtensionID: cfg.ExtensionID, PublicURL: cfg.PublicURL, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	sso.Routes(e)
 	webhooks.New(webhooks.Config{
 		Store:         store,
 		Keys:          mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
@@ -105,7 +114,7 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 		Applied:       afterApply(broker, jb),
 	}).Routes(e)
 
-	go pruneJournal(ctx, store, logger)
+	go prune(ctx, store, logger)
 	return serveHTTP(ctx, ln, e, logger)
 }
 
@@ -158,17 +167,25 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, logger *slo
 	return nil
 }
 
-// pruneJournal drops delivery journal rows past their retention, now and then hourly.
-func pruneJournal(ctx context.Context, store *extension.Store, logger *slog.Logger) {
+// prune drops what is past its time, now and then hourly: delivery journal rows past
+// their retention, remembered sign-on keys past their lifetime, ended sessions.
+func prune(ctx context.Context, store *extension.Store, logger *slog.Logger) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		n, err := store.PruneDeliveries(ctx, time.Now().Add(-extension.DeliveryRetention))
-		switch {
-		case err != nil && ctx.Err() == nil:
-			logger.Warn("prune delivery journal", "error", err.Error())
-		case n > 0:
-			logger.Info("pruned delivery journal", "rows", n)
+		now := time.Now()
+		for what, run := range map[string]func() (int64, error){
+			"delivery journal": func() (int64, error) { return store.PruneDeliveries(ctx, now.Add(-extension.DeliveryRetention)) },
+			"sign-on keys":     func() (int64, error) { return store.PruneRetrievalKeys(ctx, now) },
+			"sessions":         func() (int64, error) { return store.PruneSessions(ctx, now) },
+		} {
+			n, err := run()
+			switch {
+			case err != nil && ctx.Err() == nil:
+				logger.Warn("prune "+what, "error", err.Error())
+			case n > 0:
+				logger.Info("pruned "+what, "rows", n)
+			}
 		}
 		select {
 		case <-ctx.Done():

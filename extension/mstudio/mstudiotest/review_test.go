@@ -52,3 +52,38 @@ func TestProjectInstanceReadsItsCustomer(t *testing.T) {
 		t.Errorf("another customer: got %d, want 403", got)
 	}
 }
+
+// GET /internal/open/{id} mints a fresh key per click and follows the frontend template.
+func TestOpenFollowsTheFrontendTemplate(t *testing.T) {
+	sim, url := newCoreSim(t, Options{FrontendURL: "http://ext.test/sso?k=:accessTokenRetrievalKey&u=:userId&i=:extensionInstanceId&c=:contextId&k2=:context"})
+	in, err := sim.CreateInstance(InstanceSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.secretDelivered(in.ID, in.PendingSecret)
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var keys []string
+	for range 2 {
+		resp, err := noFollow.Get(sim.OpenURL(url, in.ID, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, err := resp.Location()
+		if resp.StatusCode != http.StatusFound || err != nil {
+			t.Fatalf("open: got %d, %v", resp.StatusCode, err)
+		}
+		q := loc.Query()
+		if len(q.Get("k")) != 37 || q.Get("u") != sim.Users()[0].ID || q.Get("i") != in.ID || q.Get("c") != in.ContextID || q.Get("k2") != "project" {
+			t.Errorf("open redirected to %s", loc)
+		}
+		keys = append(keys, q.Get("k"))
+	}
+	if keys[0] == keys[1] {
+		t.Error("two clicks got the same single-use key")
+	}
+	outsider := sim.Users()[2].ID
+	if resp, err := noFollow.Get(sim.OpenURL(url, in.ID, outsider)); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("open for a user without access: got %v, %v; want 403", resp, err)
+	}
+}

@@ -28,6 +28,11 @@ type Options struct {
 	KeyFile         string // load keys from here, or create and save them; empty: new keys each start
 	StateFile       string // persist instances here as JSON; empty: in memory only
 	WebhookURL      string // where lifecycle webhooks go (all four kinds)
+	// FrontendURL is the extension's external frontend URL template, with the platform's
+	// placeholders (:accessTokenRetrievalKey, :userId, :extensionInstanceId, :contextId,
+	// :context, :extensionId); GET /internal/open/{instanceId} follows it as a click in
+	// the control panel does.
+	FrontendURL string
 
 	SecretActivationDelay time.Duration // a delivered secret works this long after the 2xx; default 2 s; <0: at once
 	InstanceTokenTTL      time.Duration // default 1 h
@@ -191,6 +196,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("PUT /internal/faults", s.putFault)
 	s.mux.HandleFunc("DELETE /internal/faults", s.deleteFaults)
 	s.handle("GET /internal/users", s.listUsers)
+	s.handle("GET /internal/open/{id}", s.openFrontend)
 }
 
 // writeJSON answers with a JSON body.

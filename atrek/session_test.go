@@ -1,0 +1,195 @@
+package atrek_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extension-backend/extension-backend/atrek"
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/labstack/echo/v4"
+)
+
+func TestSessionPresetCookieNotAdopted(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		e := newSSOEnv(t, d, nil)
+		u, _ := url.Parse(e.App.URL)
+		// A value an attacker planted before sign-in, in the form of a real id.
+		planted := strings.Repeat("A", 43)
+		e.HTTP.Jar.SetCookies(u, []*http.Cookie{{Name: "ext_session", Value: planted, Path: "/"}})
+		e.signIn(t, e.HTTP, e.Ada)
+		first, _ := e.sessionCookie(e.HTTP)
+		if first == planted || first == "" {
+			t.Fatal("the planted cookie was adopted")
+		}
+		planter := e.newBrowser(t)
+		planter.Jar.SetCookies(u, []*http.Cookie{{Name: "ext_session", Value: planted, Path: "/"}})
+		if resp, _ := e.get(t, planter, "/app"); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("the planted id opens /app: %d", resp.StatusCode)
+		}
+
+		// Signing in again issues a new id and ends the session the old one named.
+		e.signIn(t, e.HTTP, e.Ada)
+		second, _ := e.sessionCookie(e.HTTP)
+		if second == first {
+			t.Fatal("a second sign-in kept the session id")
+		}
+		if _, err := e.Store.SessionByID(context.Background(), extension.Secret(first), time.Hour, time.Hour); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("the previous session still lives: %v", err)
+		}
+		if resp, body := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusOK {
+			t.Errorf("/app after the second sign-in: %d\n%s", resp.StatusCode, body)
+		}
+	})
+}
+
+func TestSessionLogout(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		e := newSSOEnv(t, d, nil)
+		e.signIn(t, e.HTTP, e.Ada)
+		id, _ := e.sessionCookie(e.HTTP)
+
+		// A browser's cross-site form post is refused and changes nothing.
+		resp, body := e.do(t, e.HTTP, http.MethodPost, "/logout", http.Header{"Sec-Fetch-Site": {"cross-site"}})
+		wantPage(t, resp, body, http.StatusForbidden, "refused")
+		if resp, _ := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("a cross-site logout ended the session: %d", resp.StatusCode)
+		}
+
+		resp, _ = e.do(t, e.HTTP, http.MethodPost, "/logout", http.Header{"Sec-Fetch-Site": {"same-origin"}})
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/signed-out" {
+			t.Fatalf("logout: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if _, ok := e.sessionCookie(e.HTTP); ok {
+			t.Error("the cookie survived logout")
+		}
+		if _, err := e.Store.SessionByID(context.Background(), extension.Secret(id), time.Hour, time.Hour); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("the session survived logout: %v", err)
+		}
+		resp, body = e.get(t, e.HTTP, "/signed-out")
+		wantPage(t, resp, body, http.StatusOK, "You are signed out")
+		resp, body = e.get(t, e.HTTP, "/app")
+		wantPage(t, resp, body, http.StatusUnauthorized, "Your session has ended")
+
+		// The old id, replayed, opens nothing.
+		replay := e.newBrowser(t)
+		u, _ := url.Parse(e.App.URL)
+		replay.Jar.SetCookies(u, []*http.Cookie{{Name: "ext_session", Value: id, Path: "/"}})
+		if resp, _ := e.get(t, replay, "/app"); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a logged-out id opens /app: %d", resp.StatusCode)
+		}
+	})
+}
+
+func TestSessionIdleTimeout(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		e := newSSOEnv(t, d, nil) // idle 2 h
+		e.signIn(t, e.HTTP, e.Ada)
+		e.Clock.Advance(time.Hour + 59*time.Minute)
+		if resp, _ := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("/app within the idle timeout: %d", resp.StatusCode)
+		}
+		e.Clock.Advance(2*time.Hour + time.Second)
+		resp, body := e.get(t, e.HTTP, "/app")
+		wantPage(t, resp, body, http.StatusUnauthorized, "open the extension again from the control panel")
+	})
+}
+
+func TestSessionAbsoluteTimeout(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		e := newSSOEnv(t, d, func(c *atrek.Config) { c.SessionAbsolute = 6 * time.Hour })
+		e.signIn(t, e.HTTP, e.Ada)
+		// Active every 90 minutes: never idle, yet over after 6 h.
+		for range 3 {
+			e.Clock.Advance(90 * time.Minute)
+			if resp, _ := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("/app within the absolute timeout: %d", resp.StatusCode)
+			}
+		}
+		e.Clock.Advance(90 * time.Minute)
+		resp, body := e.get(t, e.HTTP, "/app")
+		wantPage(t, resp, body, http.StatusUnauthorized, "Your session has ended")
+	})
+}
+
+func TestSessionDisabledInstance(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, nil)
+	e.signIn(t, e.HTTP, e.Ada)
+	e.apply(t, extension.LifecycleEvent{Kind: extension.EventUpdated, InstanceID: e.Instance.ID,
+		ContextKind: e.Instance.ContextKind, ContextID: e.Instance.ContextID, Scopes: e.Instance.Scopes, Enabled: new(false)})
+	// Disabling ends the instance's sessions (the lifecycle path deletes them).
+	resp, body := e.get(t, e.HTTP, "/app")
+	wantPage(t, resp, body, http.StatusUnauthorized, "Your session has ended")
+}
+
+func TestSessionRequireSessionContext(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, nil)
+	app := echo.New()
+	app.GET("/who", func(c echo.Context) error {
+		s, ok := atrek.SessionFrom(c)
+		if !ok {
+			return c.String(http.StatusInternalServerError, "no session")
+		}
+		return c.String(http.StatusOK, s.Account.Role+" "+s.Session.PlatformUserID+" "+s.Instance.ID)
+	}, e.Handler.RequireSession())
+	e.signIn(t, e.HTTP, e.Ada)
+	id, _ := e.sessionCookie(e.HTTP)
+	req := httptest.NewRequest(http.MethodGet, "/who", nil)
+	req.AddCookie(&http.Cookie{Name: "ext_session", Value: id})
+	rec := httptest.NewRecorder()
+	app.ServeHTTP(rec, req)
+	if want := "owner " + e.Ada.ID + " " + e.Instance.ID; rec.Code != http.StatusOK || rec.Body.String() != want {
+		t.Errorf("/who: %d %q, want %q", rec.Code, rec.Body.String(), want)
+	}
+	rec = httptest.NewRecorder()
+	app.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/who", nil))
+	if rec.Code != http.StatusUnauthorized {
+		t.Errorf("/who without a cookie: %d", rec.Code)
+	}
+}
+
+// With an https public URL the cookie is Secure and __Host- prefixed, which makes the
+// browser enforce host-only and Path=/.
+func TestSessionCookieSecure(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, func(c *atrek.Config) { c.PublicURL = "https://ext.example" })
+	app := echo.New()
+	app.IPExtractor = echo.ExtractIPDirect()
+	e.Handler.Routes(app)
+	key := e.key(t, e.Instance.ID, e.Ada.ID)
+	rec := httptest.NewRecorder()
+	app.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, ssoPath(key, e.Ada.ID, e.Instance.ID), nil))
+	if rec.Code != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d\n%s", rec.Code, rec.Body)
+	}
+	cks := rec.Result().Cookies()
+	if len(cks) != 1 {
+		t.Fatalf("cookies %q", rec.Header().Values("Set-Cookie"))
+	}
+	ck := cks[0]
+	e.remember(ck.Value)
+	if ck.Name != "__Host-ext_session" || !ck.Secure || !ck.HttpOnly || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.Domain != "" {
+		t.Errorf("cookie %q", rec.Header().Values("Set-Cookie"))
+	}
+	if tok, err := e.Store.UserToken(context.Background(), e.Ada.ID, e.Instance.ID); err == nil {
+		e.remember(tok.Token.Reveal(), tok.Refresh.Reveal())
+	}
+}
+
+// The scan at the end of every env's test checks no secret reached a log or page; this
+// makes sure the log has something to scan and that it names the outcome and the ids.
+func TestSSOLogsIDsAndOutcome(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, nil)
+	e.signIn(t, e.HTTP, e.Ada)
+	e.get(t, e.HTTP, ssoPath(e.key(t, e.Instance.ID, e.Bob.ID), e.Ada.ID, e.Instance.ID))
+	logs := e.Logs.String()
+	for _, want := range []string{"sso: signed in", "instance_id=" + e.Instance.ID, "user_id=" + e.Ada.ID, "platform refused the key"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+}

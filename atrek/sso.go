@@ -1,0 +1,268 @@
+package atrek
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/labstack/echo/v4"
+	"golang.org/x/time/rate"
+)
+
+// Defaults of Config.
+const (
+	defaultSessionIdle     = 2 * time.Hour
+	defaultSessionAbsolute = 24 * time.Hour
+	// keyMemory is how long a retrieval key's hash is remembered. The platform's keys
+	// live a short while (the simulator: 60 s; the platform's own TTL is unpublished);
+	// ten minutes covers that with room for clock skew between replicas.
+	keyMemory = 10 * time.Minute
+	// retrievalKeyLen: the spec fixes the key at exactly 37 characters.
+	retrievalKeyLen = 37
+)
+
+// Config configures New.
+type Config struct {
+	Store  *extension.Store
+	Client *mstudio.Client
+	// UserTokens keeps the users' tokens; share the one that hands them out elsewhere.
+	// nil: New builds one on Store and Client (with a random lease owner).
+	UserTokens *UserTokens
+	// ExtensionID is our extension's id (EXT_EXTENSION_ID). When set, an instance the
+	// platform reports for another extension is refused.
+	ExtensionID string
+	// PublicURL (EXT_PUBLIC_URL) decides the cookie's Secure flag: set for https.
+	PublicURL       string
+	SessionIdle     time.Duration // 0: 2 h
+	SessionAbsolute time.Duration // 0: 24 h
+	DefaultRole     string        // role of every account after an instance's first; "": member
+	RateLimit       rate.Limit    // sign-ins per second per client address; 0: 1; rate.Inf: no limit
+	RateBurst       int           // 0: 20
+	Logger          *slog.Logger
+	Now             func() time.Time // the rate limiter's clock; the store has its own
+}
+
+// Handler serves the single sign-on entry, logout and the signed-in page.
+type Handler struct {
+	store       *extension.Store
+	client      *mstudio.Client
+	tokens      *UserTokens
+	extensionID string
+	secure      bool
+	cookieName  string
+	idle        time.Duration
+	absolute    time.Duration
+	defaultRole string
+	limiter     *addrLimiter
+	logger      *slog.Logger
+	pages       pages
+}
+
+// New checks the configuration, parses the pages and returns the handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Store == nil || cfg.Client == nil {
+		return nil, errors.New("atrek: the sso handler needs a store and a platform client")
+	}
+	if cfg.ExtensionID != "" && !isUUID(cfg.ExtensionID) {
+		return nil, errors.New("atrek: extension id is not a UUID")
+	}
+	h := &Handler{store: cfg.Store, client: cfg.Client, tokens: cfg.UserTokens, extensionID: strings.ToLower(cfg.ExtensionID),
+		idle: cfg.SessionIdle, absolute: cfg.SessionAbsolute, defaultRole: cfg.DefaultRole, logger: cfg.Logger}
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(cfg.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("atrek: public url %q: want http(s)://HOST", cfg.PublicURL)
+		}
+		h.secure = u.Scheme == "https"
+	}
+	h.cookieName = cookieName
+	if h.secure {
+		h.cookieName = cookieNameSecure
+	}
+	if h.idle == 0 {
+		h.idle = defaultSessionIdle
+	}
+	if h.absolute == 0 {
+		h.absolute = defaultSessionAbsolute
+	}
+	if h.idle < 0 || h.absolute < 0 {
+		return nil, errors.New("atrek: session timeouts must be positive")
+	}
+	if h.defaultRole == "" {
+		h.defaultRole = extension.RoleMember
+	}
+	if h.logger == nil {
+		h.logger = slog.New(slog.DiscardHandler)
+	}
+	limit, burst, now := cfg.RateLimit, cfg.RateBurst, cfg.Now
+	if limit == 0 {
+		limit = defaultRateLimit
+	}
+	if burst <= 0 {
+		burst = defaultRateBurst
+	}
+	if now == nil {
+		now = time.Now
+	}
+	h.limiter = newAddrLimiter(limit, burst, now)
+	if h.tokens == nil {
+		h.tokens = NewUserTokens(cfg.Store, cfg.Client, UserTokenOptions{Now: now, Logger: h.logger})
+	}
+	var err error
+	if h.pages, err = parsePages(templateFS); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// sso serves GET /mstudio/sso, the control panel's click-through: it checks the link,
+// redeems its single-use key once, checks the user may act in the instance's context,
+// stores the user's tokens, provisions the account, starts a new session and sends the
+// browser on with 303, so the key leaves the address bar and history.
+//
+// Every answer is a page in plain words; none names the key, a token or what exactly the
+// platform said. The log has the instance and user ids and the outcome, nothing more.
+func (h *Handler) sso(c echo.Context) error {
+	hd := c.Response().Header()
+	// The key is in our URL: no Referer may carry it on, no cache may keep the answer.
+	hd.Set("Referrer-Policy", "no-referrer")
+	hd.Set("Cache-Control", "no-store")
+	ctx := c.Request().Context()
+
+	if !h.limiter.allow(c.RealIP()) {
+		h.logger.WarnContext(ctx, "sso: rate limited", "client", c.RealIP())
+		return h.fail(c, problemTooMany)
+	}
+
+	q := c.QueryParams()
+	key := q.Get("atrek")
+	if key == "" {
+		key = q.Get("accessTokenRetrievalKey")
+	}
+	userID, instanceID, contextID := q.Get("userId"), q.Get("instanceId"), q.Get("contextId")
+	if utf8.RuneCountInString(key) != retrievalKeyLen || !isUUID(userID) || !isUUID(instanceID) ||
+		(contextID != "" && !isUUID(contextID)) {
+		h.logger.InfoContext(ctx, "sso: malformed link")
+		return h.fail(c, problemBadLink)
+	}
+	userID, instanceID, contextID = strings.ToLower(userID), strings.ToLower(instanceID), strings.ToLower(contextID)
+	log := h.logger.With("instance_id", instanceID, "user_id", userID)
+
+	in, err := h.store.InstanceByID(ctx, instanceID)
+	switch {
+	case errors.Is(err, extension.ErrNotFound):
+		log.InfoContext(ctx, "sso: refused", "outcome", "instance unknown")
+		return h.fail(c, problemNotInstalled)
+	case err != nil:
+		return h.internal(c, "load instance", err)
+	case in.Removed():
+		log.InfoContext(ctx, "sso: refused", "outcome", "instance removed")
+		return h.fail(c, problemRemoved)
+	case !in.Enabled:
+		log.InfoContext(ctx, "sso: refused", "outcome", "instance disabled")
+		return h.fail(c, problemDisabled)
+	case contextID != "" && contextID != strings.ToLower(in.ContextID):
+		log.InfoContext(ctx, "sso: refused", "outcome", "context id does not match the instance")
+		return h.fail(c, problemBadLink)
+	}
+
+	// Claimed before the platform sees the key: only the first request with it may
+	// redeem, on any replica; a reload or a shared link is told so without a second try.
+	first, err := h.store.ClaimRetrievalKey(ctx, key, keyMemory)
+	if err != nil {
+		return h.internal(c, "claim retrieval key", err)
+	}
+	if !first {
+		log.InfoContext(ctx, "sso: refused", "outcome", "link already used")
+		return h.fail(c, problemUsed)
+	}
+	tok, err := h.client.RedeemRetrievalKey(ctx, key, userID)
+	if err != nil {
+		var pe *mstudio.Error
+		if errors.As(err, &pe) && pe.Status == http.StatusBadRequest {
+			// Unknown, spent, expired or for another user: the platform does not say which.
+			log.InfoContext(ctx, "sso: refused", "outcome", "platform refused the key")
+			return h.fail(c, problemExpired)
+		}
+		// The client's error texts never contain the key (it masks it).
+		log.WarnContext(ctx, "sso: redeeming the key failed", "outcome", "platform error", "error", err.Error())
+		return h.fail(c, problemPlatform)
+	}
+
+	if p, ok := h.checkAccess(ctx, log, tok.Token, in); !ok {
+		// The tokens are dropped unsaved: they are of no use in this instance.
+		return h.fail(c, p)
+	}
+
+	// Bound to (user, instance): the store seals them with both ids as associated data,
+	// so they can never be read as another user's or another instance's. A fresh
+	// sign-in's tokens replace older ones, whatever refresh may be under way.
+	if err := h.tokens.Save(ctx, userID, instanceID, tok); err != nil {
+		return h.internal(c, "store user token", err)
+	}
+
+	var email, name string
+	if u, err := h.client.User(ctx, tok.Token, "self"); err != nil {
+		// The profile only adds a name and an address; signing in does not depend on it.
+		log.WarnContext(ctx, "sso: reading the user's profile failed", "error", err.Error())
+	} else if strings.EqualFold(u.ID, userID) {
+		email, name = u.Email, strings.TrimSpace(u.FirstName+" "+u.LastName)
+	}
+	acc, created, err := h.store.EnsurePlatformAccount(ctx, instanceID, userID, email, name, h.defaultRole)
+	if err != nil {
+		return h.internal(c, "provision account", err)
+	}
+
+	// A cookie the browser brought along is never adopted: the session it names (if
+	// any) ends, and a new id is issued, so an id planted before sign-in is worthless.
+	if old, ok := h.sessionCookie(c.Request()); ok {
+		if err := h.store.DeleteSession(ctx, old); err != nil {
+			return h.internal(c, "delete previous session", err)
+		}
+	}
+	id, _, err := h.store.CreateSession(ctx, acc.ID, instanceID, userID, h.absolute)
+	if err != nil {
+		return h.internal(c, "create session", err)
+	}
+	h.setSessionCookie(c, id)
+	log.InfoContext(ctx, "sso: signed in", "outcome", "signed in", "account_id", acc.ID, "role", acc.Role, "new_account", created)
+	return c.Redirect(http.StatusSeeOther, "/app")
+}
+
+// checkAccess reads the instance with the user's token: the platform answers only when
+// the user may act in the instance's context. It returns the page to show when not.
+func (h *Handler) checkAccess(ctx context.Context, log *slog.Logger, token extension.Secret, in *extension.Instance) (problem, bool) {
+	noAccess := problemNoAccessProject
+	if in.ContextKind == extension.ContextCustomer {
+		noAccess = problemNoAccessCustomer
+	}
+	pi, err := h.client.Instance(ctx, token, in.ID)
+	var pe *mstudio.Error
+	switch {
+	case errors.As(err, &pe) && (pe.Status == http.StatusForbidden || pe.Status == http.StatusUnauthorized):
+		log.InfoContext(ctx, "sso: refused", "outcome", "user has no access to the context")
+		return noAccess, false
+	case errors.As(err, &pe) && pe.Status == http.StatusNotFound:
+		// Gone at the platform; its webhook has not reached us yet.
+		log.InfoContext(ctx, "sso: refused", "outcome", "instance not found at the platform")
+		return problemRemoved, false
+	case err != nil:
+		log.WarnContext(ctx, "sso: access check failed", "outcome", "platform error", "error", err.Error())
+		return problemPlatform, false
+	case !strings.EqualFold(pi.ID, in.ID), h.extensionID != "" && !strings.EqualFold(pi.ExtensionID, h.extensionID):
+		log.WarnContext(ctx, "sso: refused", "outcome", "platform answered another instance or extension")
+		return problemPlatform, false
+	case pi.Disabled:
+		log.InfoContext(ctx, "sso: refused", "outcome", "instance disabled at the platform")
+		return problemDisabled, false
+	}
+	return problem{}, true
+}

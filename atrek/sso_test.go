@@ -1,0 +1,282 @@
+package atrek_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extension-backend/extension-backend/atrek"
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/google/uuid"
+	"golang.org/x/time/rate"
+)
+
+func TestSSOHappyPath(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		e := newSSOEnv(t, d, nil)
+		resp := e.signIn(t, e.HTTP, e.Ada)
+		for h, want := range map[string]string{"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"} {
+			if got := resp.Header.Get(h); got != want {
+				t.Errorf("%s: %q, want %q", h, got, want)
+			}
+		}
+		var ck *http.Cookie
+		for _, c := range resp.Cookies() {
+			if c.Name == "ext_session" {
+				ck = c
+			}
+		}
+		if ck == nil {
+			t.Fatalf("no session cookie in %q", resp.Header.Values("Set-Cookie"))
+		}
+		if !ck.HttpOnly || ck.Secure || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.Domain != "" ||
+			ck.MaxAge != int((24*time.Hour).Seconds()) || !ck.Expires.IsZero() {
+			t.Errorf("cookie flags: %q", resp.Header.Values("Set-Cookie"))
+		}
+		if n := len(ck.Value); n != 43 {
+			t.Errorf("session id has %d characters, want 43 (256 bits)", n)
+		}
+		if got := e.hitCount(routeRedeem); got != 1 {
+			t.Errorf("%d redeem calls, want 1", got)
+		}
+
+		resp, body := e.get(t, e.HTTP, "/app")
+		wantPage(t, resp, body, http.StatusOK, "Signed in as <strong>Ada Admin</strong>")
+
+		accs := accountOf(t, e, e.Ada.ID)
+		if accs.Role != extension.RoleOwner || accs.Email != e.Ada.Email || accs.Name != "Ada Admin" {
+			t.Errorf("account %+v, want owner Ada with her e-mail", accs)
+		}
+	})
+}
+
+// accountOf loads the platform user's account through a session-less path: a repeat
+// EnsurePlatformAccount changes nothing and returns it.
+func accountOf(t testing.TB, e *ssoEnv, userID string) extension.Account {
+	t.Helper()
+	acc, created, err := e.Store.EnsurePlatformAccount(context.Background(), e.Instance.ID, userID, "", "", extension.RoleMember)
+	if err != nil || created {
+		t.Fatalf("account of %s: created %v, %v", userID, created, err)
+	}
+	return acc
+}
+
+func TestSSOAcceptsLongQueryNameAndContextID(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, nil)
+	key := e.key(t, e.Instance.ID, e.Ada.ID)
+	q := url.Values{"accessTokenRetrievalKey": {key}, "userId": {e.Ada.ID}, "instanceId": {e.Instance.ID}, "contextId": {e.Instance.ContextID}}
+	resp, body := e.get(t, e.HTTP, "/mstudio/sso?"+q.Encode())
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("answer %d:\n%s", resp.StatusCode, body)
+	}
+	// A context id that is not the instance's: the link was tampered with.
+	q = url.Values{"atrek": {e.key(t, e.Instance.ID, e.Ada.ID)}, "userId": {e.Ada.ID}, "instanceId": {e.Instance.ID}, "contextId": {uuid.NewString()}}
+	resp, body = e.get(t, e.newBrowser(t), "/mstudio/sso?"+q.Encode())
+	wantPage(t, resp, body, http.StatusBadRequest, "not complete")
+}
+
+func TestSSOReloadedLink(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		e := newSSOEnv(t, d, nil)
+		path := ssoPath(e.key(t, e.Instance.ID, e.Ada.ID), e.Ada.ID, e.Instance.ID)
+		if resp, body := e.get(t, e.HTTP, path); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("first use: %d\n%s", resp.StatusCode, body)
+		}
+		for _, browser := range []*http.Client{e.HTTP, e.newBrowser(t)} { // a reload, a shared link
+			resp, body := e.get(t, browser, path)
+			wantPage(t, resp, body, http.StatusBadRequest, "This link was already used")
+			if !strings.Contains(body, "open the extension again from the control panel") {
+				t.Errorf("page does not say what to do:\n%s", body)
+			}
+		}
+		if got := e.hitCount(routeRedeem); got != 1 {
+			t.Errorf("%d redeem calls, want exactly 1", got)
+		}
+	})
+}
+
+func TestSSOExpiredKey(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, nil)
+	key := e.key(t, e.Instance.ID, e.Ada.ID)
+	e.Clock.Advance(61 * time.Second) // the simulator's keys live 60 s
+	resp, body := e.get(t, e.HTTP, ssoPath(key, e.Ada.ID, e.Instance.ID))
+	wantPage(t, resp, body, http.StatusBadRequest, "expired or was already used")
+	if _, ok := e.sessionCookie(e.HTTP); ok {
+		t.Error("a session cookie after a refused key")
+	}
+	if _, err := e.Store.UserToken(context.Background(), e.Ada.ID, e.Instance.ID); !errors.Is(err, extension.ErrNotFound) {
+		t.Errorf("user token after a refused key: %v", err)
+	}
+}
+
+func TestSSOWrongUserID(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, nil)
+	key := e.key(t, e.Instance.ID, e.Ada.ID)
+	resp, body := e.get(t, e.HTTP, ssoPath(key, e.Bob.ID, e.Instance.ID))
+	wantPage(t, resp, body, http.StatusBadRequest, "expired or was already used")
+	if _, ok := e.sessionCookie(e.HTTP); ok {
+		t.Error("a session cookie for a key of another user")
+	}
+	if _, err := e.Store.UserToken(context.Background(), e.Bob.ID, e.Instance.ID); !errors.Is(err, extension.ErrNotFound) {
+		t.Errorf("Bob has a token: %v", err)
+	}
+}
+
+func TestSSOMalformedLink(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, nil)
+	good := strings.Repeat("k", 37)
+	for name, q := range map[string]url.Values{
+		"no key":         {"userId": {e.Ada.ID}, "instanceId": {e.Instance.ID}},
+		"short key":      {"atrek": {good[:36]}, "userId": {e.Ada.ID}, "instanceId": {e.Instance.ID}},
+		"long key":       {"atrek": {good + "k"}, "userId": {e.Ada.ID}, "instanceId": {e.Instance.ID}},
+		"user not uuid":  {"atrek": {good}, "userId": {"ada"}, "instanceId": {e.Instance.ID}},
+		"instance ':id'": {"atrek": {good}, "userId": {e.Ada.ID}, "instanceId": {":extensionInstanceId"}},
+		"context bad":    {"atrek": {good}, "userId": {e.Ada.ID}, "instanceId": {e.Instance.ID}, "contextId": {"x"}},
+	} {
+		resp, body := e.get(t, e.HTTP, "/mstudio/sso?"+q.Encode())
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "not complete") {
+			t.Errorf("%s: %d\n%s", name, resp.StatusCode, body)
+		}
+	}
+	if n := e.platformCalls(); n != 0 {
+		t.Errorf("%d platform calls for malformed links, want none", n)
+	}
+}
+
+func TestSSOInstanceNotUsable(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		e := newSSOEnv(t, d, nil)
+		disabled := e.install(t, mstudiotest.InstanceSpec{})
+		e.apply(t, extension.LifecycleEvent{Kind: extension.EventUpdated, InstanceID: disabled.ID,
+			ContextKind: disabled.ContextKind, ContextID: disabled.ContextID, Scopes: disabled.Scopes, Enabled: new(false)})
+		removed := e.install(t, mstudiotest.InstanceSpec{})
+		e.apply(t, extension.LifecycleEvent{Kind: extension.EventRemoved, InstanceID: removed.ID,
+			ContextKind: removed.ContextKind, ContextID: removed.ContextID, Enabled: new(false)})
+		// Keys are minted while the simulator still thinks the instances usable: our
+		// store's view is what refuses.
+		unknown, err := e.Sim.CreateInstance(mstudiotest.InstanceSpec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			id     string
+			status int
+			words  string
+		}{
+			{unknown.ID, http.StatusNotFound, "not installed yet"},
+			{disabled.ID, http.StatusForbidden, "disabled"},
+			{removed.ID, http.StatusGone, "removed"},
+		} {
+			key := e.key(t, c.id, e.Ada.ID)
+			resp, body := e.get(t, e.HTTP, ssoPath(key, e.Ada.ID, c.id))
+			wantPage(t, resp, body, c.status, c.words)
+			if resp.Header.Get("Referrer-Policy") != "no-referrer" || resp.Header.Get("Cache-Control") != "no-store" {
+				t.Errorf("%s: headers %v", c.words, resp.Header)
+			}
+		}
+		if n := e.platformCalls(); n != 0 {
+			t.Errorf("%d platform calls, want none", n)
+		}
+	})
+}
+
+func TestSSOUserWithoutAccess(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		e := newSSOEnv(t, d, nil)
+		// The simulator mints no key for a user without access (Otto): the control
+		// panel would not offer him the extension. A user who loses access between the
+		// click and the check is what remains; the platform then answers 403 to the
+		// instance read with the user's token.
+		if _, err := e.Sim.NewRetrievalKey(e.Instance.ID, e.Otto.ID); err == nil {
+			t.Fatal("the simulator minted a key for Otto")
+		}
+		if err := e.Sim.InjectFault("GET /v2/extension-instances/{id}", mstudiotest.Fault{Status: http.StatusForbidden, Times: 1}); err != nil {
+			t.Fatal(err)
+		}
+		key := e.key(t, e.Instance.ID, e.Ada.ID)
+		resp, body := e.get(t, e.HTTP, ssoPath(key, e.Ada.ID, e.Instance.ID))
+		wantPage(t, resp, body, http.StatusForbidden, "signed in to the control panel as a user without access to this project")
+		if _, ok := e.sessionCookie(e.HTTP); ok {
+			t.Error("a session cookie for a user without access")
+		}
+		if _, err := e.Store.UserToken(context.Background(), e.Ada.ID, e.Instance.ID); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("tokens stored for a user without access: %v", err)
+		}
+		if _, _, err := e.Store.EnsurePlatformAccount(context.Background(), e.Instance.ID, e.Ada.ID, "", "", "member"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestSSOCustomerWithoutAccessNamesOrganisation(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, nil)
+	in := e.install(t, mstudiotest.InstanceSpec{ContextKind: "customer"})
+	if err := e.Sim.InjectFault("GET /v2/extension-instances/{id}", mstudiotest.Fault{Status: http.StatusForbidden, Times: 1}); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := e.get(t, e.HTTP, ssoPath(e.key(t, in.ID, e.Ada.ID), e.Ada.ID, in.ID))
+	wantPage(t, resp, body, http.StatusForbidden, "without access to this organisation")
+}
+
+func TestSSOTwoUsers(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		e := newSSOEnv(t, d, nil)
+		ada, bob := e.HTTP, e.newBrowser(t)
+		e.signIn(t, ada, e.Ada)
+		e.signIn(t, bob, e.Bob)
+		adaID, _ := e.sessionCookie(ada)
+		bobID, _ := e.sessionCookie(bob)
+		if adaID == "" || adaID == bobID {
+			t.Fatal("the two users do not have separate sessions")
+		}
+		ctx := context.Background()
+		at, err := e.Store.UserToken(ctx, e.Ada.ID, e.Instance.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bt, err := e.Store.UserToken(ctx, e.Bob.ID, e.Instance.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if at.Token.Reveal() == bt.Token.Reveal() || at.Refresh.Reveal() == bt.Refresh.Reveal() {
+			t.Error("the two users share a token")
+		}
+		aa, ba := accountOf(t, e, e.Ada.ID), accountOf(t, e, e.Bob.ID)
+		if aa.ID == ba.ID || aa.Role != extension.RoleOwner || ba.Role != extension.RoleMember {
+			t.Errorf("accounts %+v and %+v: want Ada owner, Bob member", aa, ba)
+		}
+		for _, c := range []struct {
+			browser *http.Client
+			name    string
+		}{{ada, "Ada Admin"}, {bob, "Bob Builder"}} {
+			resp, body := e.get(t, c.browser, "/app")
+			wantPage(t, resp, body, http.StatusOK, "Signed in as <strong>"+c.name+"</strong>")
+		}
+	})
+}
+
+func TestSSORateLimit(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, func(c *atrek.Config) {
+		c.RateLimit, c.RateBurst = rate.Every(time.Hour), 2
+	})
+	path := ssoPath(strings.Repeat("k", 37), e.Ada.ID, e.Instance.ID)
+	for i := range 2 {
+		if resp, _ := e.get(t, e.HTTP, path); resp.StatusCode == http.StatusTooManyRequests {
+			t.Fatalf("request %d limited within the burst", i+1)
+		}
+	}
+	before := e.hitCount(routeRedeem)
+	resp, body := e.get(t, e.HTTP, ssoPath(e.key(t, e.Instance.ID, e.Ada.ID), e.Ada.ID, e.Instance.ID))
+	wantPage(t, resp, body, http.StatusTooManyRequests, "Too many attempts")
+	if got := e.hitCount(routeRedeem); got != before {
+		t.Errorf("%d redeem calls while limited", got)
+	}
+	// The bucket refills with the limiter's clock.
+	e.Clock.Advance(time.Hour)
+	e.signIn(t, e.HTTP, e.Ada)
+}
