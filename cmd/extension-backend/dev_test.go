@@ -131,6 +131,38 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Errorf("click-through: got %d at %s\n%s\nwant Ada signed in on /app", resp.StatusCode, resp.Request.URL, page)
 	}
 
+	// A frontend fragment's session token, minted by the simulator as the control panel
+	// would, is accepted by the backend's fragment route.
+	simClient := &http.Client{}
+	var users []struct {
+		ID     string
+		Token  string
+		Access bool
+	}
+	if resp, err := simClient.Get(sim[1] + "/internal/users"); err == nil {
+		json.NewDecoder(resp.Body).Decode(&users)
+		resp.Body.Close()
+	}
+	if len(users) == 0 {
+		t.Fatal("no simulator users")
+	}
+	req, _ := http.NewRequest(http.MethodPost, sim[1]+"/v2/extension-instances/"+instanceID+"/sessions/"+"b6f1b8a2-0000-4000-8000-000000000001", nil)
+	req.Header.Set("X-Access-Token", users[0].Token)
+	var minted struct{ SessionToken string }
+	if resp, err := simClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("mint a session token: %v %v", resp, err)
+	} else {
+		json.NewDecoder(resp.Body).Decode(&minted)
+		resp.Body.Close()
+	}
+	req, _ = http.NewRequest(http.MethodGet, backend[1]+"/mstudio/fragment/session", nil)
+	req.Header.Set("x-session-token", minted.SessionToken)
+	if resp, err := simClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("fragment session route: %v %v, want 200", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
 	// Send and sign with the dev setup's simulator key, to the dev backend.
 	keyFile := filepath.Join(dir, "simulator-keys.json")
 	sent, _, err := runCmd(map[string]string{}, "webhook", "send", "--kind", "updated", "--instance", instanceID,

@@ -104,6 +104,13 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 		return err
 	}
 	sso.Routes(e)
+	fragments, err := atrek.NewSessionTokenVerifier(
+		mstudio.NewKeyCache(client, mstudio.PurposeSessionToken, mstudio.KeyCacheOptions{}), store, cfg.ExtensionID,
+		atrek.VerifierOptions{Client: client, ExtensionSecret: cfg.ExtensionSecret})
+	if err != nil {
+		return err
+	}
+	fragments.Routes(e)
 	webhooks.New(webhooks.Config{
 		Store:         store,
 		Keys:          mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
