@@ -202,6 +202,16 @@ func (h *Handler) sso(c echo.Context) error {
 		return h.fail(c, p)
 	}
 
+	return h.SignIn(c, in, userID, tok)
+}
+
+// SignIn completes a sign-in once the user's access to the instance is checked: it saves
+// the user's tokens, provisions the local account, starts a new session and answers 303
+// to the app. The click-through entry and the OAuth2 login both end here.
+func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, tok mstudio.UserToken) error {
+	ctx := c.Request().Context()
+	instanceID := in.ID
+	log := h.logger.With("instance_id", instanceID, "user_id", userID)
 	// Bound to (user, instance): the store seals them with both ids as associated data,
 	// so they can never be read as another user's or another instance's. A fresh
 	// sign-in's tokens replace older ones, whatever refresh may be under way.

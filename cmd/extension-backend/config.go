@@ -25,9 +25,11 @@ type Config struct {
 	ContributorID  string
 	// ExtensionSecret is the extension's global secret, for the session-token exchange.
 	ExtensionSecret extension.Secret
-	PublicURL       string
-	TrustedProxies  []netip.Prefix
-	LogLevel        slog.Level
+	// OAuthClientSecret authenticates the OAuth2 login's code exchange, if the client has one.
+	OAuthClientSecret extension.Secret
+	PublicURL         string
+	TrustedProxies    []netip.Prefix
+	LogLevel          slog.Level
 }
 
 // needs says which settings a subcommand requires.
@@ -115,6 +117,11 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 		return nil, err
 	}
 	cfg.ExtensionSecret = extension.Secret(extSecret)
+	oauthSecret, err := secret("EXT_OAUTH_CLIENT_SECRET")
+	if err != nil {
+		return nil, err
+	}
+	cfg.OAuthClientSecret = extension.Secret(oauthSecret)
 
 	cfg.PublicURL = strings.TrimSuffix(get("EXT_PUBLIC_URL", "http://127.0.0.1:8080"), "/")
 	if err := checkHTTPURL(cfg.PublicURL); err != nil {
@@ -217,6 +224,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("extension_id", c.ExtensionID),
 		slog.String("contributor_id", c.ContributorID),
 		slog.Bool("extension_secret_set", !c.ExtensionSecret.IsZero()),
+		slog.Bool("oauth_client_secret_set", !c.OAuthClientSecret.IsZero()),
 		slog.String("public_url", c.PublicURL),
 		slog.Any("trusted_proxies", proxies),
 		slog.String("log_level", c.LogLevel.String()),

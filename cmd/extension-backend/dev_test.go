@@ -131,6 +131,18 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Errorf("click-through: got %d at %s\n%s\nwant Ada signed in on /app", resp.StatusCode, resp.Request.URL, page)
 	}
 
+	// Opening the extension directly signs in through OAuth2 with PKCE at the simulator.
+	jar2, _ := cookiejar.New(nil)
+	resp, err = (&http.Client{Jar: jar2}).Get(backend[1] + "/login/mstudio")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/app" {
+		t.Errorf("OAuth2 login: got %d at %s\n%s\nwant signed in on /app", resp.StatusCode, resp.Request.URL, page)
+	}
+
 	// A frontend fragment's session token, minted by the simulator as the control panel
 	// would, is accepted by the backend's fragment route.
 	simClient := &http.Client{}

@@ -104,6 +104,14 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 		return err
 	}
 	sso.Routes(e)
+	oauth, err := atrek.NewOAuth(atrek.OAuthConfig{
+		Store: store, Client: client, ExtensionID: cfg.ExtensionID, PublicURL: cfg.PublicURL,
+		ClientSecret: cfg.OAuthClientSecret, SignIn: sso.SignIn, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	oauth.Routes(e)
 	fragments, err := atrek.NewSessionTokenVerifier(
 		mstudio.NewKeyCache(client, mstudio.PurposeSessionToken, mstudio.KeyCacheOptions{}), store, cfg.ExtensionID,
 		atrek.VerifierOptions{Client: client, ExtensionSecret: cfg.ExtensionSecret})

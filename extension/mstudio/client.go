@@ -148,9 +148,11 @@ type call struct {
 	route  string
 	params []string
 	query  url.Values
-	token  string // sent as X-Access-Token when not empty
-	in     any    // JSON request body, when not nil
-	out    any    // decodes a 2xx answer, when not nil
+	token  string     // sent as X-Access-Token when not empty
+	in     any        // JSON request body, when not nil
+	form   url.Values // form-encoded request body (the OAuth2 token endpoint), when in is nil
+	auth   string     // the Authorization header, when not empty
+	out    any        // decodes a 2xx answer, when not nil
 	// idempotent marks a POST that may be repeated once it reached the platform (GET and
 	// PUT are by their method); any other POST is repeated only if it was never sent.
 	idempotent bool
@@ -181,6 +183,8 @@ func (c *Client) do(ctx context.Context, cl call) (int, error) {
 			return 0, fmt.Errorf("%s %s: encode: %w", method, path, err)
 		}
 		body = bytes.NewReader(b)
+	} else if cl.form != nil {
+		body = strings.NewReader(cl.form.Encode())
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -193,8 +197,14 @@ func (c *Client) do(ctx context.Context, cl call) (int, error) {
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "extension-backend/"+Version)
-	if cl.in != nil {
+	switch {
+	case cl.in != nil:
 		req.Header.Set("Content-Type", "application/json")
+	case cl.form != nil:
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if cl.auth != "" {
+		req.Header.Set("Authorization", cl.auth)
 	}
 	if cl.token != "" {
 		req.Header.Set("X-Access-Token", cl.token)
@@ -234,16 +244,22 @@ func (c *Client) get(ctx context.Context, token extension.Secret, route, id stri
 	return err
 }
 
-// decodeError turns a failure answer into *Error, with the sensitive values masked.
+// decodeError turns a failure answer into *Error, with the sensitive values masked. The
+// OAuth2 routes answer RFC 6749's {error, error_description} instead of {type, message}.
 func decodeError(status int, data []byte, sensitive []string) *Error {
 	apiErr := &Error{Status: status}
 	var eb struct {
 		Type             string            `json:"type"`
 		Message          string            `json:"message"`
 		ValidationErrors []ValidationError `json:"validationErrors"`
+		OAuthError       string            `json:"error"`
+		OAuthDescription string            `json:"error_description"`
 	}
 	if json.Unmarshal(data, &eb) != nil {
 		return apiErr
+	}
+	if eb.Type == "" && eb.Message == "" {
+		eb.Type, eb.Message = eb.OAuthError, eb.OAuthDescription
 	}
 	mask := strings.NewReplacer(maskPairs(sensitive)...).Replace
 	apiErr.Type, apiErr.Message = mask(eb.Type), mask(eb.Message)
