@@ -14,6 +14,10 @@ const (
 	defaultRateLimit = rate.Limit(1) // per second, sustained
 	defaultRateBurst = 20
 	minLimiterIdle   = time.Minute
+	// maxLimiterClients bounds the table of addresses; past it, new addresses share the
+	// overflow bucket.
+	maxLimiterClients = 100_000
+	overflowKey       = "overflow"
 )
 
 // addrLimiter is a token bucket per client address. Entries that went idle long enough
@@ -66,8 +70,18 @@ func (l *addrLimiter) allow(addr string) bool {
 	}
 	b, ok := l.clients[key]
 	if !ok {
-		b = &addrBucket{lim: rate.NewLimiter(l.limit, l.burst)}
-		l.clients[key] = b
+		if len(l.clients) >= maxLimiterClients {
+			// A flood of made-up addresses: newcomers share one bucket, so the table
+			// (and the time a prune holds the lock) stays bounded.
+			key = overflowKey
+			if b, ok = l.clients[key]; !ok {
+				b = &addrBucket{lim: rate.NewLimiter(l.limit, l.burst)}
+				l.clients[key] = b
+			}
+		} else {
+			b = &addrBucket{lim: rate.NewLimiter(l.limit, l.burst)}
+			l.clients[key] = b
+		}
 	}
 	b.seen = now
 	return b.lim.AllowN(now, 1)

@@ -93,11 +93,16 @@ func New(cfg Config) (*Handler, error) {
 	if h.absolute == 0 {
 		h.absolute = defaultSessionAbsolute
 	}
-	if h.idle < 0 || h.absolute < 0 {
-		return nil, errors.New("atrek: session timeouts must be positive")
+	// Activity is recorded at most once a minute, so a shorter idle timeout would end
+	// sessions that are in use.
+	if h.idle < 2*time.Minute || h.absolute < h.idle {
+		return nil, errors.New("atrek: the session idle timeout must be at least 2 minutes, and the absolute one at least as long")
 	}
 	if h.defaultRole == "" {
 		h.defaultRole = extension.RoleMember
+	}
+	if h.defaultRole == extension.RoleOwner {
+		return nil, errors.New("atrek: the default role must not be owner: only an instance's first user is")
 	}
 	if h.logger == nil {
 		h.logger = slog.New(slog.DiscardHandler)
@@ -198,7 +203,16 @@ func (h *Handler) sso(c echo.Context) error {
 	}
 
 	if p, ok := h.checkAccess(ctx, log, tok.Token, in); !ok {
-		// The tokens are dropped unsaved: they are of no use in this instance.
+		// The tokens are dropped unsaved: they are of no use in this instance. A user who
+		// lost access loses what an earlier sign-in left too: their stored tokens and
+		// their sessions in this instance, this browser's included.
+		if err := h.store.DeleteUserToken(ctx, userID, instanceID); err != nil {
+			return h.internal(c, "delete user token", err)
+		}
+		if err := h.store.DeleteUserSessions(ctx, instanceID, userID); err != nil {
+			return h.internal(c, "delete sessions", err)
+		}
+		h.clearSessionCookie(c.Response())
 		return h.fail(c, p)
 	}
 
@@ -215,7 +229,11 @@ func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, 
 	// Bound to (user, instance): the store seals them with both ids as associated data,
 	// so they can never be read as another user's or another instance's. A fresh
 	// sign-in's tokens replace older ones, whatever refresh may be under way.
-	if err := h.tokens.Save(ctx, userID, instanceID, tok); err != nil {
+	if err := h.tokens.Save(ctx, userID, instanceID, tok); errors.Is(err, extension.ErrNotFound) {
+		// Disabled or removed while the sign-in was under way.
+		log.InfoContext(ctx, "sso: refused", "outcome", "instance disabled meanwhile")
+		return h.fail(c, problemDisabled)
+	} else if err != nil {
 		return h.internal(c, "store user token", err)
 	}
 
@@ -223,7 +241,11 @@ func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, 
 	if u, err := h.client.User(ctx, tok.Token, "self"); err != nil {
 		// The profile only adds a name and an address; signing in does not depend on it.
 		log.WarnContext(ctx, "sso: reading the user's profile failed", "error", err.Error())
-	} else if strings.EqualFold(u.ID, userID) {
+	} else if !strings.EqualFold(u.ID, userID) {
+		// The token is not the user the link named: nothing of it can be trusted.
+		log.WarnContext(ctx, "sso: the token's profile names another user", "outcome", "platform error")
+		return h.fail(c, problemPlatform)
+	} else {
 		email, name = u.Email, strings.TrimSpace(u.FirstName+" "+u.LastName)
 	}
 	acc, created, err := h.store.EnsurePlatformAccount(ctx, instanceID, userID, email, name, h.defaultRole)
@@ -239,7 +261,10 @@ func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, 
 		}
 	}
 	id, _, err := h.store.CreateSession(ctx, acc.ID, instanceID, userID, h.absolute)
-	if err != nil {
+	if errors.Is(err, extension.ErrNotFound) {
+		log.InfoContext(ctx, "sso: refused", "outcome", "instance disabled meanwhile")
+		return h.fail(c, problemDisabled)
+	} else if err != nil {
 		return h.internal(c, "create session", err)
 	}
 	h.setSessionCookie(c, id)

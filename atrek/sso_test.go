@@ -280,3 +280,24 @@ func TestSSORateLimit(t *testing.T) {
 	e.Clock.Advance(time.Hour)
 	e.signIn(t, e.HTTP, e.Ada)
 }
+
+// A user who lost access loses what an earlier sign-in left: their session (this browser
+// is signed out) and their stored tokens.
+func TestSSOLostAccessEndsEarlierSignIn(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, nil)
+	e.signIn(t, e.HTTP, e.Ada)
+	if resp, _ := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("signed in: /app got %d", resp.StatusCode)
+	}
+	if err := e.Sim.InjectFault("GET /v2/extension-instances/{id}", mstudiotest.Fault{Status: http.StatusForbidden, Times: 1}); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := e.get(t, e.HTTP, ssoPath(e.key(t, e.Instance.ID, e.Ada.ID), e.Ada.ID, e.Instance.ID))
+	wantPage(t, resp, body, http.StatusForbidden, "without access")
+	if resp, _ := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("after losing access: /app got %d, want 401", resp.StatusCode)
+	}
+	if _, err := e.Store.UserToken(context.Background(), e.Ada.ID, e.Instance.ID); !errors.Is(err, extension.ErrNotFound) {
+		t.Errorf("after losing access: the old tokens are still stored (%v)", err)
+	}
+}

@@ -78,11 +78,13 @@ func (s *Store) CreateSession(ctx context.Context, accountID, instanceID, platfo
 	now := s.now().UTC()
 	sess := Session{AccountID: accountID, InstanceID: instanceID, PlatformUserID: platformUserID,
 		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(absolute)}
-	// One statement checks the account and inserts: it inserts nothing unless the account
-	// is the instance's and the user's.
+	// One statement checks the account and the instance and inserts: it inserts nothing
+	// unless the account is the instance's and the user's, and the instance is live and
+	// enabled at this moment (a disable applied while a sign-in was under way wins).
 	res := s.db.WithContext(ctx).Exec(`INSERT INTO sessions (id_hash, account_id, instance_id, platform_user_id, created_at, last_seen_at, expires_at)
-SELECT ?, id, instance_id, ?, ?, ?, ? FROM accounts
-WHERE id = ? AND instance_id = ? AND COALESCE(platform_user_id, '') = ?`,
+SELECT ?, accounts.id, accounts.instance_id, ?, ?, ?, ? FROM accounts JOIN instances ON instances.id = accounts.instance_id
+WHERE accounts.id = ? AND accounts.instance_id = ? AND COALESCE(accounts.platform_user_id, '') = ?
+	AND instances.enabled AND instances.removed_at IS NULL`,
 		hash, platformUserID, now, now, sess.ExpiresAt, accountID, instanceID, platformUserID)
 	if res.Error != nil {
 		return "", Session{}, fmt.Errorf("create session of account %s: %w", accountID, translateRef(res.Error))
@@ -172,4 +174,14 @@ func (s *Store) PruneSessions(ctx context.Context, now time.Time) (int64, error)
 		return 0, fmt.Errorf("prune sessions: %w", translate(res.Error))
 	}
 	return res.RowsAffected, nil
+}
+
+// DeleteUserSessions ends one platform user's sessions in an instance, for a user who lost
+// access to it.
+func (s *Store) DeleteUserSessions(ctx context.Context, instanceID, platformUserID string) error {
+	res := s.db.WithContext(ctx).Exec(`DELETE FROM sessions WHERE instance_id = ? AND platform_user_id = ?`, instanceID, platformUserID)
+	if res.Error != nil {
+		return fmt.Errorf("delete sessions of user %s in instance %s: %w", platformUserID, instanceID, translate(res.Error))
+	}
+	return nil
 }

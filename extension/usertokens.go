@@ -86,7 +86,8 @@ func (s *Store) UserToken(ctx context.Context, userID, instanceID string) (UserT
 // in the same statement: it reports false, storing nothing, when the lease ran out and
 // another replica took it, or the tokens were replaced or deleted meanwhile.
 //
-// It fails with ErrNotFound when the instance does not exist.
+// It fails with ErrNotFound when the instance does not exist, or (for a fresh sign-in) is
+// disabled or removed.
 func (s *Store) PutUserToken(ctx context.Context, userID, instanceID string, token, refresh Secret, expiresAt time.Time, owner string) (bool, error) {
 	if userID == "" || instanceID == "" {
 		return false, errors.New("store user token: empty user or instance id")
@@ -108,11 +109,13 @@ func (s *Store) PutUserToken(ctx context.Context, userID, instanceID string, tok
 	db := s.db.WithContext(ctx)
 	var n int64
 	if owner == "" {
+		// Only for a live, enabled instance: a disable applied while a sign-in was under way
+		// deleted the instance's tokens, and must not see them come back.
 		res := db.Exec(`INSERT INTO user_tokens (instance_id, platform_user_id, sealed_token, sealed_refresh, expires_at, lease_owner, lease_until, updated_at)
-VALUES (?, ?, ?, ?, ?, '', NULL, ?)
+SELECT ?, ?, ?, ?, ?, '', NULL, ? FROM instances WHERE id = ? AND enabled AND removed_at IS NULL
 ON CONFLICT (instance_id, platform_user_id) DO UPDATE SET sealed_token = excluded.sealed_token,
 	sealed_refresh = excluded.sealed_refresh, expires_at = excluded.expires_at, lease_owner = '', lease_until = NULL,
-	updated_at = excluded.updated_at`, instanceID, userID, sealed, sealedRefresh, expiresAt.UTC(), now)
+	updated_at = excluded.updated_at`, instanceID, userID, sealed, sealedRefresh, expiresAt.UTC(), now, instanceID)
 		err, n = res.Error, res.RowsAffected
 	} else {
 		res := db.Exec(`UPDATE user_tokens
@@ -125,6 +128,9 @@ WHERE instance_id = ? AND platform_user_id = ? AND lease_owner = ?`, sealed, sea
 			return false, err
 		}
 		return false, fmt.Errorf("store token of user %s in instance %s: %w", userID, instanceID, err)
+	}
+	if owner == "" && n == 0 {
+		return false, ErrNotFound // no such instance, or it is disabled or removed
 	}
 	return n == 1, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
@@ -30,6 +31,9 @@ type Config struct {
 	PublicURL         string
 	TrustedProxies    []netip.Prefix
 	LogLevel          slog.Level
+	// Sessions of signed-in users.
+	SessionIdle, SessionAbsolute time.Duration
+	DefaultRole                  string // of users who sign in after an instance's first
 }
 
 // needs says which settings a subcommand requires.
@@ -128,6 +132,28 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 		return nil, fmt.Errorf("EXT_PUBLIC_URL: %w", err)
 	}
 
+	if n.extensionID {
+		// serve: cookies on a public host must be Secure, which takes https.
+		if u, _ := url.Parse(cfg.PublicURL); u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("EXT_PUBLIC_URL: %s is http on a public host: session cookies would travel unencrypted; use https", cfg.PublicURL)
+		}
+	}
+	for name, d := range map[string]*time.Duration{"EXT_SESSION_IDLE": &cfg.SessionIdle, "EXT_SESSION_ABSOLUTE": &cfg.SessionAbsolute} {
+		def := map[string]string{"EXT_SESSION_IDLE": "2h", "EXT_SESSION_ABSOLUTE": "24h"}[name]
+		v, err := time.ParseDuration(get(name, def))
+		if err != nil || v < 2*time.Minute {
+			return nil, fmt.Errorf("%s: %q: want a duration of at least 2m, such as 2h", name, getenv(name))
+		}
+		*d = v
+	}
+	if cfg.SessionAbsolute < cfg.SessionIdle {
+		return nil, errors.New("EXT_SESSION_ABSOLUTE: shorter than EXT_SESSION_IDLE")
+	}
+	cfg.DefaultRole = get("EXT_DEFAULT_ROLE", extension.RoleMember)
+	if !validRole(cfg.DefaultRole) {
+		return nil, fmt.Errorf("EXT_DEFAULT_ROLE: %q: want a lower-case role name other than owner, such as member", cfg.DefaultRole)
+	}
+
 	for _, s := range splitList(getenv("EXT_TRUSTED_PROXIES")) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
@@ -200,6 +226,26 @@ func checkHTTPURL(s string) error {
 	return nil
 }
 
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+func validRole(r string) bool {
+	if r == "" || r == extension.RoleOwner || len(r) > 32 {
+		return false
+	}
+	for _, c := range r {
+		if (c < 'a' || c > 'z') && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
 func isUUID(s string) bool {
 	_, err := uuid.Parse(s)
 	return len(s) == 36 && err == nil
@@ -228,6 +274,9 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("public_url", c.PublicURL),
 		slog.Any("trusted_proxies", proxies),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.String("session_idle", c.SessionIdle.String()),
+		slog.String("session_absolute", c.SessionAbsolute.String()),
+		slog.String("default_role", c.DefaultRole),
 	)
 }
 

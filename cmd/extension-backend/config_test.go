@@ -38,6 +38,12 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"public url", map[string]string{"EXT_PUBLIC_URL": "example.org"}, "EXT_PUBLIC_URL:"},
 		{"proxies", map[string]string{"EXT_TRUSTED_PROXIES": "10.0.0.0/8,nonsense"}, `EXT_TRUSTED_PROXIES: "nonsense"`},
 		{"log level", map[string]string{"EXT_LOG_LEVEL": "loud"}, "EXT_LOG_LEVEL:"},
+		{"public url http on a public host", map[string]string{"EXT_PUBLIC_URL": "http://ext.example.org"}, "EXT_PUBLIC_URL: http://ext.example.org is http on a public host"},
+		{"session idle too short", map[string]string{"EXT_SESSION_IDLE": "30s"}, "EXT_SESSION_IDLE:"},
+		{"session idle not a duration", map[string]string{"EXT_SESSION_IDLE": "forever"}, "EXT_SESSION_IDLE:"},
+		{"session absolute below idle", map[string]string{"EXT_SESSION_IDLE": "3h", "EXT_SESSION_ABSOLUTE": "1h"}, "EXT_SESSION_ABSOLUTE: shorter"},
+		{"default role owner", map[string]string{"EXT_DEFAULT_ROLE": "owner"}, "EXT_DEFAULT_ROLE:"},
+		{"default role odd", map[string]string{"EXT_DEFAULT_ROLE": "Admin!"}, "EXT_DEFAULT_ROLE:"},
 		{"secret and file", map[string]string{"EXT_EXTENSION_SECRET": "a", "EXT_EXTENSION_SECRET_FILE": "/x"}, "EXT_EXTENSION_SECRET and EXT_EXTENSION_SECRET_FILE are both set"},
 		{"missing secret file", map[string]string{"EXT_ENCRYPTION_KEYS": "", "EXT_ENCRYPTION_KEYS_FILE": missingFile}, "EXT_ENCRYPTION_KEYS_FILE:"},
 	}

@@ -99,6 +99,7 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	sso, err := atrek.New(atrek.Config{
 		Store: store, Client: client, UserTokens: atrek.NewUserTokens(store, client, atrek.UserTokenOptions{Logger: logger}),
 		ExtensionID: cfg.ExtensionID, PublicURL: cfg.PublicURL, Logger: logger,
+		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, DefaultRole: cfg.DefaultRole,
 	})
 	if err != nil {
 		return err
