@@ -6,8 +6,10 @@ package atrek_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,11 +65,21 @@ func newUserTokenEnv(t testing.TB, d extension.Dialect, replicas int) *userToken
 
 	url := extensiontest.URL(t, d)
 	keys := extensiontest.Keyring(t)
+	// Every log line of every replica goes here, and is scanned at the end for anything
+	// shaped like a token: the simulator's are 48 alphanumerics, and no id or message
+	// of ours has a run of 40.
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if m := regexp.MustCompile(`[A-Za-z0-9]{40,}`).FindString(logs.String()); m != "" {
+			t.Errorf("a log line carries something shaped like a token: %.6s…", m)
+		}
+	})
 	for i := range replicas {
 		store := extensiontest.Open(t, url, extension.Options{Keys: keys, Now: e.Clock.Now})
 		e.Stores = append(e.Stores, store)
 		e.Tokens = append(e.Tokens, atrek.NewUserTokens(store, e.Client, atrek.UserTokenOptions{
-			Owner: "replica-" + string(rune('a'+i)), Now: e.Clock.Now,
+			Owner: "replica-" + string(rune('a'+i)), Now: e.Clock.Now, Logger: logger,
 		}))
 	}
 	e.Instance = e.install(t)
