@@ -1,7 +1,6 @@
 package atrek_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -23,23 +22,8 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// syncBuffer collects log output of concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects log output written concurrently.
+type syncBuffer = extensiontest.LogBuffer
 
 // ssoEnv is the simulator over HTTP, a store of one dialect, the real client and the
 // Echo app with the SSO routes behind an httptest server, all on one fake clock. Every

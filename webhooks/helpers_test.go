@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -423,20 +422,5 @@ func lastDelivery(t testing.TB, s *extension.Store) extension.Delivery {
 	return d[0]
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers, as a log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects log output written concurrently.
+type syncBuffer = extensiontest.LogBuffer

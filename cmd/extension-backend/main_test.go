@@ -23,23 +23,8 @@ import (
 	"github.com/extension-backend/extension-backend/webhooks"
 )
 
-// syncBuffer is a log sink the program writes while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects log output written concurrently.
+type syncBuffer = extensiontest.LogBuffer
 
 // platform is a minimal stand-in for the platform's API: one webhook key, and the
 // instance token endpoint, which checks the secret it is sent.

@@ -3,6 +3,7 @@
 package extensiontest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,4 +124,24 @@ func Open(t testing.TB, databaseURL string, opts extension.Options) *extension.S
 func NewStore(t testing.TB, d extension.Dialect) *extension.Store {
 	t.Helper()
 	return Open(t, URL(t, d), extension.Options{Keys: Keyring(t)})
+}
+
+// LogBuffer collects what a logger writes while the test reads it: safe for concurrent use.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
