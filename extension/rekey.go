@@ -25,9 +25,17 @@ func (s *Store) Rekey(ctx context.Context) (RekeyStats, error) {
 	if s.keys == nil {
 		return stats, ErrNoKeys
 	}
+	// Cached instance tokens are not worth carrying over: the broker mints them again.
+	if err := s.db.WithContext(ctx).Exec(`DELETE FROM instance_tokens WHERE sealed_token <> '' AND sealed_token NOT LIKE ?`,
+		sealPrefix+"."+s.keys.KeyIDs()[0]+".%").Error; err != nil {
+		return stats, fmt.Errorf("rekey: drop cached instance tokens: %w", translate(err))
+	}
 	for pass := range rekeyPasses {
 		changed := stats.Changed
 		if err := s.rekeyPass(ctx, &stats, pass == 0); err != nil {
+			return stats, err
+		}
+		if err := s.rekeyUserTokens(ctx, &stats, pass == 0); err != nil {
 			return stats, err
 		}
 		if stats.Changed == changed {
@@ -75,6 +83,66 @@ func (s *Store) rekeyPass(ctx context.Context, stats *RekeyStats, first bool) er
 				stats.Resealed++
 			} else {
 				stats.Changed++ // replaced meanwhile: the next pass looks at the new value
+			}
+		}
+	}
+}
+
+// rekeyUserTokens seals users' access and refresh tokens again with the first key, swapping
+// a row only while both values are still the ones read.
+func (s *Store) rekeyUserTokens(ctx context.Context, stats *RekeyStats, first bool) error {
+	type row struct {
+		InstanceID, PlatformUserID, SealedToken, SealedRefresh string
+	}
+	lastInstance, lastUser := "", ""
+	for {
+		var batch []row
+		err := s.db.WithContext(ctx).Raw(`SELECT instance_id, platform_user_id, sealed_token, sealed_refresh FROM user_tokens
+WHERE instance_id > ? OR (instance_id = ? AND platform_user_id > ?) ORDER BY instance_id, platform_user_id LIMIT 200`,
+			lastInstance, lastInstance, lastUser).Scan(&batch).Error
+		if err != nil {
+			return fmt.Errorf("rekey: list user tokens: %w", translate(err))
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		for _, r := range batch {
+			lastInstance, lastUser = r.InstanceID, r.PlatformUserID
+			token, refresh := r.SealedToken, r.SealedRefresh
+			changed := false
+			for _, v := range []struct {
+				val  *string
+				kind string
+			}{{&token, aadUserToken}, {&refresh, aadUserRefresh}} {
+				if *v.val == "" || s.keys.SealedWithCurrentKey(*v.val) {
+					continue
+				}
+				aad := userTokenAAD(v.kind, r.PlatformUserID, r.InstanceID)
+				plain, err := s.keys.Open(*v.val, aad)
+				if err != nil {
+					return fmt.Errorf("rekey: token of user %s in instance %s: %w", r.PlatformUserID, r.InstanceID, err)
+				}
+				if *v.val, err = s.keys.Seal(plain, aad); err != nil {
+					return fmt.Errorf("rekey: token of user %s in instance %s: %w", r.PlatformUserID, r.InstanceID, err)
+				}
+				changed = true
+			}
+			if !changed {
+				if first {
+					stats.Current++
+				}
+				continue
+			}
+			res := s.db.WithContext(ctx).Exec(`UPDATE user_tokens SET sealed_token = ?, sealed_refresh = ?
+WHERE instance_id = ? AND platform_user_id = ? AND sealed_token = ? AND sealed_refresh = ?`,
+				token, refresh, r.InstanceID, r.PlatformUserID, r.SealedToken, r.SealedRefresh)
+			if res.Error != nil {
+				return fmt.Errorf("rekey: token of user %s in instance %s: %w", r.PlatformUserID, r.InstanceID, translate(res.Error))
+			}
+			if res.RowsAffected == 1 {
+				stats.Resealed++
+			} else {
+				stats.Changed++ // refreshed meanwhile: the next pass looks at the new value
 			}
 		}
 	}

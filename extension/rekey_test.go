@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
@@ -119,6 +120,46 @@ func TestRekeyEmptyStore(t *testing.T) {
 		stats, err := s.Rekey(context.Background())
 		if err != nil || stats != (extension.RekeyStats{}) {
 			t.Errorf("Rekey of an empty store got (%+v, %v), want ({}, nil)", stats, err)
+		}
+	})
+}
+
+// Rekey carries users' tokens over to the new key and drops cached instance tokens sealed
+// with the old one (the broker mints them again).
+func TestRekeyTokens(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		url := extensiontest.URL(t, d)
+		keyA, keyB := extensiontest.Key(t), extensiontest.Key(t)
+		withA := extensiontest.Open(t, url, extension.Options{Keys: newKeyring(t, keyA)})
+		mustApply(t, withA, addedEvent("i-tok", at(1), "s"), extension.OutcomeApplied)
+		const user = "7f1c2a8e-5d4b-4e3a-9c1f-0a1b2c3d4e01"
+		if _, err := withA.PutUserToken(ctx, user, "i-tok", "user-token", "user-refresh", time.Now().Add(time.Hour), ""); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := withA.LeaseSharedToken(ctx, "i-tok", "me", time.Minute); err != nil || !ok {
+			t.Fatalf("lease: %v, %v", ok, err)
+		}
+		if _, err := withA.PutSharedToken(ctx, "i-tok", "me", "instance-token", time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+
+		rotating := extensiontest.Open(t, url, extension.Options{Keys: newKeyring(t, keyB, keyA)})
+		stats, err := rotating.Rekey(ctx)
+		if err != nil {
+			t.Fatalf("Rekey: %v", err)
+		}
+		if stats.Resealed != 2 { // the instance secret and the user's token pair
+			t.Errorf("Rekey got %+v, want 2 resealed", stats)
+		}
+
+		onlyB := extensiontest.Open(t, url, extension.Options{Keys: newKeyring(t, keyB)})
+		got, err := onlyB.UserToken(ctx, user, "i-tok")
+		if err != nil || got.Token.Reveal() != "user-token" || got.Refresh.Reveal() != "user-refresh" {
+			t.Errorf("user token with the new key alone: got %v, %v", got.Token.Reveal() == "user-token", err)
+		}
+		if _, err := onlyB.SharedToken(ctx, "i-tok"); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("cached instance token after rekey: got %v, want it dropped", err)
 		}
 	})
 }

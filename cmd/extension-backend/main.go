@@ -38,19 +38,23 @@ commands:
                                        run the server (applies pending migrations first)
   migrate up|status                    apply or list database migrations
   instances [--json] [--all]           list installed extension instances
-  token --instance ID                  print an instance access token minted at the platform
+  token --instance ID                  print an instance access token (a valid stored one, or minted)
+  jobs [--json] [--all]                background jobs by kind, instance and state
   rekey                                seal every stored secret again with the first key
-  jobs [--json]                        background jobs by kind, instance and state
-  dev [--addr A] [--sim-addr A] [--data DIR]
+  dev [--addr A] [--sim-addr A] [--data DIR] [--secret-delay D] [--retry-base D] [--retry-cap D]
+      [--webhook-timeout D] [--token-ttl D]
                                        backend plus the platform simulator on loopback
-  sim [--addr 127.0.0.1:8081]          the platform simulator alone
-  webhook send --kind KIND [--instance ID] [--file BODY.json] [--to URL] [--key-file F]
+  sim [--addr A] [--webhook-url URL] [--key-file F] [--state-file F] [--extension-id ID]
+      [--contributor-id ID] [timing flags as for dev]
+                                       the platform simulator alone
+  webhook send --kind KIND [--instance ID] [--file BODY.json] [--to URL] [--key-file F] [--dry-run]
                                        sign a lifecycle webhook with the simulator key and send it
-  webhook sign --file BODY.json        print the signature headers for curl
+  webhook sign --file BODY.json [--key-file F]
+                                       print the signature headers for curl
   bench webhooks --to URL [--duration 10s] [--concurrency 32] [--instances 1000]
                                        load-test a backend with signed deliveries
 
-Configuration comes from EXT_* environment variables; see the README.`
+Each command takes -h. Configuration comes from EXT_* environment variables; see the README.`
 
 // usageError is a mistake in the command line; it exits with status 2.
 type usageError struct{ error }
