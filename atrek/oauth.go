@@ -84,7 +84,7 @@ func NewOAuth(cfg OAuthConfig) (*OAuth, error) {
 		return nil, errors.New("atrek: oauth needs a store, a client and SignIn")
 	case cfg.Store.Keys() == nil:
 		return nil, errors.New("atrek: oauth needs a store with keys to seal its cookies")
-	case !isUUID(cfg.ExtensionID):
+	case !mstudio.IsUUID(cfg.ExtensionID):
 		return nil, fmt.Errorf("atrek: oauth client id %q is not an extension id", cfg.ExtensionID)
 	}
 	pub, err := url.Parse(strings.TrimSuffix(cfg.PublicURL, "/"))
@@ -255,7 +255,7 @@ func (o *OAuth) choose(c echo.Context) error {
 		return o.fail(c, oauthProblemExpired)
 	}
 	id := strings.ToLower(c.QueryParam("instance"))
-	if !isUUID(id) {
+	if !mstudio.IsUUID(id) {
 		return o.fail(c, oauthProblemUnavailable)
 	}
 	in, err := o.store.InstanceByID(ctx, id)

@@ -14,7 +14,6 @@ import (
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/google/uuid"
 )
 
 // Errors of session-token verification. None of them, nor any error wrapping them,
@@ -118,7 +117,7 @@ func NewSessionTokenVerifier(keys KeySource, store *extension.Store, extensionID
 	if keys == nil || store == nil {
 		return nil, errors.New("atrek: a session token verifier needs keys and a store")
 	}
-	if !isUUID(extensionID) {
+	if !mstudio.IsUUID(extensionID) {
 		return nil, errors.New("atrek: session token verifier: extension id is not a UUID")
 	}
 	v := &SessionTokenVerifier{keys: keys, store: store, extensionID: extensionID,
@@ -270,10 +269,10 @@ func (v *SessionTokenVerifier) checkClaims(c *SessionClaims) error {
 	if exp.Sub(v.now()) > v.maxLifetime+v.leeway {
 		return invalid("expires too far in the future")
 	}
-	if !isUUID(c.Subject) {
+	if !mstudio.IsUUID(c.Subject) {
 		return invalid("sub is not a user id")
 	}
-	if !isUUID(c.InstanceID) {
+	if !mstudio.IsUUID(c.InstanceID) {
 		return invalid("extensionInstanceId is not an instance id")
 	}
 	// Ids in their canonical lower case: our instance ids are stored so, as the webhooks
@@ -328,10 +327,4 @@ func clip(s string) string {
 		s = s[:16] + "…"
 	}
 	return strconv.Quote(s)
-}
-
-// isUUID reports whether s is a UUID in its 36-character form.
-func isUUID(s string) bool {
-	_, err := uuid.Parse(s)
-	return len(s) == 36 && err == nil
 }

@@ -1,7 +1,6 @@
 package atrek_test
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -52,6 +51,7 @@ func (c *clock) Advance(d time.Duration) {
 // fragmentEnv is the simulator over HTTP, a migrated SQLite store, and a verifier that
 // fetches the simulator's session_token keys through the real client and key cache.
 type fragmentEnv struct {
+	*installer
 	Sim      *mstudiotest.Server
 	SimURL   string
 	Store    *extension.Store
@@ -61,9 +61,8 @@ type fragmentEnv struct {
 	Instance mstudiotest.Instance // installed at the simulator and here
 	User     mstudiotest.User     // has access to every context
 
-	mu     sync.Mutex
-	hits   map[string]int // "GET /v2/public-keys" → requests
-	events int
+	mu   sync.Mutex
+	hits map[string]int // "GET /v2/public-keys" → requests
 }
 
 func newFragmentEnv(t testing.TB) *fragmentEnv {
@@ -88,6 +87,7 @@ func newFragmentEnv(t testing.TB) *fragmentEnv {
 	t.Cleanup(srv.Close)
 	e.SimURL = srv.URL
 	e.Store = extensiontest.Open(t, extensiontest.SQLiteURL(t), extension.Options{Keys: extensiontest.Keyring(t)})
+	e.installer = &installer{sim: e.Sim, store: e.Store, now: e.Clock.Now}
 	e.Client = newClient(t, srv.URL)
 	e.Verifier = e.newVerifier(t, e.Client, atrek.VerifierOptions{Client: e.Client, ExtensionSecret: extension.Secret(sim.ExtensionSecret())})
 	e.Instance = e.install(t, mstudiotest.InstanceSpec{})
@@ -120,34 +120,6 @@ func (e *fragmentEnv) newVerifier(t testing.TB, keyClient *mstudio.Client, opts 
 		t.Fatal(err)
 	}
 	return v
-}
-
-// install creates an instance at the simulator and applies its ExtensionAddedToContext
-// to the store, as the webhook would.
-func (e *fragmentEnv) install(t testing.TB, spec mstudiotest.InstanceSpec) mstudiotest.Instance {
-	t.Helper()
-	in, err := e.Sim.CreateInstance(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	variant := in.VariantKey
-	e.apply(t, extension.LifecycleEvent{Kind: extension.EventAdded, InstanceID: in.ID,
-		ContextKind: in.ContextKind, ContextID: in.ContextID, Scopes: in.Scopes, Enabled: new(true),
-		VariantKey: &variant, Secret: extension.Secret(in.PendingSecret)})
-	return in
-}
-
-// apply applies a lifecycle event, newer than every one before, to the store.
-func (e *fragmentEnv) apply(t testing.TB, ev extension.LifecycleEvent) {
-	t.Helper()
-	e.mu.Lock()
-	e.events++
-	ev.CreatedAt = e.Clock.Now().Add(time.Duration(e.events) * time.Millisecond)
-	e.mu.Unlock()
-	ev.RequestID = uuid.NewString()
-	if res, err := e.Store.ApplyLifecycle(context.Background(), ev); err != nil || res.Outcome != extension.OutcomeApplied {
-		t.Fatalf("apply %s: %+v, %v", ev.Kind, res, err)
-	}
 }
 
 // setEnabled disables or enables the instance in the store only: the simulator still

@@ -71,7 +71,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Store == nil || cfg.Client == nil {
 		return nil, errors.New("atrek: the sso handler needs a store and a platform client")
 	}
-	if cfg.ExtensionID != "" && !isUUID(cfg.ExtensionID) {
+	if cfg.ExtensionID != "" && !mstudio.IsUUID(cfg.ExtensionID) {
 		return nil, errors.New("atrek: extension id is not a UUID")
 	}
 	h := &Handler{store: cfg.Store, client: cfg.Client, tokens: cfg.UserTokens, extensionID: strings.ToLower(cfg.ExtensionID),
@@ -153,8 +153,8 @@ func (h *Handler) sso(c echo.Context) error {
 		key = q.Get("accessTokenRetrievalKey")
 	}
 	userID, instanceID, contextID := q.Get("userId"), q.Get("instanceId"), q.Get("contextId")
-	if utf8.RuneCountInString(key) != retrievalKeyLen || !isUUID(userID) || !isUUID(instanceID) ||
-		(contextID != "" && !isUUID(contextID)) {
+	if utf8.RuneCountInString(key) != retrievalKeyLen || !mstudio.IsUUID(userID) || !mstudio.IsUUID(instanceID) ||
+		(contextID != "" && !mstudio.IsUUID(contextID)) {
 		h.logger.InfoContext(ctx, "sso: malformed link")
 		return h.fail(c, problemBadLink)
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 )
 
@@ -30,6 +29,7 @@ type syncBuffer = extensiontest.LogBuffer
 // key, token and cookie value it sees is collected, and at the end of the test no log
 // line and no page may contain one of them.
 type ssoEnv struct {
+	*installer
 	Sim      *mstudiotest.Server
 	Store    *extension.Store
 	Client   *mstudio.Client
@@ -45,7 +45,6 @@ type ssoEnv struct {
 
 	mu      sync.Mutex
 	hits    map[string]int // simulator requests by route
-	events  int
 	secrets []string
 	pages   []string
 }
@@ -75,6 +74,7 @@ func newSSOEnv(t *testing.T, d extension.Dialect, tune func(*atrek.Config)) *sso
 	}))
 	t.Cleanup(simSrv.Close)
 	e.Store = extensiontest.Open(t, extensiontest.URL(t, d), extension.Options{Keys: extensiontest.Keyring(t), Now: e.Clock.Now, Logger: logger})
+	e.installer = &installer{sim: e.Sim, store: e.Store, now: e.Clock.Now}
 	e.Client, err = mstudio.New(simSrv.URL, mstudio.Options{RetryMax: 1, RetryWait: time.Millisecond, Timeout: 5 * time.Second, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
@@ -115,32 +115,6 @@ func (e *ssoEnv) newBrowser(t testing.TB) *http.Client {
 		t.Fatal(err)
 	}
 	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-}
-
-// install creates an instance at the simulator and applies its ExtensionAddedToContext.
-func (e *ssoEnv) install(t testing.TB, spec mstudiotest.InstanceSpec) mstudiotest.Instance {
-	t.Helper()
-	in, err := e.Sim.CreateInstance(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	variant := in.VariantKey
-	e.apply(t, extension.LifecycleEvent{Kind: extension.EventAdded, InstanceID: in.ID,
-		ContextKind: in.ContextKind, ContextID: in.ContextID, Scopes: in.Scopes, Enabled: new(true),
-		VariantKey: &variant, Secret: extension.Secret(in.PendingSecret)})
-	return in
-}
-
-func (e *ssoEnv) apply(t testing.TB, ev extension.LifecycleEvent) {
-	t.Helper()
-	e.mu.Lock()
-	e.events++
-	ev.CreatedAt = e.Clock.Now().Add(time.Duration(e.events) * time.Millisecond)
-	e.mu.Unlock()
-	ev.RequestID = uuid.NewString()
-	if res, err := e.Store.ApplyLifecycle(context.Background(), ev); err != nil || res.Outcome != extension.OutcomeApplied {
-		t.Fatalf("apply %s: %+v, %v", ev.Kind, res, err)
-	}
 }
 
 // key mints a retrieval key at the simulator, as the control panel does on a click.

@@ -41,7 +41,6 @@ type userTokenEnv struct {
 	Instance  mstudiotest.Instance
 	Users     []mstudiotest.User // with access to every context
 	refreshes atomic.Int64
-	events    int
 }
 
 func newUserTokenEnv(t testing.TB, d extension.Dialect, replicas int) *userTokenEnv {
@@ -98,20 +97,7 @@ func newUserTokenEnv(t testing.TB, d extension.Dialect, replicas int) *userToken
 // to the store, as the webhook would.
 func (e *userTokenEnv) install(t testing.TB) mstudiotest.Instance {
 	t.Helper()
-	in, err := e.Sim.CreateInstance(mstudiotest.InstanceSpec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.events++
-	ev := extension.LifecycleEvent{
-		Kind: extension.EventAdded, RequestID: uuid.NewString(), CreatedAt: e.Clock.Now().Add(time.Duration(e.events) * time.Millisecond),
-		InstanceID: in.ID, ContextKind: in.ContextKind, ContextID: in.ContextID, Scopes: in.Scopes, Enabled: new(true),
-		Secret: extension.Secret(in.PendingSecret),
-	}
-	if res, err := e.Stores[0].ApplyLifecycle(context.Background(), ev); err != nil || res.Outcome != extension.OutcomeApplied {
-		t.Fatalf("apply %s: %+v, %v", ev.Kind, res, err)
-	}
-	return in
+	return (&installer{sim: e.Sim, store: e.Stores[0], now: e.Clock.Now}).install(t, mstudiotest.InstanceSpec{})
 }
 
 // signIn redeems a fresh ATReK of the user in the instance and saves the user token

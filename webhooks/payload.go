@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/extension-backend/extension-backend/extension"
-	"github.com/google/uuid"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 )
 
 // Payload is a lifecycle webhook body (apiVersion v1). Decoding is tolerant: unknown
@@ -90,7 +90,7 @@ func Decode(body []byte) (*Payload, error) {
 		return nil, invalid("apiVersion %q is not supported", clip(p.APIVersion))
 	case p.ID == "":
 		return nil, invalid("id (the extension instance id) is missing")
-	case !isUUID(p.ID):
+	case !mstudio.IsUUID(p.ID):
 		return nil, invalid("id is not a UUID")
 	case p.Kind == "":
 		return nil, invalid("kind is missing")
@@ -206,11 +206,6 @@ func (p *Payload) Event() (extension.LifecycleEvent, error) {
 		}
 	}
 	return ev, nil
-}
-
-func isUUID(s string) bool {
-	_, err := uuid.Parse(s)
-	return len(s) == 36 && err == nil
 }
 
 // clip shortens an untrusted value before it goes into an error text, a log line or the

@@ -9,7 +9,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -39,20 +38,14 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if *concurrency < 1 || *instances < *concurrency || *duration <= 0 || *duration > time.Hour {
 		return usagef("need --concurrency ≥ 1, --instances ≥ --concurrency and 0 < --duration ≤ 1h")
 	}
-	key, err := mstudiotest.LoadKeyFile(*keyFile, mstudiotest.PurposeWebhook)
+	sg, err := loadDevSigner(getenv, *keyFile, *extensionID)
 	if err != nil {
-		return fmt.Errorf("%w (start `extension-backend dev`, or `sim --key-file %s`, first)", err, *keyFile)
+		return err
 	}
-	extID, contributorID := devIDs(getenv, filepath.Dir(*keyFile))
-	if *extensionID != "" {
-		extID = *extensionID
+	if err := sg.requireExtensionID(); err != nil {
+		return err
 	}
-	if extID == "" {
-		return usagef("--extension-id is needed: EXT_EXTENSION_ID is not set and there is no dev setup")
-	}
-	if contributorID == "" {
-		contributorID = uuid.NewString()
-	}
+	key, extID, contributorID := sg.key, sg.extensionID, sg.contributorID
 
 	ids := make([]string, *instances)
 	for i := range ids {

@@ -173,7 +173,7 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 	if id == "" {
 		return usagef("usage: extension-backend token --instance ID")
 	}
-	if !isUUID(id) {
+	if !mstudio.IsUUID(id) {
 		return fmt.Errorf("instance id %q is not a UUID", *instanceID)
 	}
 	cfg, store, err := openMigratedStore(ctx, getenv, needs{keys: true}, stderr)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
-	"github.com/google/uuid"
 )
 
 // Config is the effective configuration, read from the environment once, in run.
@@ -108,11 +107,11 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	switch {
 	case cfg.ExtensionID == "" && n.extensionID:
 		return nil, errors.New("EXT_EXTENSION_ID: required: the extension's id from the contributor settings")
-	case cfg.ExtensionID != "" && !isUUID(cfg.ExtensionID):
+	case cfg.ExtensionID != "" && !mstudio.IsUUID(cfg.ExtensionID):
 		return nil, errors.New("EXT_EXTENSION_ID: not a UUID")
 	}
 	cfg.ContributorID = strings.ToLower(getenv("EXT_CONTRIBUTOR_ID"))
-	if cfg.ContributorID != "" && !isUUID(cfg.ContributorID) {
+	if cfg.ContributorID != "" && !mstudio.IsUUID(cfg.ContributorID) {
 		return nil, errors.New("EXT_CONTRIBUTOR_ID: not a UUID")
 	}
 
@@ -244,11 +243,6 @@ func validRole(r string) bool {
 		}
 	}
 	return true
-}
-
-func isUUID(s string) bool {
-	_, err := uuid.Parse(s)
-	return len(s) == 36 && err == nil
 }
 
 // LogValue shows the configuration with secrets masked: key fingerprints, not keys; the

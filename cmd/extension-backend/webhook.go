@@ -67,9 +67,9 @@ func runWebhookSend(ctx context.Context, args []string, getenv func(string) stri
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	key, err := mstudiotest.LoadKeyFile(*keyFile, mstudiotest.PurposeWebhook)
+	sg, err := loadDevSigner(getenv, *keyFile, *extensionID)
 	if err != nil {
-		return fmt.Errorf("%w (start `extension-backend dev`, or `sim --key-file %s`, first)", err, *keyFile)
+		return err
 	}
 	target := *to
 	if *dryRun {
@@ -93,15 +93,11 @@ func runWebhookSend(ctx context.Context, args []string, getenv func(string) stri
 		if !ok {
 			return usagef("--kind %q: want added, updated, rotated or removed (or --file)", *kind)
 		}
-		extID, contributorID := devIDs(getenv, filepath.Dir(*keyFile))
-		if *extensionID != "" {
-			extID = *extensionID
-		}
-		if extID == "" {
-			return usagef("--extension-id is needed: EXT_EXTENSION_ID is not set and there is no dev setup")
+		if err := sg.requireExtensionID(); err != nil {
+			return err
 		}
 		spec := mstudiotest.PayloadSpec{
-			Kind: k, InstanceID: *instanceID, ExtensionID: extID, ContributorID: contributorID,
+			Kind: k, InstanceID: *instanceID, ExtensionID: sg.extensionID, ContributorID: sg.contributorID,
 			ContextKind: "project", ContextID: *contextID, Scopes: mstudiotest.DefaultScopes, Enabled: true,
 			TargetURL: target,
 		}
@@ -110,9 +106,6 @@ func runWebhookSend(ctx context.Context, args []string, getenv func(string) stri
 		}
 		if spec.ContextID == "" {
 			spec.ContextID = uuid.NewString()
-		}
-		if spec.ContributorID == "" {
-			spec.ContributorID = uuid.NewString()
 		}
 		if k == "ExtensionAddedToContext" || k == "SecretRotated" {
 			spec.Secret = "dev-secret-" + uuid.NewString()
@@ -136,7 +129,7 @@ func runWebhookSend(ctx context.Context, args []string, getenv func(string) stri
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	webhooks.Sign(req.Header, key.Serial, key.Private, body)
+	webhooks.Sign(req.Header, sg.key.Serial, sg.key.Private, body)
 	resp, err := (&http.Client{Timeout: 6 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("send: %w", err)
@@ -171,6 +164,39 @@ func simInstance(stateFile, id string) (mstudiotest.Instance, bool) {
 		}
 	}
 	return mstudiotest.Instance{}, false
+}
+
+// devSigner is what the tools that sign as the dev simulator need: its webhook key, and
+// the ids a backend pointed at it expects.
+type devSigner struct {
+	key                        mstudiotest.KeyPair
+	extensionID, contributorID string
+}
+
+// loadDevSigner reads the simulator's key file and finds the ids: the --extension-id flag,
+// else EXT_*, else the dev setup beside the key file; a contributor id nobody checks is
+// made up.
+func loadDevSigner(getenv func(string) string, keyFile, extensionIDFlag string) (devSigner, error) {
+	key, err := mstudiotest.LoadKeyFile(keyFile, mstudiotest.PurposeWebhook)
+	if err != nil {
+		return devSigner{}, fmt.Errorf("%w (start `extension-backend dev`, or `sim --key-file %s`, first)", err, keyFile)
+	}
+	sg := devSigner{key: key}
+	sg.extensionID, sg.contributorID = devIDs(getenv, filepath.Dir(keyFile))
+	if extensionIDFlag != "" {
+		sg.extensionID = extensionIDFlag
+	}
+	if sg.contributorID == "" {
+		sg.contributorID = uuid.NewString()
+	}
+	return sg, nil
+}
+
+func (sg devSigner) requireExtensionID() error {
+	if sg.extensionID == "" {
+		return usagef("--extension-id is needed: EXT_EXTENSION_ID is not set and there is no dev setup")
+	}
+	return nil
 }
 
 // devIDs finds the extension and contributor ids a backend expects: EXT_EXTENSION_ID and

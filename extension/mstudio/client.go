@@ -312,7 +312,7 @@ func scrubURLError(err error) error {
 // requireUUID refuses an id that is not a UUID in its 36-character form, so it never
 // reaches a URL path.
 func requireUUID(what, id string) error {
-	if !isUUID(id) {
+	if !IsUUID(id) {
 		return fmt.Errorf("%w: %s %q is not a UUID", ErrInvalidArgument, what, id)
 	}
 	return nil

@@ -119,15 +119,16 @@ func newKeyCache(fetch func(context.Context, string) (ed25519.PublicKey, error),
 // CanonicalSerial returns the serial in lower case if it is a UUID in its 36-character
 // form, and ErrBadSerial otherwise.
 func CanonicalSerial(serial string) (string, error) {
-	if !isUUID(serial) {
+	if !IsUUID(serial) {
 		return "", ErrBadSerial
 	}
 	return strings.ToLower(serial), nil
 }
 
-// isUUID reports whether s is a UUID in its 36-character form; uuid.Parse alone also
-// takes the braced and urn: forms, which must not reach a URL path.
-func isUUID(s string) bool {
+// IsUUID reports whether s is a UUID in its 36-character form, the only form the
+// platform's ids take; uuid.Parse alone also takes the braced and urn: forms, which must
+// not reach a URL path or a database key.
+func IsUUID(s string) bool {
 	_, err := uuid.Parse(s)
 	return len(s) == 36 && err == nil
 }
