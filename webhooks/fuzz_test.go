@@ -204,8 +204,11 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("%s accepted without a secret", kind)
 		case kind == extension.EventAdded && ev.ContextID == "":
 			t.Fatalf("%s accepted without a context id", kind)
-		case kind != extension.EventSecretRotated && ev.Scopes == nil:
-			t.Fatalf("%s event with nil scopes (nil means: not sent)", kind)
+		case kind != extension.EventSecretRotated && (ev.Scopes == nil) != (p.ConsentedScopes == nil):
+			// nil means "not sent, keep the stored scopes": exactly when the payload has none.
+			t.Fatalf("%s event scopes nil %v, payload scopes nil %v", kind, ev.Scopes == nil, p.ConsentedScopes == nil)
+		case kind == extension.EventSecretRotated && ev.Scopes != nil:
+			t.Fatalf("%s event with scopes: a rotation carries none", kind)
 		}
 	})
 }
