@@ -12,12 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/atrek"
+	"github.com/extension-backend/extension-backend/frontend"
+	"github.com/extension-backend/extension-backend/httpfront"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
-	"github.com/labstack/echo/v4"
 	"golang.org/x/time/rate"
 )
 
@@ -91,12 +93,17 @@ func BenchmarkSSOEntry(b *testing.B) {
 		}); err != nil {
 			b.Fatal(err)
 		}
-		h, err := atrek.New(atrek.Config{Store: store, Client: client, ExtensionID: sim.ExtensionID(), PublicURL: "http://127.0.0.1:8080", RateLimit: rate.Inf})
+		pages, err := frontend.New(frontend.Config{Store: store, PublicURL: apptest.PublicURL})
 		if err != nil {
 			b.Fatal(err)
 		}
-		e := echo.New()
-		h.Routes(e)
+		h, err := atrek.New(atrek.Config{Store: store, Client: client, ExtensionID: sim.ExtensionID(),
+			Sessions: pages.Sessions, Pages: pages, RateLimit: rate.Inf})
+		if err != nil {
+			b.Fatal(err)
+		}
+		e := httpfront.New(httpfront.Options{Pages: pages})
+		e.GET("/mstudio/sso", h.Entry)
 		ks := keys(b.N)
 		b.ResetTimer()
 		for i := range b.N {

@@ -6,14 +6,11 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// Routes registers GET /mstudio/fragment/session: a frontend fragment sends its session
-// token there and gets back who and where it is. It is the smallest use of the middleware,
-// and lets a fragment developer check their integration end to end.
-func (v *SessionTokenVerifier) Routes(e *echo.Echo) {
-	e.GET("/mstudio/fragment/session", v.fragmentSession, v.Middleware())
-}
-
-func (v *SessionTokenVerifier) fragmentSession(c echo.Context) error {
+// FragmentSession serves GET /mstudio/fragment/session behind Middleware: a frontend
+// fragment sends its session token there and gets back who and where it is. It is the
+// smallest use of the middleware, and lets a fragment developer check their integration
+// end to end.
+func (v *SessionTokenVerifier) FragmentSession(c echo.Context) error {
 	claims, in, ok := FragmentFrom(c)
 	if !ok {
 		return echo.NewHTTPError(http.StatusUnauthorized, "session token required")

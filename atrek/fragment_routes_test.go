@@ -6,13 +6,13 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/labstack/echo/v4"
+	"github.com/extension-backend/extension-backend/httpfront"
 )
 
 func TestFragmentSessionRoute(t *testing.T) {
 	e := newFragmentEnv(t)
-	app := echo.New()
-	e.Verifier.Routes(app)
+	app := httpfront.New(httpfront.Options{}) // the production front, as cmd's route table wires it
+	app.GET("/mstudio/fragment/session", e.Verifier.FragmentSession, e.Verifier.Middleware())
 
 	req := httptest.NewRequest(http.MethodGet, "/mstudio/fragment/session", nil)
 	req.Header.Set("x-session-token", e.token(t, e.Instance))

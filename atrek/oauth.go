@@ -3,10 +3,8 @@ package atrek
 import (
 	"context"
 	"crypto/subtle"
-	"embed"
 	"errors"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -22,9 +20,6 @@ import (
 // The OAuth2 sign-in of a user who opens the extension directly, not from the control
 // panel: authorization code with PKCE (S256) at the platform, then the same session as
 // the click-through.
-
-//go:embed templates/oauth_*.html
-var oauthTemplates embed.FS
 
 const (
 	oauthLoginPath    = "/login/mstudio"
@@ -56,6 +51,7 @@ type OAuthConfig struct {
 	// SignIn completes a login exactly as the click-through does (tokens saved, account
 	// provisioned, session started, 303 to the app).
 	SignIn func(c echo.Context, in *extension.Instance, platformUserID string, tok mstudio.UserToken) error
+	Pages  Pages
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -74,14 +70,14 @@ type OAuth struct {
 	signIn       func(echo.Context, *extension.Instance, string, mstudio.UserToken) error
 	now          func() time.Time
 	logger       *slog.Logger
-	pages        map[string]*template.Template
+	pages        Pages
 }
 
 // NewOAuth checks cfg and returns the OAuth2 sign-in.
 func NewOAuth(cfg OAuthConfig) (*OAuth, error) {
 	switch {
-	case cfg.Store == nil || cfg.Client == nil || cfg.SignIn == nil:
-		return nil, errors.New("atrek: oauth needs a store, a client and SignIn")
+	case cfg.Store == nil || cfg.Client == nil || cfg.SignIn == nil || cfg.Pages == nil:
+		return nil, errors.New("atrek: oauth needs a store, a client, SignIn and pages")
 	case cfg.Store.Keys() == nil:
 		return nil, errors.New("atrek: oauth needs a store with keys to seal its cookies")
 	case !mstudio.IsUUID(cfg.ExtensionID):
@@ -95,7 +91,7 @@ func NewOAuth(cfg OAuthConfig) (*OAuth, error) {
 		store: cfg.Store, client: cfg.Client, clientID: strings.ToLower(cfg.ExtensionID),
 		redirectURI: pub.String() + oauthCallbackPath, secret: cfg.ClientSecret, scope: cfg.Scope,
 		secure: pub.Scheme == "https", preCookie: "ext_oauth", choiceCookie: "ext_oauth_choice",
-		signIn: cfg.SignIn, now: cfg.Now, logger: cfg.Logger, pages: map[string]*template.Template{},
+		signIn: cfg.SignIn, now: cfg.Now, logger: cfg.Logger, pages: cfg.Pages,
 	}
 	if o.secure {
 		// The prefix makes the browser refuse the cookie unless it is Secure.
@@ -110,23 +106,11 @@ func NewOAuth(cfg OAuthConfig) (*OAuth, error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
-	for _, name := range []string{"problem", "choose"} {
-		t, err := template.New(name).Option("missingkey=error").ParseFS(oauthTemplates, "templates/oauth_layout.html", "templates/oauth_"+name+".html")
-		if err != nil {
-			return nil, fmt.Errorf("atrek: oauth page %s: %w", name, err)
-		}
-		o.pages[name] = t
-	}
 	return o, nil
 }
 
-// Routes registers the sign-in: its start, the platform's callback, and the choice of
-// instance when the user may act in several.
-func (o *OAuth) Routes(e *echo.Echo) {
-	e.GET(oauthLoginPath, o.login, oauthNoStore)
-	e.GET(oauthCallbackPath, o.callback, oauthNoStore)
-	e.GET(oauthChoosePath, o.choose, oauthNoStore)
-}
+// NoStore is the middleware of the sign-in's routes (Login, Callback, Choose).
+func (o *OAuth) NoStore() echo.MiddlewareFunc { return oauthNoStore }
 
 // oauthNoStore keeps codes, states and chooser pages out of caches and Referer headers.
 func oauthNoStore(next echo.HandlerFunc) echo.HandlerFunc {
@@ -153,11 +137,13 @@ type oauthChoice struct {
 	Refresh      string    `json:"r"`
 	TokenExpires time.Time `json:"x"`
 	Expires      int64     `json:"e"`
+	// Nonce makes the cookie single use: Choose claims it once, on any replica.
+	Nonce string `json:"n"`
 }
 
-// login starts a sign-in: a fresh state and verifier in the pre-session cookie, and off
+// Login (GET /login/mstudio) starts a sign-in: a fresh state and verifier in the pre-session cookie, and off
 // to the platform's consent.
-func (o *OAuth) login(c echo.Context) error {
+func (o *OAuth) Login(c echo.Context) error {
 	pre := oauthPreSession{State: oauthRandom(), Verifier: oauthRandom(), Expires: o.now().Add(oauthCookieTTL).Unix()}
 	if err := o.setSealed(c, o.preCookie, oauthPreAAD, pre); err != nil {
 		return o.internal(c, "seal pre-session", err)
@@ -168,9 +154,9 @@ func (o *OAuth) login(c echo.Context) error {
 	}))
 }
 
-// callback takes the platform's answer: it must come back to the browser that started
+// Callback (GET /login/mstudio/callback) takes the platform's answer: it must come back to the browser that started
 // the sign-in (state), and the code is exchanged with that browser's verifier.
-func (o *OAuth) callback(c echo.Context) error {
+func (o *OAuth) Callback(c echo.Context) error {
 	// Every answer ends this attempt: a state is good for one callback only.
 	o.clearCookie(c, o.preCookie)
 	ctx := c.Request().Context()
@@ -227,27 +213,24 @@ func (o *OAuth) callback(c echo.Context) error {
 	}
 	choice := oauthChoice{
 		UserID: user.ID, Token: ut.Token.Reveal(), Refresh: ut.RefreshToken.Reveal(),
-		TokenExpires: ut.ExpiresAt, Expires: o.now().Add(oauthCookieTTL).Unix(),
+		TokenExpires: ut.ExpiresAt, Expires: o.now().Add(oauthCookieTTL).Unix(), Nonce: oauthRandom(),
 	}
 	if err := o.setSealed(c, o.choiceCookie, oauthChoiceAAD, choice); err != nil {
 		return o.internal(c, "seal choice", err)
 	}
-	type entry struct{ Label, URL string }
-	data := struct {
-		Title   string
-		Choices []entry
-	}{Title: "Choose a project or organisation"}
+	entries := make([]ChoiceEntry, 0, len(ins))
 	for _, in := range ins {
-		data.Choices = append(data.Choices, entry{oauthLabel(in), oauthChoosePath + "?" + url.Values{"instance": {in.ID}}.Encode()})
+		entries = append(entries, ChoiceEntry{Name: in.ContextName, Customer: in.ContextKind == extension.ContextCustomer,
+			URL: oauthChoosePath + "?" + url.Values{"instance": {in.ID}}.Encode()})
 	}
 	o.logger.InfoContext(ctx, "oauth sign-in: choice of instances", "user_id", user.ID, "instances", len(ins))
-	return o.render(c, http.StatusOK, "choose", data)
+	return o.pages.Render(c, http.StatusOK, PageChoose, entries)
 }
 
-// choose signs the user in to the instance picked on the chooser page. The choice
+// Choose (GET /login/mstudio/choose) signs the user in to the instance picked on the chooser page. The choice
 // cookie proves that this browser went through the callback; the platform is asked
 // again whether the user may act in the instance, since the link names any id.
-func (o *OAuth) choose(c echo.Context) error {
+func (o *OAuth) Choose(c echo.Context) error {
 	ctx := c.Request().Context()
 	var ch oauthChoice
 	if !o.openSealed(c, o.choiceCookie, oauthChoiceAAD, &ch) || o.now().Unix() >= ch.Expires || !o.now().Before(ch.TokenExpires) {
@@ -276,9 +259,28 @@ func (o *OAuth) choose(c echo.Context) error {
 	if !ok {
 		return o.fail(c, oauthProblemUnavailable)
 	}
+	// The cookie is good for one sign-in: a copy of it, replayed while it lasts, finds
+	// its nonce taken. Claimed only now, so a refused choice can be made again.
 	o.clearCookie(c, o.choiceCookie)
+	if first, err := o.store.ClaimRetrievalKey(ctx, oauthChoiceAAD+":"+ch.Nonce, oauthCookieTTL); err != nil {
+		return o.internal(c, "claim choice", err)
+	} else if !first || ch.Nonce == "" {
+		o.logger.InfoContext(ctx, "oauth sign-in refused: choice already used", "user_id", ch.UserID)
+		return o.fail(c, oauthProblemExpired)
+	}
 	o.logger.InfoContext(ctx, "oauth sign-in", "user_id", ch.UserID, "instance_id", id)
 	return o.signIn(c, in, ch.UserID, tok)
+}
+
+// PageChoose is the page where a platform user who may open several instances picks
+// one; its data is a []ChoiceEntry.
+const PageChoose = "choose"
+
+// ChoiceEntry is one instance on the chooser page.
+type ChoiceEntry struct {
+	Name     string // the project's or organisation's name; "" if not known yet
+	Customer bool   // an organisation, not a project
+	URL      string
 }
 
 // usableInstances lists the live, enabled instances the token's user may act in.

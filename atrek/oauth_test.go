@@ -1,10 +1,7 @@
 package atrek_test
 
 import (
-	"bytes"
-	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -14,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/atrek"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
@@ -30,29 +28,19 @@ type oauthSignIn struct {
 	Token      mstudio.UserToken
 }
 
-// oauthEnv is the simulator over HTTP, a store, the real client, and an Echo app with
-// the OAuth routes behind an httptest server whose SignIn records its calls. At the end
-// of a test no page and no log line may carry a code, state or token it saw.
+// oauthEnv is the shared app (apptest) with the OAuth routes, whose SignIn records its
+// calls. At the end of a test no page and no log line may carry a code, state or token it
+// saw.
 type oauthEnv struct {
-	Sim    *mstudiotest.Server
-	Store  *extension.Store
-	Client *mstudio.Client
-	Clock  *clock
-	App    *httptest.Server
+	*apptest.App
+	AppURL string
 	Ada    mstudiotest.User // access to every context
 	Otto   mstudiotest.User // access to none
 
 	mu      sync.Mutex
-	logs    bytes.Buffer
 	signIns []oauthSignIn
 	secrets []string
 	pages   []string
-}
-
-func (e *oauthEnv) Write(p []byte) (int, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.logs.Write(p)
 }
 
 func oauthForEachDialect(t *testing.T, f func(t *testing.T, e *oauthEnv)) {
@@ -63,47 +51,26 @@ func oauthForEachDialect(t *testing.T, f func(t *testing.T, e *oauthEnv)) {
 
 func newOAuthEnv(t *testing.T, d extension.Dialect) *oauthEnv {
 	t.Helper()
-	e := &oauthEnv{Clock: &clock{t: time.Now().Truncate(time.Second)}}
-	logger := slog.New(slog.NewTextHandler(e, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	sim, err := mstudiotest.New(mstudiotest.Options{Now: e.Clock.Now, SecretActivationDelay: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	e.Sim = sim
-	simSrv := httptest.NewServer(sim)
-	t.Cleanup(simSrv.Close)
-	e.Store = extensiontest.Open(t, extensiontest.URL(t, d), extension.Options{Keys: extensiontest.Keyring(t), Now: e.Clock.Now})
-	e.Client, err = mstudio.New(simSrv.URL, mstudio.Options{RetryMax: 1, RetryWait: time.Millisecond, Timeout: 5 * time.Second, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range sim.Users() {
-		switch u.Name {
-		case "Ada Admin":
-			e.Ada = u
-		case "Otto Outsider":
-			e.Otto = u
-		}
-	}
-	app := echo.New()
-	e.App = httptest.NewServer(app)
-	t.Cleanup(e.App.Close)
+	app := apptest.New(t, apptest.Options{Dialect: d})
+	e := &oauthEnv{App: app, Ada: app.User(t, "Ada Admin"), Otto: app.User(t, "Otto Outsider")}
+	e.AppURL = app.URL(t)
 	o, err := atrek.NewOAuth(atrek.OAuthConfig{
-		Store: e.Store, Client: e.Client, ExtensionID: sim.ExtensionID(), PublicURL: e.App.URL,
+		Store: e.Store, Client: e.Client, ExtensionID: e.Sim.ExtensionID(), PublicURL: e.AppURL, Pages: app.Pages,
 		SignIn: func(c echo.Context, in *extension.Instance, userID string, tok mstudio.UserToken) error {
 			e.mu.Lock()
 			e.signIns = append(e.signIns, oauthSignIn{in.ID, userID, tok})
 			e.secrets = append(e.secrets, tok.Token.Reveal(), tok.RefreshToken.Reveal())
 			e.mu.Unlock()
-			return c.Redirect(http.StatusSeeOther, "/app")
+			return c.Redirect(http.StatusSeeOther, atrek.AppPath(in.ID))
 		},
-		Now: e.Clock.Now, Logger: logger,
+		Now: e.Clock.Now, Logger: e.Logger,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Routes(app)
+	app.Front.GET("/login/mstudio", o.Login, o.NoStore())
+	app.Front.GET("/login/mstudio/callback", o.Callback, o.NoStore())
+	app.Front.GET("/login/mstudio/choose", o.Choose, o.NoStore())
 	t.Cleanup(func() { e.scan(t) })
 	return e
 }
@@ -111,17 +78,7 @@ func newOAuthEnv(t *testing.T, d extension.Dialect) *oauthEnv {
 // install creates an instance at the simulator and in the store.
 func (e *oauthEnv) install(t *testing.T, spec mstudiotest.InstanceSpec) mstudiotest.Instance {
 	t.Helper()
-	in, err := e.Sim.CreateInstance(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := extension.LifecycleEvent{Kind: extension.EventAdded, RequestID: uuid.NewString(), CreatedAt: e.Clock.Now(),
-		InstanceID: in.ID, ContextKind: in.ContextKind, ContextID: in.ContextID, Scopes: in.Scopes,
-		Enabled: new(true), Secret: extension.Secret(in.PendingSecret)}
-	if res, err := e.Store.ApplyLifecycle(context.Background(), ev); err != nil || res.Outcome != extension.OutcomeApplied {
-		t.Fatalf("apply: %+v, %v", res, err)
-	}
-	return in
+	return e.Install(t, spec)
 }
 
 // oauthBrowser is a fresh browser: its own cookie jar, redirects shown, not followed.
@@ -137,7 +94,7 @@ func oauthBrowser(t *testing.T) *http.Client {
 func (e *oauthEnv) get(t *testing.T, b *http.Client, u string) (*http.Response, string) {
 	t.Helper()
 	if strings.HasPrefix(u, "/") {
-		u = e.App.URL + u
+		u = e.AppURL + u
 	}
 	resp, err := b.Get(u)
 	if err != nil {
@@ -148,7 +105,7 @@ func (e *oauthEnv) get(t *testing.T, b *http.Client, u string) (*http.Response, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.HasPrefix(u, e.App.URL+"/") {
+	if strings.HasPrefix(u, e.AppURL+"/") {
 		e.mu.Lock()
 		e.pages = append(e.pages, string(body))
 		e.mu.Unlock()
@@ -171,7 +128,7 @@ func (e *oauthEnv) authorize(t *testing.T, b *http.Client, userID string, query 
 	}
 	resp, _ = e.get(t, b, to)
 	cb := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(cb, e.App.URL+"/login/mstudio/callback?") {
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(cb, e.AppURL+"/login/mstudio/callback?") {
 		t.Fatalf("authorize: status %d, Location %q", resp.StatusCode, cb)
 	}
 	u, _ := url.Parse(cb)
@@ -195,7 +152,7 @@ func (e *oauthEnv) scan(t *testing.T) {
 		if s == "" {
 			continue
 		}
-		if strings.Contains(e.logs.String(), s) {
+		if strings.Contains(e.Logs.String(), s) {
 			t.Errorf("the logs carry a secret %.6s…", s)
 		}
 		for _, p := range e.pages {
@@ -247,14 +204,14 @@ func TestOAuthHappyPath(t *testing.T) {
 		auth, _ := url.Parse(resp.Header.Get("Location"))
 		q := auth.Query()
 		if auth.Path != "/v2/oauth2/authorize" || q.Get("client_id") != e.Sim.ExtensionID() ||
-			q.Get("redirect_uri") != e.App.URL+"/login/mstudio/callback" || q.Get("code_challenge_method") != "S256" || len(q.Get("state")) != 43 {
+			q.Get("redirect_uri") != e.AppURL+"/login/mstudio/callback" || q.Get("code_challenge_method") != "S256" || len(q.Get("state")) != 43 {
 			t.Errorf("authorize URL %s", auth)
 		}
 
 		cb := e.authorize(t, b, e.Ada.ID)
 		resp, _ = e.get(t, b, cb)
-		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/app" {
-			t.Fatalf("callback: status %d, Location %q; want 303 /app", resp.StatusCode, resp.Header.Get("Location"))
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != atrek.AppPath(in.ID) {
+			t.Fatalf("callback: status %d, Location %q; want 303 to the app", resp.StatusCode, resp.Header.Get("Location"))
 		}
 		for k, want := range map[string]string{"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"} {
 			if got := resp.Header.Get(k); got != want {
@@ -281,12 +238,12 @@ func TestOAuthHappyPath(t *testing.T) {
 func TestOAuthSecureCookie(t *testing.T) {
 	e := newOAuthEnv(t, extension.SQLite)
 	o, err := atrek.NewOAuth(atrek.OAuthConfig{Store: e.Store, Client: e.Client, ExtensionID: e.Sim.ExtensionID(),
-		PublicURL: "https://ext.example.test/", SignIn: func(echo.Context, *extension.Instance, string, mstudio.UserToken) error { return nil }})
+		PublicURL: "https://ext.example.test/", Pages: e.Pages, SignIn: func(echo.Context, *extension.Instance, string, mstudio.UserToken) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	app := echo.New()
-	o.Routes(app)
+	app.GET("/login/mstudio", o.Login)
 	rec := httptest.NewRecorder()
 	app.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/login/mstudio", nil))
 	if ck := rec.Header().Get("Set-Cookie"); !strings.HasPrefix(ck, "__Secure-ext_oauth=") || !strings.Contains(ck, "; Secure") {
@@ -320,17 +277,13 @@ func TestOAuthWrongVerifier(t *testing.T) {
 	first, _ := url.Parse(e.authorize(t, b, e.Ada.ID))
 	second, _ := url.Parse(e.authorize(t, b, e.Ada.ID))
 	resp, body := e.get(t, b, withQuery(t, second.String(), "code", first.Query().Get("code")))
-	e.refused(t, resp, body, http.StatusBadRequest, "The sign-in did not complete, try again.")
+	e.refused(t, resp, body, http.StatusBadRequest, "The control panel&#39;s answer was not complete.")
 	if logs := e.logString(); !strings.Contains(logs, "code refused") || !strings.Contains(logs, "code_verifier does not match") {
 		t.Errorf("the logs do not show the platform's refusal:\n%s", logs)
 	}
 }
 
-func (e *oauthEnv) logString() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.logs.String()
-}
+func (e *oauthEnv) logString() string { return e.Logs.String() }
 
 // TestOAuthReusedCode replays a callback complete with its pre-session cookie, as one
 // who copied both would: the platform refuses the used code.
@@ -339,7 +292,7 @@ func TestOAuthReusedCode(t *testing.T) {
 	e.install(t, mstudiotest.InstanceSpec{})
 	b := oauthBrowser(t)
 	cb := e.authorize(t, b, e.Ada.ID)
-	appURL, _ := url.Parse(e.App.URL + "/login/mstudio")
+	appURL, _ := url.Parse(e.AppURL + "/login/mstudio")
 	cookies := b.Jar.Cookies(appURL)
 	if resp, _ := e.get(t, b, cb); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("first callback: status %d", resp.StatusCode)
@@ -347,7 +300,7 @@ func TestOAuthReusedCode(t *testing.T) {
 	replay := oauthBrowser(t)
 	replay.Jar.SetCookies(appURL, cookies)
 	resp, body := e.get(t, replay, cb)
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "The sign-in did not complete, try again.") {
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "The control panel&#39;s answer was not complete.") {
 		t.Errorf("replay: status %d, page %q", resp.StatusCode, body)
 	}
 	if n := len(e.calls()); n != 1 {
@@ -386,7 +339,7 @@ func TestOAuthPreSessionCookie(t *testing.T) {
 }
 
 func (e *oauthEnv) setCookie(b *http.Client, name, value string) {
-	u, _ := url.Parse(e.App.URL + "/login/mstudio")
+	u, _ := url.Parse(e.AppURL + "/login/mstudio")
 	b.Jar.SetCookies(u, []*http.Cookie{{Name: name, Value: value, Path: "/login/mstudio"}})
 }
 
@@ -403,7 +356,7 @@ func TestOAuthNoInstanceForUser(t *testing.T) {
 	e.install(t, mstudiotest.InstanceSpec{})
 	b := oauthBrowser(t)
 	resp, body := e.get(t, b, e.authorize(t, b, e.Otto.ID))
-	e.refused(t, resp, body, http.StatusForbidden, "None of your projects has this extension installed.")
+	e.refused(t, resp, body, http.StatusForbidden, "None of your projects and organisations has this extension installed.")
 }
 
 func TestOAuthChooser(t *testing.T) {
@@ -424,7 +377,7 @@ func TestOAuthChooser(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("callback: status %d, page %q; want the chooser", resp.StatusCode, body)
 		}
-		for _, want := range []string{"Shop &amp; Blog", "Organisation " + second.ContextID, "/login/mstudio/choose?instance=" + second.ID} {
+		for _, want := range []string{"Shop &amp; Blog", "An organisation whose name we do not know yet", "/login/mstudio/choose?instance=" + second.ID} {
 			if !strings.Contains(body, want) {
 				t.Errorf("chooser lacks %q:\n%s", want, body)
 			}
@@ -444,8 +397,8 @@ func TestOAuthChooser(t *testing.T) {
 		e.refused(t, resp, body, http.StatusForbidden, "not available")
 
 		resp, _ = e.get(t, b, "/login/mstudio/choose?instance="+second.ID)
-		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/app" {
-			t.Fatalf("choose: status %d, want 303 /app", resp.StatusCode)
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != atrek.AppPath(second.ID) {
+			t.Fatalf("choose: status %d, want 303 to the app", resp.StatusCode)
 		}
 		calls := e.calls()
 		if len(calls) != 1 || calls[0].InstanceID != second.ID || calls[0].UserID != e.Ada.ID {

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/extension-backend/extension-backend/atrek"
+	"github.com/extension-backend/extension-backend/apptest"
+	"github.com/extension-backend/extension-backend/frontend"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/labstack/echo/v4"
 )
@@ -18,19 +19,19 @@ import (
 func TestSessionPresetCookieNotAdopted(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		e := newSSOEnv(t, d, nil)
-		u, _ := url.Parse(e.App.URL)
+		u, _ := url.Parse(e.AppURL)
 		// A value an attacker planted before sign-in, in the form of a real id.
 		planted := strings.Repeat("A", 43)
-		e.HTTP.Jar.SetCookies(u, []*http.Cookie{{Name: "ext_session", Value: planted, Path: "/"}})
+		e.HTTP.Jar.SetCookies(u, []*http.Cookie{{Name: e.cookieName(), Value: planted, Path: "/"}})
 		e.signIn(t, e.HTTP, e.Ada)
 		first, _ := e.sessionCookie(e.HTTP)
 		if first == planted || first == "" {
 			t.Fatal("the planted cookie was adopted")
 		}
 		planter := e.newBrowser(t)
-		planter.Jar.SetCookies(u, []*http.Cookie{{Name: "ext_session", Value: planted, Path: "/"}})
-		if resp, _ := e.get(t, planter, "/app"); resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("the planted id opens /app: %d", resp.StatusCode)
+		planter.Jar.SetCookies(u, []*http.Cookie{{Name: e.cookieName(), Value: planted, Path: "/"}})
+		if resp, _ := e.get(t, planter, e.appPath()); resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("the planted id opens the app: %d", resp.StatusCode)
 		}
 
 		// Signing in again issues a new id and ends the session the old one named.
@@ -42,7 +43,7 @@ func TestSessionPresetCookieNotAdopted(t *testing.T) {
 		if _, err := e.Store.SessionByID(context.Background(), extension.Secret(first), time.Hour, time.Hour); !errors.Is(err, extension.ErrNotFound) {
 			t.Errorf("the previous session still lives: %v", err)
 		}
-		if resp, body := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusOK {
+		if resp, body := e.get(t, e.HTTP, e.appPath()); resp.StatusCode != http.StatusOK {
 			t.Errorf("/app after the second sign-in: %d\n%s", resp.StatusCode, body)
 		}
 	})
@@ -57,7 +58,7 @@ func TestSessionLogout(t *testing.T) {
 		// A browser's cross-site form post is refused and changes nothing.
 		resp, body := e.do(t, e.HTTP, http.MethodPost, "/logout", http.Header{"Sec-Fetch-Site": {"cross-site"}})
 		wantPage(t, resp, body, http.StatusForbidden, "refused")
-		if resp, _ := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusOK {
+		if resp, _ := e.get(t, e.HTTP, e.appPath()); resp.StatusCode != http.StatusOK {
 			t.Fatalf("a cross-site logout ended the session: %d", resp.StatusCode)
 		}
 
@@ -73,14 +74,14 @@ func TestSessionLogout(t *testing.T) {
 		}
 		resp, body = e.get(t, e.HTTP, "/signed-out")
 		wantPage(t, resp, body, http.StatusOK, "You are signed out")
-		resp, body = e.get(t, e.HTTP, "/app")
-		wantPage(t, resp, body, http.StatusUnauthorized, "Your session has ended")
+		resp, _ = e.get(t, e.HTTP, e.appPath())
+		wantLogin(t, e, resp)
 
 		// The old id, replayed, opens nothing.
 		replay := e.newBrowser(t)
-		u, _ := url.Parse(e.App.URL)
-		replay.Jar.SetCookies(u, []*http.Cookie{{Name: "ext_session", Value: id, Path: "/"}})
-		if resp, _ := e.get(t, replay, "/app"); resp.StatusCode != http.StatusUnauthorized {
+		u, _ := url.Parse(e.AppURL)
+		replay.Jar.SetCookies(u, []*http.Cookie{{Name: e.cookieName(), Value: id, Path: "/"}})
+		if resp, _ := e.get(t, replay, e.appPath()); resp.StatusCode != http.StatusSeeOther {
 			t.Errorf("a logged-out id opens /app: %d", resp.StatusCode)
 		}
 	})
@@ -91,75 +92,51 @@ func TestSessionIdleTimeout(t *testing.T) {
 		e := newSSOEnv(t, d, nil) // idle 2 h
 		e.signIn(t, e.HTTP, e.Ada)
 		e.Clock.Advance(time.Hour + 59*time.Minute)
-		if resp, _ := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusOK {
+		if resp, _ := e.get(t, e.HTTP, e.appPath()); resp.StatusCode != http.StatusOK {
 			t.Fatalf("/app within the idle timeout: %d", resp.StatusCode)
 		}
 		e.Clock.Advance(2*time.Hour + time.Second)
-		resp, body := e.get(t, e.HTTP, "/app")
-		wantPage(t, resp, body, http.StatusUnauthorized, "open the extension again from the control panel")
+		resp, _ := e.get(t, e.HTTP, e.appPath())
+		wantLogin(t, e, resp)
 	})
 }
 
 func TestSessionAbsoluteTimeout(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
-		e := newSSOEnv(t, d, func(c *atrek.Config) { c.SessionAbsolute = 6 * time.Hour })
+		e := newSSOEnvWith(t, apptest.Options{Dialect: d, Frontend: func(c *frontend.Config) { c.SessionAbsolute = 6 * time.Hour }}, nil)
 		e.signIn(t, e.HTTP, e.Ada)
 		// Active every 90 minutes: never idle, yet over after 6 h.
 		for range 3 {
 			e.Clock.Advance(90 * time.Minute)
-			if resp, _ := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusOK {
+			if resp, _ := e.get(t, e.HTTP, e.appPath()); resp.StatusCode != http.StatusOK {
 				t.Fatalf("/app within the absolute timeout: %d", resp.StatusCode)
 			}
 		}
 		e.Clock.Advance(90 * time.Minute)
-		resp, body := e.get(t, e.HTTP, "/app")
-		wantPage(t, resp, body, http.StatusUnauthorized, "Your session has ended")
+		resp, _ := e.get(t, e.HTTP, e.appPath())
+		wantLogin(t, e, resp)
 	})
 }
 
 func TestSessionDisabledInstance(t *testing.T) {
 	e := newSSOEnv(t, extension.SQLite, nil)
 	e.signIn(t, e.HTTP, e.Ada)
-	e.apply(t, extension.LifecycleEvent{Kind: extension.EventUpdated, InstanceID: e.Instance.ID,
+	e.Apply(t, extension.LifecycleEvent{Kind: extension.EventUpdated, InstanceID: e.Instance.ID,
 		ContextKind: e.Instance.ContextKind, ContextID: e.Instance.ContextID, Scopes: e.Instance.Scopes, Enabled: new(false)})
-	// Disabling ends the instance's sessions (the lifecycle path deletes them).
-	resp, body := e.get(t, e.HTTP, "/app")
-	wantPage(t, resp, body, http.StatusUnauthorized, "Your session has ended")
-}
-
-func TestSessionRequireSessionContext(t *testing.T) {
-	e := newSSOEnv(t, extension.SQLite, nil)
-	app := echo.New()
-	app.GET("/who", func(c echo.Context) error {
-		s, ok := atrek.SessionFrom(c)
-		if !ok {
-			return c.String(http.StatusInternalServerError, "no session")
-		}
-		return c.String(http.StatusOK, s.Account.Role+" "+s.Session.PlatformUserID+" "+s.Instance.ID)
-	}, e.Handler.RequireSession())
-	e.signIn(t, e.HTTP, e.Ada)
-	id, _ := e.sessionCookie(e.HTTP)
-	req := httptest.NewRequest(http.MethodGet, "/who", nil)
-	req.AddCookie(&http.Cookie{Name: "ext_session", Value: id})
-	rec := httptest.NewRecorder()
-	app.ServeHTTP(rec, req)
-	if want := "owner " + e.Ada.ID + " " + e.Instance.ID; rec.Code != http.StatusOK || rec.Body.String() != want {
-		t.Errorf("/who: %d %q, want %q", rec.Code, rec.Body.String(), want)
-	}
-	rec = httptest.NewRecorder()
-	app.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/who", nil))
-	if rec.Code != http.StatusUnauthorized {
-		t.Errorf("/who without a cookie: %d", rec.Code)
-	}
+	// Disabling ends the instance's sessions (the lifecycle path deletes them), and the
+	// sign-in page says the extension is disabled.
+	resp, _ := e.get(t, e.HTTP, e.appPath())
+	wantLogin(t, e, resp)
+	resp, body := e.get(t, e.HTTP, resp.Header.Get("Location"))
+	wantPage(t, resp, body, http.StatusForbidden, "The extension is disabled")
 }
 
 // With an https public URL the cookie is Secure and __Host- prefixed, which makes the
 // browser enforce host-only and Path=/.
 func TestSessionCookieSecure(t *testing.T) {
-	e := newSSOEnv(t, extension.SQLite, func(c *atrek.Config) { c.PublicURL = "https://ext.example" })
+	e := newSSOEnvWith(t, apptest.Options{Frontend: func(c *frontend.Config) { c.PublicURL = "https://ext.example" }}, nil)
 	app := echo.New()
-	app.IPExtractor = echo.ExtractIPDirect()
-	e.Handler.Routes(app)
+	app.GET("/mstudio/sso", e.Handler.Entry)
 	key := e.key(t, e.Instance.ID, e.Ada.ID)
 	rec := httptest.NewRecorder()
 	app.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, ssoPath(key, e.Ada.ID, e.Instance.ID), nil))
@@ -172,11 +149,20 @@ func TestSessionCookieSecure(t *testing.T) {
 	}
 	ck := cks[0]
 	e.remember(ck.Value)
-	if ck.Name != "__Host-ext_session" || !ck.Secure || !ck.HttpOnly || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.Domain != "" {
+	if ck.Name != "__Host-"+e.cookieName() || !ck.Secure || !ck.HttpOnly || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.Domain != "" {
 		t.Errorf("cookie %q", rec.Header().Values("Set-Cookie"))
 	}
 	if tok, err := e.Store.UserToken(context.Background(), e.Ada.ID, e.Instance.ID); err == nil {
 		e.remember(tok.Token.Reveal(), tok.Refresh.Reveal())
+	}
+}
+
+// wantLogin checks that a page view without a live session is sent to the instance's
+// sign-in page.
+func wantLogin(t *testing.T, e *ssoEnv, resp *http.Response) {
+	t.Helper()
+	if want := e.appPath() + "/login"; resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != want {
+		t.Errorf("answer %d to %q, want 303 to %s", resp.StatusCode, resp.Header.Get("Location"), want)
 	}
 }
 

@@ -3,10 +3,8 @@ package atrek
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -19,8 +17,6 @@ import (
 
 // Defaults of Config.
 const (
-	defaultSessionIdle     = 2 * time.Hour
-	defaultSessionAbsolute = 24 * time.Hour
 	// keyMemory is how long a retrieval key's hash is remembered. The platform's keys
 	// live a short while (the simulator: 60 s; the platform's own TTL is unpublished);
 	// ten minutes covers that with room for clock skew between replicas.
@@ -39,65 +35,39 @@ type Config struct {
 	// ExtensionID is our extension's id (EXT_EXTENSION_ID). When set, an instance the
 	// platform reports for another extension is refused.
 	ExtensionID string
-	// PublicURL (EXT_PUBLIC_URL) decides the cookie's Secure flag: set for https.
-	PublicURL       string
-	SessionIdle     time.Duration // 0: 2 h
-	SessionAbsolute time.Duration // 0: 24 h
-	DefaultRole     string        // role of every account after an instance's first; "": member
-	RateLimit       rate.Limit    // sign-ins per second per client address; 0: 1; rate.Inf: no limit
-	RateBurst       int           // 0: 20
-	Logger          *slog.Logger
-	Now             func() time.Time // the rate limiter's clock; the store has its own
+	// Sessions starts the browser session of a signed-in user; Pages renders the pages.
+	Sessions    Sessions
+	Pages       Pages
+	DefaultRole string     // role of every account after an instance's first; "": member
+	RateLimit   rate.Limit // sign-ins per second per client address; 0: 1; rate.Inf: no limit
+	RateBurst   int        // 0: 20
+	Logger      *slog.Logger
+	Now         func() time.Time // the rate limiter's clock; the store has its own
 }
 
-// Handler serves the single sign-on entry, logout and the signed-in page.
+// Handler serves the single sign-on entry.
 type Handler struct {
 	store       *extension.Store
 	client      *mstudio.Client
 	tokens      *UserTokens
+	sessions    Sessions
+	pages       Pages
 	extensionID string
-	secure      bool
-	cookieName  string
-	idle        time.Duration
-	absolute    time.Duration
 	defaultRole string
 	limiter     *addrLimiter
 	logger      *slog.Logger
-	pages       pages
 }
 
-// New checks the configuration, parses the pages and returns the handler.
+// New checks the configuration and returns the handler.
 func New(cfg Config) (*Handler, error) {
-	if cfg.Store == nil || cfg.Client == nil {
-		return nil, errors.New("atrek: the sso handler needs a store and a platform client")
+	if cfg.Store == nil || cfg.Client == nil || cfg.Sessions == nil || cfg.Pages == nil {
+		return nil, errors.New("atrek: the sso handler needs a store, a platform client, sessions and pages")
 	}
 	if cfg.ExtensionID != "" && !mstudio.IsUUID(cfg.ExtensionID) {
 		return nil, errors.New("atrek: extension id is not a UUID")
 	}
-	h := &Handler{store: cfg.Store, client: cfg.Client, tokens: cfg.UserTokens, extensionID: strings.ToLower(cfg.ExtensionID),
-		idle: cfg.SessionIdle, absolute: cfg.SessionAbsolute, defaultRole: cfg.DefaultRole, logger: cfg.Logger}
-	if cfg.PublicURL != "" {
-		u, err := url.Parse(cfg.PublicURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("atrek: public url %q: want http(s)://HOST", cfg.PublicURL)
-		}
-		h.secure = u.Scheme == "https"
-	}
-	h.cookieName = cookieName
-	if h.secure {
-		h.cookieName = cookieNameSecure
-	}
-	if h.idle == 0 {
-		h.idle = defaultSessionIdle
-	}
-	if h.absolute == 0 {
-		h.absolute = defaultSessionAbsolute
-	}
-	// Activity is recorded at most once a minute, so a shorter idle timeout would end
-	// sessions that are in use.
-	if h.idle < 2*time.Minute || h.absolute < h.idle {
-		return nil, errors.New("atrek: the session idle timeout must be at least 2 minutes, and the absolute one at least as long")
-	}
+	h := &Handler{store: cfg.Store, client: cfg.Client, tokens: cfg.UserTokens, sessions: cfg.Sessions, pages: cfg.Pages,
+		extensionID: strings.ToLower(cfg.ExtensionID), defaultRole: cfg.DefaultRole, logger: cfg.Logger}
 	if h.defaultRole == "" {
 		h.defaultRole = extension.RoleMember
 	}
@@ -121,21 +91,17 @@ func New(cfg Config) (*Handler, error) {
 	if h.tokens == nil {
 		h.tokens = NewUserTokens(cfg.Store, cfg.Client, UserTokenOptions{Now: now, Logger: h.logger})
 	}
-	var err error
-	if h.pages, err = parsePages(templateFS); err != nil {
-		return nil, err
-	}
 	return h, nil
 }
 
-// sso serves GET /mstudio/sso, the control panel's click-through: it checks the link,
+// Entry serves GET /mstudio/sso, the control panel's click-through: it checks the link,
 // redeems its single-use key once, checks the user may act in the instance's context,
 // stores the user's tokens, provisions the account, starts a new session and sends the
 // browser on with 303, so the key leaves the address bar and history.
 //
 // Every answer is a page in plain words; none names the key, a token or what exactly the
 // platform said. The log has the instance and user ids and the outcome, nothing more.
-func (h *Handler) sso(c echo.Context) error {
+func (h *Handler) Entry(c echo.Context) error {
 	hd := c.Response().Header()
 	// The key is in our URL: no Referer may carry it on, no cache may keep the answer.
 	hd.Set("Referrer-Policy", "no-referrer")
@@ -212,7 +178,9 @@ func (h *Handler) sso(c echo.Context) error {
 		if err := h.store.DeleteUserSessions(ctx, instanceID, userID); err != nil {
 			return h.internal(c, "delete sessions", err)
 		}
-		h.clearSessionCookie(c.Response())
+		if err := h.sessions.End(c, instanceID); err != nil {
+			return h.internal(c, "end session", err)
+		}
 		return h.fail(c, p)
 	}
 
@@ -221,7 +189,7 @@ func (h *Handler) sso(c echo.Context) error {
 
 // SignIn completes a sign-in once the user's access to the instance is checked: it saves
 // the user's tokens, provisions the local account, starts a new session and answers 303
-// to the app. The click-through entry and the OAuth2 login both end here.
+// to the instance's dashboard. The click-through entry and the OAuth2 login both end here.
 func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, tok mstudio.UserToken) error {
 	ctx := c.Request().Context()
 	instanceID := in.ID
@@ -253,23 +221,14 @@ func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, 
 		return h.internal(c, "provision account", err)
 	}
 
-	// A cookie the browser brought along is never adopted: the session it names (if
-	// any) ends, and a new id is issued, so an id planted before sign-in is worthless.
-	if old, ok := h.sessionCookie(c.Request()); ok {
-		if err := h.store.DeleteSession(ctx, old); err != nil {
-			return h.internal(c, "delete previous session", err)
-		}
-	}
-	id, _, err := h.store.CreateSession(ctx, acc.ID, instanceID, userID, h.absolute)
-	if errors.Is(err, extension.ErrNotFound) {
+	if err := h.sessions.Start(c, acc, userID); errors.Is(err, extension.ErrNotFound) {
 		log.InfoContext(ctx, "sso: refused", "outcome", "instance disabled meanwhile")
 		return h.fail(c, problemDisabled)
 	} else if err != nil {
-		return h.internal(c, "create session", err)
+		return h.internal(c, "start session", err)
 	}
-	h.setSessionCookie(c, id)
 	log.InfoContext(ctx, "sso: signed in", "outcome", "signed in", "account_id", acc.ID, "role", acc.Role, "new_account", created)
-	return c.Redirect(http.StatusSeeOther, "/app")
+	return c.Redirect(http.StatusSeeOther, AppPath(instanceID))
 }
 
 // checkAccess reads the instance with the user's token: the platform answers only when

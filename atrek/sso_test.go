@@ -27,7 +27,7 @@ func TestSSOHappyPath(t *testing.T) {
 		}
 		var ck *http.Cookie
 		for _, c := range resp.Cookies() {
-			if c.Name == "ext_session" {
+			if c.Name == e.cookieName() {
 				ck = c
 			}
 		}
@@ -45,8 +45,8 @@ func TestSSOHappyPath(t *testing.T) {
 			t.Errorf("%d redeem calls, want 1", got)
 		}
 
-		resp, body := e.get(t, e.HTTP, "/app")
-		wantPage(t, resp, body, http.StatusOK, "Signed in as <strong>Ada Admin</strong>")
+		resp, body := e.get(t, e.HTTP, e.appPath())
+		wantPage(t, resp, body, http.StatusOK, "<dd>Ada Admin</dd>")
 
 		accs := accountOf(t, e, e.Ada.ID)
 		if accs.Role != extension.RoleOwner || accs.Email != e.Ada.Email || accs.Name != "Ada Admin" {
@@ -90,7 +90,7 @@ func TestSSOReloadedLink(t *testing.T) {
 		for _, browser := range []*http.Client{e.HTTP, e.newBrowser(t)} { // a reload, a shared link
 			resp, body := e.get(t, browser, path)
 			wantPage(t, resp, body, http.StatusBadRequest, "This link was already used")
-			if !strings.Contains(body, "open the extension again from the control panel") {
+			if !strings.Contains(body, "Open the extension again from the control panel") {
 				t.Errorf("page does not say what to do:\n%s", body)
 			}
 		}
@@ -143,7 +143,7 @@ func TestSSOMalformedLink(t *testing.T) {
 			t.Errorf("%s: %d\n%s", name, resp.StatusCode, body)
 		}
 	}
-	if n := e.platformCalls(); n != 0 {
+	if n := e.SimCalls(); n != 0 {
 		t.Errorf("%d platform calls for malformed links, want none", n)
 	}
 }
@@ -151,11 +151,11 @@ func TestSSOMalformedLink(t *testing.T) {
 func TestSSOInstanceNotUsable(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		e := newSSOEnv(t, d, nil)
-		disabled := e.install(t, mstudiotest.InstanceSpec{})
-		e.apply(t, extension.LifecycleEvent{Kind: extension.EventUpdated, InstanceID: disabled.ID,
+		disabled := e.Install(t, mstudiotest.InstanceSpec{})
+		e.Apply(t, extension.LifecycleEvent{Kind: extension.EventUpdated, InstanceID: disabled.ID,
 			ContextKind: disabled.ContextKind, ContextID: disabled.ContextID, Scopes: disabled.Scopes, Enabled: new(false)})
-		removed := e.install(t, mstudiotest.InstanceSpec{})
-		e.apply(t, extension.LifecycleEvent{Kind: extension.EventRemoved, InstanceID: removed.ID,
+		removed := e.Install(t, mstudiotest.InstanceSpec{})
+		e.Apply(t, extension.LifecycleEvent{Kind: extension.EventRemoved, InstanceID: removed.ID,
 			ContextKind: removed.ContextKind, ContextID: removed.ContextID, Enabled: new(false)})
 		// Keys are minted while the simulator still thinks the instances usable: our
 		// store's view is what refuses.
@@ -179,7 +179,7 @@ func TestSSOInstanceNotUsable(t *testing.T) {
 				t.Errorf("%s: headers %v", c.words, resp.Header)
 			}
 		}
-		if n := e.platformCalls(); n != 0 {
+		if n := e.SimCalls(); n != 0 {
 			t.Errorf("%d platform calls, want none", n)
 		}
 	})
@@ -215,7 +215,7 @@ func TestSSOUserWithoutAccess(t *testing.T) {
 
 func TestSSOCustomerWithoutAccessNamesOrganisation(t *testing.T) {
 	e := newSSOEnv(t, extension.SQLite, nil)
-	in := e.install(t, mstudiotest.InstanceSpec{ContextKind: "customer"})
+	in := e.Install(t, mstudiotest.InstanceSpec{ContextKind: "customer"})
 	if err := e.Sim.InjectFault("GET /v2/extension-instances/{id}", mstudiotest.Fault{Status: http.StatusForbidden, Times: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -254,8 +254,8 @@ func TestSSOTwoUsers(t *testing.T) {
 			browser *http.Client
 			name    string
 		}{{ada, "Ada Admin"}, {bob, "Bob Builder"}} {
-			resp, body := e.get(t, c.browser, "/app")
-			wantPage(t, resp, body, http.StatusOK, "Signed in as <strong>"+c.name+"</strong>")
+			resp, body := e.get(t, c.browser, e.appPath())
+			wantPage(t, resp, body, http.StatusOK, "<dd>"+c.name+"</dd>")
 		}
 	})
 }
@@ -286,16 +286,16 @@ func TestSSORateLimit(t *testing.T) {
 func TestSSOLostAccessEndsEarlierSignIn(t *testing.T) {
 	e := newSSOEnv(t, extension.SQLite, nil)
 	e.signIn(t, e.HTTP, e.Ada)
-	if resp, _ := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusOK {
-		t.Fatalf("signed in: /app got %d", resp.StatusCode)
+	if resp, _ := e.get(t, e.HTTP, e.appPath()); resp.StatusCode != http.StatusOK {
+		t.Fatalf("signed in: the app got %d", resp.StatusCode)
 	}
 	if err := e.Sim.InjectFault("GET /v2/extension-instances/{id}", mstudiotest.Fault{Status: http.StatusForbidden, Times: 1}); err != nil {
 		t.Fatal(err)
 	}
 	resp, body := e.get(t, e.HTTP, ssoPath(e.key(t, e.Instance.ID, e.Ada.ID), e.Ada.ID, e.Instance.ID))
 	wantPage(t, resp, body, http.StatusForbidden, "without access")
-	if resp, _ := e.get(t, e.HTTP, "/app"); resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("after losing access: /app got %d, want 401", resp.StatusCode)
+	if resp, _ := e.get(t, e.HTTP, e.appPath()); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("after losing access: the app got %d, want 303 to the sign-in page", resp.StatusCode)
 	}
 	if _, err := e.Store.UserToken(context.Background(), e.Ada.ID, e.Instance.ID); !errors.Is(err, extension.ErrNotFound) {
 		t.Errorf("after losing access: the old tokens are still stored (%v)", err)

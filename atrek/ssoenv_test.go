@@ -3,48 +3,38 @@ package atrek_test
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/atrek"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
-	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
-	"github.com/labstack/echo/v4"
 )
 
 // syncBuffer collects log output written concurrently.
 type syncBuffer = extensiontest.LogBuffer
 
-// ssoEnv is the simulator over HTTP, a store of one dialect, the real client and the
-// Echo app with the SSO routes behind an httptest server, all on one fake clock. Every
-// key, token and cookie value it sees is collected, and at the end of the test no log
-// line and no page may contain one of them.
+// ssoEnv is the shared app (apptest: the simulator over HTTP, a store of one dialect, the
+// real client, the production front with the frontend's pages and sessions, one fake
+// clock) with the SSO routes. Every key, token and cookie value it sees is collected, and
+// at the end of the test no log line and no page may contain one of them.
 type ssoEnv struct {
-	*installer
-	Sim      *mstudiotest.Server
-	Store    *extension.Store
-	Client   *mstudio.Client
-	Clock    *clock
+	*apptest.App
+	Clock    *extensiontest.Clock
 	Handler  *atrek.Handler
-	App      *httptest.Server
+	AppURL   string
 	HTTP     *http.Client // a cookie jar; redirects are not followed
 	Instance mstudiotest.Instance
 	Ada      mstudiotest.User // access to every context
 	Bob      mstudiotest.User // access to every context
 	Otto     mstudiotest.User // access to none
-	Logs     *syncBuffer
 
 	mu      sync.Mutex
-	hits    map[string]int // simulator requests by route
 	secrets []string
 	pages   []string
 }
@@ -58,64 +48,50 @@ func forEachDialect(t *testing.T, f func(t *testing.T, d extension.Dialect)) {
 
 func newSSOEnv(t *testing.T, d extension.Dialect, tune func(*atrek.Config)) *ssoEnv {
 	t.Helper()
-	e := &ssoEnv{Clock: &clock{t: time.Now().Truncate(time.Second)}, hits: map[string]int{}, Logs: &syncBuffer{}}
-	logger := slog.New(slog.NewTextHandler(e.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	sim, err := mstudiotest.New(mstudiotest.Options{Now: e.Clock.Now, SecretActivationDelay: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	e.Sim = sim
-	simSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e.mu.Lock()
-		e.hits[r.Method+" "+r.URL.Path]++
-		e.mu.Unlock()
-		sim.ServeHTTP(w, r)
-	}))
-	t.Cleanup(simSrv.Close)
-	e.Store = extensiontest.Open(t, extensiontest.URL(t, d), extension.Options{Keys: extensiontest.Keyring(t), Now: e.Clock.Now, Logger: logger})
-	e.installer = &installer{sim: e.Sim, store: e.Store, now: e.Clock.Now}
-	e.Client, err = mstudio.New(simSrv.URL, mstudio.Options{RetryMax: 1, RetryWait: time.Millisecond, Timeout: 5 * time.Second, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range sim.Users() {
-		switch u.Name {
-		case "Ada Admin":
-			e.Ada = u
-		case "Bob Builder":
-			e.Bob = u
-		case "Otto Outsider":
-			e.Otto = u
-		}
-	}
-	cfg := atrek.Config{Store: e.Store, Client: e.Client, ExtensionID: sim.ExtensionID(),
-		PublicURL: "http://127.0.0.1:8080", Logger: logger, Now: e.Clock.Now}
+	return newSSOEnvWith(t, apptest.Options{Dialect: d}, tune)
+}
+
+// newSSOEnvWith is newSSOEnv on an app built with opts.
+func newSSOEnvWith(t *testing.T, opts apptest.Options, tune func(*atrek.Config)) *ssoEnv {
+	t.Helper()
+	app := apptest.New(t, opts)
+	e := &ssoEnv{App: app, Clock: app.Clock,
+		Ada: app.User(t, "Ada Admin"), Bob: app.User(t, "Bob Builder"), Otto: app.User(t, "Otto Outsider")}
+	cfg := atrek.Config{Store: e.Store, Client: e.Client, ExtensionID: e.Sim.ExtensionID(),
+		Sessions: app.Pages.Sessions, Pages: app.Pages, Logger: e.Logger, Now: e.Clock.Now}
 	if tune != nil {
 		tune(&cfg)
 	}
+	var err error
 	if e.Handler, err = atrek.New(cfg); err != nil {
 		t.Fatal(err)
 	}
-	app := echo.New()
-	app.IPExtractor = echo.ExtractIPDirect() // as cmd wires it without trusted proxies
-	e.Handler.Routes(app)
-	e.App = httptest.NewServer(app)
-	t.Cleanup(e.App.Close)
-	e.HTTP = e.newBrowser(t)
-	e.Instance = e.install(t, mstudiotest.InstanceSpec{})
+	registerSSO(app, e.Handler)
+	e.AppURL = app.URL(t)
+	e.HTTP = apptest.Browser(t)
+	e.Instance = e.Install(t, mstudiotest.InstanceSpec{})
 	t.Cleanup(func() { e.scan(t) })
 	return e
 }
 
-// newBrowser is a fresh browser: its own cookie jar, redirects shown, not followed.
-func (e *ssoEnv) newBrowser(t testing.TB) *http.Client {
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+// registerSSO registers the routes of the click-through as cmd's route table does.
+func registerSSO(app *apptest.App, h *atrek.Handler) {
+	p := app.Pages
+	app.Front.GET("/mstudio/sso", h.Entry)
+	app.Front.GET("/app/:instanceId", p.Dashboard, p.RequireSession())
+	app.Front.GET("/app/:instanceId/login", p.Login)
+	app.Front.POST("/logout", p.Logout, p.SameOrigin())
+	app.Front.GET("/signed-out", p.SignedOut)
 }
+
+// appPath is the env's instance's dashboard.
+func (e *ssoEnv) appPath() string { return atrek.AppPath(e.Instance.ID) }
+
+// cookieName is the session cookie of the env's instance (http public URL).
+func (e *ssoEnv) cookieName() string { return "ext_s_" + strings.ReplaceAll(e.Instance.ID, "-", "") }
+
+// newBrowser is a fresh browser: its own cookie jar, redirects shown, not followed.
+func (e *ssoEnv) newBrowser(t testing.TB) *http.Client { return apptest.Browser(t) }
 
 // key mints a retrieval key at the simulator, as the control panel does on a click.
 func (e *ssoEnv) key(t testing.TB, instanceID, userID string) string {
@@ -147,7 +123,7 @@ func ssoPath(key, userID, instanceID string) string {
 // do sends a request with the browser and returns the answer with its body read.
 func (e *ssoEnv) do(t testing.TB, browser *http.Client, method, path string, header http.Header) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, e.App.URL+path, nil)
+	req, err := http.NewRequest(method, e.AppURL+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,8 +157,8 @@ func (e *ssoEnv) get(t testing.TB, browser *http.Client, path string) (*http.Res
 func (e *ssoEnv) signIn(t testing.TB, browser *http.Client, user mstudiotest.User) *http.Response {
 	t.Helper()
 	resp, body := e.get(t, browser, ssoPath(e.key(t, e.Instance.ID, user.ID), user.ID, e.Instance.ID))
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/app" {
-		t.Fatalf("sign-in of %s: %d %q, want 303 to /app\n%s", user.Name, resp.StatusCode, resp.Header.Get("Location"), body)
+	if want := atrek.AppPath(e.Instance.ID); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != want {
+		t.Fatalf("sign-in of %s: %d %q, want 303 to %s\n%s", user.Name, resp.StatusCode, resp.Header.Get("Location"), want, body)
 	}
 	tok, err := e.Store.UserToken(context.Background(), user.ID, e.Instance.ID)
 	if err != nil {
@@ -193,27 +169,13 @@ func (e *ssoEnv) signIn(t testing.TB, browser *http.Client, user mstudiotest.Use
 }
 
 // hitCount returns how often the simulator saw the route.
-func (e *ssoEnv) hitCount(route string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.hits[route]
-}
+func (e *ssoEnv) hitCount(route string) int { return e.SimHits(route) }
 
-func (e *ssoEnv) platformCalls() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n := 0
-	for _, c := range e.hits {
-		n += c
-	}
-	return n
-}
-
-// sessionCookie returns the browser's session cookie for the app, if any.
+// sessionCookie returns the browser's session cookie of the env's instance, if any.
 func (e *ssoEnv) sessionCookie(browser *http.Client) (string, bool) {
-	u, _ := url.Parse(e.App.URL)
+	u, _ := url.Parse(e.AppURL)
 	for _, ck := range browser.Jar.Cookies(u) {
-		if ck.Name == "ext_session" {
+		if ck.Name == e.cookieName() {
 			return ck.Value, true
 		}
 	}

@@ -76,7 +76,10 @@ func New(cfg Config) *Handler {
 	return h
 }
 
-// Routes registers the handler's route.
+// Receive serves POST /mstudio/webhooks (cmd's route table registers it).
+func (h *Handler) Receive(c echo.Context) error { return h.receive(c) }
+
+// Routes registers the handler's route on a bare Echo, for the package's tests.
 func (h *Handler) Routes(e *echo.Echo) {
 	e.POST("/mstudio/webhooks", h.receive)
 }

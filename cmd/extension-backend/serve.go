@@ -14,10 +14,11 @@ import (
 	"github.com/extension-backend/extension-backend/atrek"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/frontend"
+	"github.com/extension-backend/extension-backend/httpfront"
 	"github.com/extension-backend/extension-backend/jobs"
 	"github.com/extension-backend/extension-backend/migrations"
 	"github.com/extension-backend/extension-backend/webhooks"
-	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -95,43 +96,12 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	if err := jb.Start(ctx); err != nil {
 		return err
 	}
-	e := newEcho(cfg, logger, reg, store)
-	sso, err := atrek.New(atrek.Config{
-		Store: store, Client: client, UserTokens: atrek.NewUserTokens(store, client, atrek.UserTokenOptions{Logger: logger}),
-		ExtensionID: cfg.ExtensionID, PublicURL: cfg.PublicURL, Logger: logger,
-		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, DefaultRole: cfg.DefaultRole,
-	})
+	front, err := newHTTP(cfg, logger, reg, store, client, afterApply(broker, jb))
 	if err != nil {
 		return err
 	}
-	sso.Routes(e)
-	oauth, err := atrek.NewOAuth(atrek.OAuthConfig{
-		Store: store, Client: client, ExtensionID: cfg.ExtensionID, PublicURL: cfg.PublicURL,
-		ClientSecret: cfg.OAuthClientSecret, SignIn: sso.SignIn, Logger: logger,
-	})
-	if err != nil {
-		return err
-	}
-	oauth.Routes(e)
-	fragments, err := atrek.NewSessionTokenVerifier(
-		mstudio.NewKeyCache(client, mstudio.PurposeSessionToken, mstudio.KeyCacheOptions{}), store, cfg.ExtensionID,
-		atrek.VerifierOptions{Client: client, ExtensionSecret: cfg.ExtensionSecret})
-	if err != nil {
-		return err
-	}
-	fragments.Routes(e)
-	webhooks.New(webhooks.Config{
-		Store:         store,
-		Keys:          mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
-		ExtensionID:   cfg.ExtensionID,
-		ContributorID: cfg.ContributorID,
-		Logger:        logger,
-		Registerer:    reg,
-		Applied:       afterApply(broker, jb),
-	}).Routes(e)
-
 	go prune(ctx, store, logger)
-	return serveHTTP(ctx, ln, e, logger)
+	return serveHTTP(ctx, ln, front, logger)
 }
 
 // afterApply is what follows a committed lifecycle event: a rotated secret, a disable or
@@ -264,27 +234,48 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-// newEcho builds the HTTP front shared by every route: error mapping, client address,
-// panic recovery, the request log line, metrics and the health routes.
-func newEcho(cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store) *echo.Echo {
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = errorHandler(logger)
-	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
-	// The request log wraps panic recovery, so a request that panicked is logged too.
-	e.Use(requestLog(logger, reg), recoverPanics(logger))
-	e.GET("/healthz", func(c echo.Context) error {
-		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+// newHTTP builds the HTTP front and every handler behind it, and registers the routes.
+func newHTTP(cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store, client *mstudio.Client,
+	applied func(context.Context, extension.LifecycleEvent)) (*httpfront.Front, error) {
+	pages, err := frontend.New(frontend.Config{Store: store, PublicURL: cfg.PublicURL,
+		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	front := httpfront.New(httpfront.Options{
+		Logger: logger, Registry: reg, TrustedProxies: cfg.TrustedProxies, Pages: pages, Ready: store.Ping,
+		LogAttrs: []string{webhooks.LogKeyInstanceID, webhooks.LogKeyEventKind, webhooks.LogKeyRequestID, webhooks.LogKeyOutcome},
 	})
-	e.GET("/readyz", func(c echo.Context) error {
-		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
-		defer cancel()
-		if err := store.Ping(ctx); err != nil {
-			logger.Warn("not ready", "error", err.Error())
-			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unavailable"})
-		}
-		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	h := handlers{pages: pages}
+	h.sso, err = atrek.New(atrek.Config{
+		Store: store, Client: client, UserTokens: atrek.NewUserTokens(store, client, atrek.UserTokenOptions{Logger: logger}),
+		ExtensionID: cfg.ExtensionID, Sessions: pages.Sessions, Pages: pages, Logger: logger, DefaultRole: cfg.DefaultRole,
 	})
-	e.GET("/metrics", metricsHandler(reg))
-	return e
+	if err != nil {
+		return nil, err
+	}
+	h.oauth, err = atrek.NewOAuth(atrek.OAuthConfig{
+		Store: store, Client: client, ExtensionID: cfg.ExtensionID, PublicURL: cfg.PublicURL,
+		ClientSecret: cfg.OAuthClientSecret, SignIn: h.sso.SignIn, Pages: pages, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.fragments, err = atrek.NewSessionTokenVerifier(
+		mstudio.NewKeyCache(client, mstudio.PurposeSessionToken, mstudio.KeyCacheOptions{}), store, cfg.ExtensionID,
+		atrek.VerifierOptions{Client: client, ExtensionSecret: cfg.ExtensionSecret})
+	if err != nil {
+		return nil, err
+	}
+	h.webhooks = webhooks.New(webhooks.Config{
+		Store:         store,
+		Keys:          mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
+		ExtensionID:   cfg.ExtensionID,
+		ContributorID: cfg.ContributorID,
+		Logger:        logger,
+		Registerer:    reg,
+		Applied:       applied,
+	})
+	routes(front, h)
+	return front, nil
 }

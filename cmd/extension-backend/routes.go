@@ -1,0 +1,44 @@
+package main
+
+import (
+	"github.com/extension-backend/extension-backend/atrek"
+	"github.com/extension-backend/extension-backend/frontend"
+	"github.com/extension-backend/extension-backend/httpfront"
+	"github.com/extension-backend/extension-backend/webhooks"
+)
+
+// handlers are the edge packages' handlers, built by newHTTP.
+type handlers struct {
+	webhooks  *webhooks.Handler
+	sso       *atrek.Handler
+	oauth     *atrek.OAuth
+	fragments *atrek.SessionTokenVerifier
+	pages     *frontend.Frontend
+}
+
+// routes is the one route table: every route the backend serves, with the middleware in
+// front of it. /healthz, /readyz and /metrics come with the front (httpfront.New); any
+// other path gets the front's 404, a page for a browser and JSON for anybody else.
+func routes(f *httpfront.Front, h handlers) {
+	e := f.Echo
+	// The platform: lifecycle webhooks, and fragments embedded in the control panel.
+	e.POST("/mstudio/webhooks", h.webhooks.Receive)
+	e.GET("/mstudio/fragment/session", h.fragments.FragmentSession, h.fragments.Middleware())
+
+	// Hosting customers: the control panel's click-through, and the OAuth2 sign-in of a
+	// platform user who comes directly.
+	e.GET("/mstudio/sso", h.sso.Entry)
+	e.GET("/login/mstudio", h.oauth.Login, h.oauth.NoStore())
+	e.GET("/login/mstudio/callback", h.oauth.Callback, h.oauth.NoStore())
+	e.GET("/login/mstudio/choose", h.oauth.Choose, h.oauth.NoStore())
+
+	// Pages. Every page of an instance sits under /app/:instanceId, behind that
+	// instance's session; every state-changing form behind SameOrigin.
+	p := h.pages
+	e.GET(p.StylesheetPath(), p.Stylesheet)
+	e.GET("/app", p.AppIndex)
+	e.GET("/app/:instanceId", p.Dashboard, p.RequireSession())
+	e.GET("/app/:instanceId/login", p.Login)
+	e.POST("/logout", p.Logout, p.SameOrigin())
+	e.GET("/signed-out", p.SignedOut)
+}

@@ -1,0 +1,215 @@
+package frontend
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static/style.css
+var stylesheet []byte
+
+// Page names: each is the layout plus templates/NAME.html.
+const (
+	pageProblem    = "problem"
+	pageSignedOut  = "signedout"
+	pageDashboard  = "dashboard"
+	pageLogin      = "login"
+	pageChoose     = "choose"
+	pageNoInstance = "noinstance"
+)
+
+var pageNames = []string{pageProblem, pageSignedOut, pageDashboard, pageLogin, pageChoose, pageNoInstance}
+
+// contentSecurityPolicy is the same on every page: the pages load our stylesheet and
+// nothing else, run no script, post forms to us only, and are never framed.
+const contentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// SecurityHeaders are the headers every page carries. Referrer-Policy is same-origin, so
+// a link to another site never carries our URLs; a handler whose own URL holds a key sets
+// no-referrer before rendering, and the engine keeps it.
+var SecurityHeaders = map[string]string{
+	"Content-Security-Policy":      contentSecurityPolicy,
+	"X-Content-Type-Options":       "nosniff",
+	"X-Frame-Options":              "DENY",
+	"Cross-Origin-Opener-Policy":   "same-origin",
+	"Cross-Origin-Resource-Policy": "same-origin",
+	"Permissions-Policy":           "camera=(), microphone=(), geolocation=(), payment=()",
+}
+
+// Engine renders the pages: one template set per language and page, parsed once, so a
+// broken page fails the start, not the first customer who needs it.
+type Engine struct {
+	pages    map[string]map[string]*template.Template // language → page → template
+	catalogs catalogs
+	cssPath  string
+	secure   bool
+	logger   *slog.Logger
+}
+
+// StylesheetPath is where the stylesheet is served: its name carries a hash of its
+// content, so it can be cached for ever and a new version is a new URL.
+func (e *Engine) StylesheetPath() string { return e.cssPath }
+
+func newEngine(secure bool, logger *slog.Logger) (*Engine, error) {
+	cs, err := loadCatalogs()
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(stylesheet)
+	e := &Engine{pages: map[string]map[string]*template.Template{}, catalogs: cs,
+		cssPath: "/static/style." + hex.EncodeToString(sum[:6]) + ".css", secure: secure, logger: logger}
+	for _, lang := range languages {
+		e.pages[lang] = map[string]*template.Template{}
+		cat := cs[lang]
+		funcs := template.FuncMap{
+			"t": func(key string, args ...string) string { return cat.text(key, args...) },
+			// has reports whether the copy has key: a problem's hint is optional.
+			"has": func(key string) bool { _, ok := cat[key]; return ok },
+		}
+		for _, name := range pageNames {
+			t, err := template.New(name).Funcs(funcs).Option("missingkey=error").
+				ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
+			if err != nil {
+				return nil, fmt.Errorf("frontend: page %s: %w", name, err)
+			}
+			e.pages[lang][name] = t
+		}
+	}
+	return e, nil
+}
+
+// view is what the layout sees; a page's own data is .Page.
+type view struct {
+	Lang       string
+	Stylesheet string
+	// LangLinks switch the language by reloading the page; only pages that are safe to
+	// load again have them (not an error page of a single-use link).
+	LangLinks []langLink
+	Page      any
+}
+
+type langLink struct {
+	Lang, Label, URL string
+	Current          bool
+}
+
+// Render writes a page in the request's language with the security headers. It renders
+// into a buffer first, so a template failure becomes a clean 500 instead of half a page
+// under a 200 status.
+func (e *Engine) Render(c echo.Context, status int, page string, data any) error {
+	return e.render(c, status, page, data, false)
+}
+
+// renderReloadable is Render for a page that may be loaded again as it is: it offers the
+// language switch.
+func (e *Engine) renderReloadable(c echo.Context, status int, page string, data any) error {
+	return e.render(c, status, page, data, true)
+}
+
+func (e *Engine) render(c echo.Context, status int, page string, data any, reloadable bool) error {
+	req := c.Request()
+	lang, chosen := requestLang(req)
+	if chosen {
+		c.SetCookie(&http.Cookie{Name: langCookie, Value: lang, Path: "/", MaxAge: int(365 * 24 * time.Hour / time.Second),
+			HttpOnly: true, Secure: e.secure, SameSite: http.SameSiteLaxMode})
+	}
+	t, ok := e.pages[lang][page]
+	if !ok {
+		return fmt.Errorf("frontend: no page %q", page)
+	}
+	v := view{Lang: lang, Stylesheet: e.cssPath, Page: data}
+	if reloadable {
+		for _, l := range languages {
+			q := url.Values{"lang": {l}}
+			v.LangLinks = append(v.LangLinks, langLink{Lang: l, Label: e.catalogs[l].text("lang.name"),
+				URL: req.URL.Path + "?" + q.Encode(), Current: l == lang})
+		}
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout", v); err != nil {
+		return fmt.Errorf("frontend: render %s: %w", page, err)
+	}
+	h := c.Response().Header()
+	for k, val := range SecurityHeaders {
+		h.Set(k, val)
+	}
+	if h.Get("Referrer-Policy") == "" {
+		h.Set("Referrer-Policy", "same-origin")
+	}
+	if h.Get("Cache-Control") == "" {
+		h.Set("Cache-Control", "no-store")
+	}
+	h.Add("Vary", "Accept-Language, Cookie")
+	h.Set("Content-Language", lang)
+	return c.HTMLBlob(status, buf.Bytes())
+}
+
+// Problem answers a failure as the user sees it: the status and the copy of key
+// (KEY.title, KEY.message and KEY.hint in the catalogs). The copy is fixed text: no key,
+// token, id or platform answer ever goes into it. retryURL, when set, is offered as a
+// link to start again.
+func (e *Engine) Problem(c echo.Context, status int, key, retryURL string) error {
+	return e.Render(c, status, pageProblem, problemView{Key: key, RetryURL: retryURL})
+}
+
+type problemView struct {
+	Key      string
+	RetryURL string
+}
+
+// ErrorPage renders the page of an error status for the HTTP front's error handler.
+func (e *Engine) ErrorPage(c echo.Context, status int) error {
+	key := "error.server"
+	switch {
+	case status == http.StatusNotFound:
+		key = "error.not_found"
+	case status == http.StatusMethodNotAllowed:
+		key = "error.method"
+	case status == http.StatusRequestEntityTooLarge:
+		key = "error.too_large"
+	case status == http.StatusTooManyRequests:
+		key = "error.too_many"
+	case status == http.StatusForbidden:
+		key = "error.forbidden"
+	case status < 500:
+		key = "error.bad_request"
+	}
+	return e.Problem(c, status, key, "")
+}
+
+// HasCopy reports whether every language has a title and a message for the problem key:
+// the wiring's test checks each key another package may show.
+func (e *Engine) HasCopy(key string) bool {
+	for _, lang := range languages {
+		c := e.catalogs[lang]
+		if _, ok := c[key+".title"]; !ok {
+			return false
+		}
+		if _, ok := c[key+".message"]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Stylesheet serves the stylesheet under its content-hash path, cached for a year.
+func (e *Engine) Stylesheet(c echo.Context) error {
+	h := c.Response().Header()
+	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	h.Set("X-Content-Type-Options", "nosniff")
+	return c.Blob(http.StatusOK, "text/css; charset=utf-8", stylesheet)
+}

@@ -1,0 +1,77 @@
+package frontend
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension"
+)
+
+// Defaults of Config.
+const (
+	defaultSessionIdle     = 2 * time.Hour
+	defaultSessionAbsolute = 24 * time.Hour
+)
+
+// Config configures New.
+type Config struct {
+	Store *extension.Store
+	// PublicURL (EXT_PUBLIC_URL) is the origin browsers reach us at: https makes cookies
+	// Secure, and a state-changing request must come from this origin.
+	PublicURL       string
+	SessionIdle     time.Duration // 0: 2 h
+	SessionAbsolute time.Duration // 0: 24 h
+	Logger          *slog.Logger
+}
+
+// Frontend is the page engine, the browser sessions and the pages built on them.
+type Frontend struct {
+	*Engine
+	Sessions *Sessions
+	store    *extension.Store
+	origin   string // scheme://host[:port] of PublicURL
+	logger   *slog.Logger
+}
+
+// New checks cfg and parses every page.
+func New(cfg Config) (*Frontend, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("frontend: needs a store")
+	}
+	u, err := url.Parse(cfg.PublicURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("frontend: public url %q: want http(s)://HOST", cfg.PublicURL)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	idle, absolute := cfg.SessionIdle, cfg.SessionAbsolute
+	if idle == 0 {
+		idle = defaultSessionIdle
+	}
+	if absolute == 0 {
+		absolute = defaultSessionAbsolute
+	}
+	// Activity is recorded at most once a minute, so a shorter idle timeout would end
+	// sessions that are in use.
+	if idle < 2*time.Minute || absolute < idle {
+		return nil, errors.New("frontend: the session idle timeout must be at least 2 minutes, and the absolute one at least as long")
+	}
+	secure := u.Scheme == "https"
+	eng, err := newEngine(secure, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Frontend{
+		Engine:   eng,
+		Sessions: &Sessions{store: cfg.Store, idle: idle, absolute: absolute, secure: secure, logger: logger},
+		store:    cfg.Store,
+		origin:   strings.ToLower(u.Scheme + "://" + u.Host),
+		logger:   logger,
+	}, nil
+}

@@ -1,0 +1,98 @@
+package frontend
+
+import (
+	"embed"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+
+	"golang.org/x/text/language"
+)
+
+// Languages of the pages; the first is the fallback for a browser that names neither.
+const (
+	LangEnglish = "en"
+	LangGerman  = "de"
+)
+
+var languages = []string{LangEnglish, LangGerman}
+
+// langCookie keeps an explicit choice (?lang=de|en): it wins over Accept-Language.
+const langCookie = "ext_lang"
+
+// langMatcher picks our language from Accept-Language, English first as the fallback.
+var langMatcher = language.NewMatcher([]language.Tag{language.English, language.German})
+
+//go:embed locales/*.json
+var localeFS embed.FS
+
+// catalog is one language's copy: a flat map from key to text.
+type catalog map[string]string
+
+// catalogs holds every language's copy, read once.
+type catalogs map[string]catalog
+
+func loadCatalogs() (catalogs, error) {
+	cs := catalogs{}
+	for _, lang := range languages {
+		b, err := localeFS.ReadFile("locales/" + lang + ".json")
+		if err != nil {
+			return nil, fmt.Errorf("frontend: catalog %s: %w", lang, err)
+		}
+		c := catalog{}
+		if err := json.Unmarshal(b, &c); err != nil {
+			return nil, fmt.Errorf("frontend: catalog %s: %w", lang, err)
+		}
+		cs[lang] = c
+	}
+	return cs, nil
+}
+
+// keys returns the catalog's keys, sorted.
+func (c catalog) keys() []string {
+	ks := make([]string, 0, len(c))
+	for k := range c {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// text returns the copy of key with each {name} replaced by the value after it in args
+// (name, value, name, value …). A missing key shows as itself, so a gap is seen, never
+// a blank; the catalog test keeps gaps out of a release.
+func (c catalog) text(key string, args ...string) string {
+	s, ok := c[key]
+	if !ok {
+		return key
+	}
+	for i := 0; i+1 < len(args); i += 2 {
+		s = strings.ReplaceAll(s, "{"+args[i]+"}", args[i+1])
+	}
+	return s
+}
+
+// requestLang decides a request's language: a valid ?lang= first, then the cookie of an
+// earlier choice, then Accept-Language. chosen reports a ?lang= to remember.
+func requestLang(r *http.Request) (lang string, chosen bool) {
+	if q := r.URL.Query().Get("lang"); isLang(q) {
+		return q, true
+	}
+	if ck, err := r.Cookie(langCookie); err == nil && isLang(ck.Value) {
+		return ck.Value, false
+	}
+	if al := r.Header.Get("Accept-Language"); al != "" {
+		tags, _, err := language.ParseAcceptLanguage(al)
+		if err == nil && len(tags) > 0 {
+			_, idx, conf := langMatcher.Match(tags...)
+			if conf != language.No {
+				return languages[idx], false
+			}
+		}
+	}
+	return LangEnglish, false
+}
+
+func isLang(s string) bool { return s == LangEnglish || s == LangGerman }
