@@ -14,12 +14,12 @@ import (
 
 	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/atrek"
-	"github.com/extension-backend/extension-backend/frontend"
-	"github.com/extension-backend/extension-backend/httpfront"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/extension-backend/extension-backend/frontend"
+	"github.com/extension-backend/extension-backend/httpfront"
 	"golang.org/x/time/rate"
 )
 

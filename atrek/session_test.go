@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/extension-backend/extension-backend/apptest"
-	"github.com/extension-backend/extension-backend/frontend"
 	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/frontend"
 	"github.com/labstack/echo/v4"
 )
 
