@@ -396,6 +396,11 @@ func TestOAuthChooser(t *testing.T) {
 		resp, body = e.get(t, b, "/login/mstudio/choose?instance="+disabled.ID)
 		e.refused(t, resp, body, http.StatusForbidden, "not available")
 
+		// A copy of the choice cookie, taken before the choice, as one who copied it would.
+		appURL, _ := url.Parse(e.AppURL + "/login/mstudio/choose")
+		copied := oauthBrowser(t)
+		copied.Jar.SetCookies(appURL, b.Jar.Cookies(appURL))
+
 		resp, _ = e.get(t, b, "/login/mstudio/choose?instance="+second.ID)
 		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != atrek.AppPath(second.ID) {
 			t.Fatalf("choose: status %d, want 303 to the app", resp.StatusCode)
@@ -411,6 +416,14 @@ func TestOAuthChooser(t *testing.T) {
 		resp, _ = e.get(t, b, "/login/mstudio/choose?instance="+first.ID)
 		if resp.StatusCode != http.StatusBadRequest || len(e.calls()) != 1 {
 			t.Errorf("second choice: status %d, %d sign-ins; want 400 and 1", resp.StatusCode, len(e.calls()))
+		}
+		// The copied cookie is spent too: the choice is single use on the server's side.
+		resp, body = e.get(t, copied, "/login/mstudio/choose?instance="+first.ID)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "The sign-in has expired") {
+			t.Errorf("replayed choice cookie: %d\n%s", resp.StatusCode, body)
+		}
+		if n := len(e.calls()); n != 1 {
+			t.Errorf("the copied choice cookie signed in again: %d sign-ins", n)
 		}
 	})
 }

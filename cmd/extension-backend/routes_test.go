@@ -1,0 +1,153 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/extension-backend/extension-backend/apptest"
+	"github.com/extension-backend/extension-backend/atrek"
+	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/extension-backend/extension-backend/frontend"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// routedApp is the production route table (newHTTP) on the shared test app's store and
+// simulator.
+func routedApp(t *testing.T) (*apptest.App, string, mstudiotest.Instance) {
+	t.Helper()
+	app := apptest.New(t, apptest.Options{})
+	cfg := &Config{PublicURL: apptest.PublicURL, ExtensionID: app.Sim.ExtensionID(), DefaultRole: "member"}
+	front, err := newHTTP(cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(front)
+	t.Cleanup(srv.Close)
+	return app, srv.URL, app.Install(t, mstudiotest.InstanceSpec{})
+}
+
+func fetch(t *testing.T, b *http.Client, method, u string, header http.Header) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := b.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+// TestEveryPageSameHeaders opens every page a browser can reach, in English and German,
+// and checks each carries the same security headers, its language, and words of that
+// language.
+func TestEveryPageSameHeaders(t *testing.T) {
+	app, base, in := routedApp(t)
+	ada := app.User(t, "Ada Admin")
+	for _, lang := range []struct {
+		accept, code, notFound string
+	}{{"en-GB,en;q=0.8", "en", "Page not found"}, {"de-DE,de;q=0.9,en;q=0.5", "de", "Seite nicht gefunden"}} {
+		t.Run(lang.code, func(t *testing.T) {
+			b := apptest.Browser(t)
+			hdr := http.Header{"Accept": {"text/html,application/xhtml+xml"}, "Accept-Language": {lang.accept}}
+			key, err := app.Sim.NewRetrievalKey(in.ID, ada.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sso := "/mstudio/sso?" + url.Values{"atrek": {key}, "userId": {ada.ID}, "instanceId": {in.ID}}.Encode()
+			if resp, body := fetch(t, b, http.MethodGet, base+sso, hdr); resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("click-through: %d\n%s", resp.StatusCode, body)
+			}
+			pages := []struct {
+				path   string
+				status int
+			}{
+				{"/this/page/does/not/exist", http.StatusNotFound},
+				{"/mstudio/sso?atrek=short", http.StatusBadRequest},               // SSO error
+				{"/login/mstudio/callback?state=x&code=y", http.StatusBadRequest}, // OAuth error
+				{"/signed-out", http.StatusOK},
+				{atrek.AppPath(in.ID), http.StatusOK},
+				{atrek.AppPath(in.ID) + "/login", http.StatusSeeOther}, // signed in: on to the app
+				{"/app/00000000-0000-4000-8000-000000000000/login", http.StatusNotFound},
+				{"/app/not-an-id", http.StatusNotFound},
+				{"/mstudio/webhooks", http.StatusMethodNotAllowed},
+			}
+			for _, p := range pages {
+				resp, body := fetch(t, b, http.MethodGet, base+p.path, hdr)
+				if resp.StatusCode != p.status {
+					t.Errorf("%s: %d, want %d\n%s", p.path, resp.StatusCode, p.status, body)
+					continue
+				}
+				if p.status == http.StatusSeeOther {
+					continue
+				}
+				for k, v := range frontend.SecurityHeaders {
+					if got := resp.Header.Get(k); got != v {
+						t.Errorf("%s: %s = %q, want %q", p.path, k, got, v)
+					}
+				}
+				if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+					t.Errorf("%s: Content-Type %q, want a page", p.path, resp.Header.Get("Content-Type"))
+				}
+				if !strings.Contains(body, `<html lang="`+lang.code+`">`) {
+					t.Errorf("%s: page not marked %s", p.path, lang.code)
+				}
+				if css := regexp.MustCompile(`href="(/static/style\.[0-9a-f]+\.css)"`).FindStringSubmatch(body); css == nil {
+					t.Errorf("%s: no stylesheet link", p.path)
+				}
+				if strings.Contains(body, in.ID) && p.path != atrek.AppPath(in.ID) {
+					t.Errorf("%s: the page shows an instance id", p.path)
+				}
+			}
+			_, body := fetch(t, b, http.MethodGet, base+"/nowhere", hdr)
+			if !strings.Contains(body, lang.notFound) {
+				t.Errorf("404 page lacks %q:\n%s", lang.notFound, body)
+			}
+		})
+	}
+}
+
+// An API client (no text/html in Accept) gets JSON errors.
+func TestErrorsJSONForAPIClients(t *testing.T) {
+	_, base, _ := routedApp(t)
+	resp, body := fetch(t, http.DefaultClient, http.MethodGet, base+"/nowhere", http.Header{"Accept": {"application/json"}})
+	if resp.StatusCode != http.StatusNotFound || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || !strings.Contains(body, `"error"`) {
+		t.Errorf("got %d %q %s, want a JSON 404", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+}
+
+// The stylesheet is served under its content hash, cacheable for ever.
+func TestStylesheet(t *testing.T) {
+	_, base, _ := routedApp(t)
+	_, page := fetch(t, http.DefaultClient, http.MethodGet, base+"/signed-out", nil)
+	css := regexp.MustCompile(`href="(/static/style\.[0-9a-f]+\.css)"`).FindStringSubmatch(page)
+	if css == nil {
+		t.Fatalf("no stylesheet link in\n%s", page)
+	}
+	resp, body := fetch(t, http.DefaultClient, http.MethodGet, base+css[1], nil)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/css") ||
+		!strings.Contains(resp.Header.Get("Cache-Control"), "immutable") || !strings.Contains(body, "--color-primary") {
+		t.Errorf("stylesheet: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"))
+	}
+}
+
+// Every page another package shows has copy in both languages.
+func TestEveryProblemHasCopy(t *testing.T) {
+	app := apptest.New(t, apptest.Options{})
+	for _, key := range atrek.ProblemKeys() {
+		if !app.Pages.HasCopy(key) {
+			t.Errorf("problem %q has no title and message in every language", key)
+		}
+	}
+}

@@ -1,0 +1,235 @@
+package frontend_test
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/extension-backend/extension-backend/apptest"
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
+	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/extension-backend/extension-backend/frontend"
+	"github.com/labstack/echo/v4"
+)
+
+// pagesEnv is the shared app with the frontend's routes as cmd's table registers them, and
+// a test-only route that signs a platform user in to an instance through Sessions.Start,
+// as the single sign-on does.
+type pagesEnv struct {
+	*apptest.App
+	URL string
+}
+
+func newPagesEnv(t *testing.T, d extension.Dialect) *pagesEnv {
+	t.Helper()
+	app := apptest.New(t, apptest.Options{Dialect: d})
+	p := app.Pages
+	app.Front.GET("/app", p.AppIndex)
+	app.Front.GET("/app/:instanceId", p.Dashboard, p.RequireSession())
+	app.Front.GET("/app/:instanceId/login", p.Login)
+	app.Front.POST("/logout", p.Logout, p.SameOrigin())
+	app.Front.GET("/signed-out", p.SignedOut)
+	app.Front.GET("/test/sign-in/:instanceId/:userId", func(c echo.Context) error {
+		acc, _, err := app.Store.EnsurePlatformAccount(c.Request().Context(), c.Param("instanceId"), c.Param("userId"), "", c.QueryParam("name"), extension.RoleMember)
+		if err != nil {
+			return err
+		}
+		if err := p.Sessions.Start(c, acc, c.Param("userId")); err != nil {
+			return err
+		}
+		return c.Redirect(http.StatusSeeOther, frontend.AppPath(acc.InstanceID))
+	})
+	return &pagesEnv{App: app, URL: app.URL(t)}
+}
+
+func (e *pagesEnv) do(t *testing.T, b *http.Client, method, path string, header http.Header, form url.Values) (*http.Response, string) {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, e.URL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := b.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, apptest.Body(t, resp)
+}
+
+func (e *pagesEnv) signIn(t *testing.T, b *http.Client, in mstudiotest.Instance, u mstudiotest.User) {
+	t.Helper()
+	resp, body := e.do(t, b, http.MethodGet, "/test/sign-in/"+in.ID+"/"+u.ID+"?name="+url.QueryEscape(u.Name), nil, nil)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d\n%s", resp.StatusCode, body)
+	}
+}
+
+var sameOrigin = http.Header{"Origin": {apptest.PublicURL}}
+
+// A browser signed in to two instances keeps both: neither sign-in ends the other, and
+// signing out of one leaves the other.
+func TestTwoInstancesOneBrowser(t *testing.T) {
+	for _, d := range extensiontest.Dialects() {
+		t.Run(string(d), func(t *testing.T) {
+			e := newPagesEnv(t, d)
+			one, two := e.Install(t, mstudiotest.InstanceSpec{}), e.Install(t, mstudiotest.InstanceSpec{})
+			ada := e.User(t, "Ada Admin")
+			b := apptest.Browser(t)
+			e.signIn(t, b, one, ada)
+			e.signIn(t, b, two, ada)
+			for _, in := range []mstudiotest.Instance{one, two} {
+				if resp, body := e.do(t, b, http.MethodGet, frontend.AppPath(in.ID), nil, nil); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Ada Admin") {
+					t.Fatalf("instance %s after signing in to both: %d\n%s", in.ID, resp.StatusCode, body)
+				}
+			}
+			resp, _ := e.do(t, b, http.MethodPost, "/logout", sameOrigin, url.Values{"instance": {one.ID}})
+			if resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("logout: %d", resp.StatusCode)
+			}
+			if resp, _ := e.do(t, b, http.MethodGet, frontend.AppPath(one.ID), nil, nil); resp.StatusCode != http.StatusSeeOther ||
+				resp.Header.Get("Location") != frontend.LoginPath(one.ID) {
+				t.Errorf("signed out of one: %d to %q, want 303 to its sign-in page", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			if resp, _ := e.do(t, b, http.MethodGet, frontend.AppPath(two.ID), nil, nil); resp.StatusCode != http.StatusOK {
+				t.Errorf("signing out of one ended the other: %d", resp.StatusCode)
+			}
+			// Logout without an instance ends every session of the browser.
+			e.do(t, b, http.MethodPost, "/logout", sameOrigin, url.Values{})
+			if resp, _ := e.do(t, b, http.MethodGet, frontend.AppPath(two.ID), nil, nil); resp.StatusCode != http.StatusSeeOther {
+				t.Errorf("after logging out of all: %d", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// A session id copied under another instance's cookie name opens nothing there.
+func TestSessionOfAnotherInstanceRefused(t *testing.T) {
+	e := newPagesEnv(t, extension.SQLite)
+	one, two := e.Install(t, mstudiotest.InstanceSpec{}), e.Install(t, mstudiotest.InstanceSpec{})
+	b := apptest.Browser(t)
+	e.signIn(t, b, one, e.User(t, "Ada Admin"))
+	u, _ := url.Parse(e.URL)
+	var id string
+	for _, ck := range b.Jar.Cookies(u) {
+		if ck.Name == "ext_s_"+strings.ReplaceAll(one.ID, "-", "") {
+			id = ck.Value
+		}
+	}
+	if id == "" {
+		t.Fatal("no session cookie for the first instance")
+	}
+	thief := apptest.Browser(t)
+	thief.Jar.SetCookies(u, []*http.Cookie{{Name: "ext_s_" + strings.ReplaceAll(two.ID, "-", ""), Value: id, Path: "/"}})
+	resp, _ := e.do(t, thief, http.MethodGet, frontend.AppPath(two.ID), nil, nil)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != frontend.LoginPath(two.ID) {
+		t.Errorf("a session of another instance: %d to %q, want 303 to the sign-in page", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if !strings.Contains(e.Logs.String(), "session of another instance refused") {
+		t.Error("the refusal was not logged")
+	}
+}
+
+// SameOrigin admits a state-changing request only with evidence that it comes from our
+// own pages.
+func TestSameOrigin(t *testing.T) {
+	e := newPagesEnv(t, extension.SQLite)
+	in := e.Install(t, mstudiotest.InstanceSpec{})
+	for _, c := range []struct {
+		name   string
+		header http.Header
+		ok     bool
+	}{
+		{"sec-fetch-site same-origin", http.Header{"Sec-Fetch-Site": {"same-origin"}}, true},
+		{"sec-fetch-site none (typed)", http.Header{"Sec-Fetch-Site": {"none"}}, true},
+		{"sec-fetch-site cross-site", http.Header{"Sec-Fetch-Site": {"cross-site"}, "Origin": {apptest.PublicURL}}, false},
+		{"sec-fetch-site same-site", http.Header{"Sec-Fetch-Site": {"same-site"}}, false},
+		{"our origin", http.Header{"Origin": {apptest.PublicURL}}, true},
+		{"our origin, other scheme", http.Header{"Origin": {strings.Replace(apptest.PublicURL, "http:", "https:", 1)}}, false},
+		{"our host, other port", http.Header{"Origin": {"http://127.0.0.1:8081"}}, false},
+		{"other origin", http.Header{"Origin": {"https://evil.example"}}, false},
+		{"null origin, no referer", http.Header{"Origin": {"null"}}, false},
+		{"our referer, no origin", http.Header{"Referer": {apptest.PublicURL + "/app/" + in.ID}}, true},
+		{"cross-site referer, no origin", http.Header{"Referer": {"https://evil.example/page"}}, false},
+		{"referer with our host, other scheme", http.Header{"Referer": {"https://127.0.0.1:8080/x"}}, false},
+		{"nothing", http.Header{}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := apptest.Browser(t)
+			e.signIn(t, b, in, e.User(t, "Ada Admin"))
+			resp, body := e.do(t, b, http.MethodPost, "/logout", c.header, url.Values{"instance": {in.ID}})
+			after, _ := e.do(t, b, http.MethodGet, frontend.AppPath(in.ID), nil, nil)
+			if c.ok {
+				if resp.StatusCode != http.StatusSeeOther || after.StatusCode != http.StatusSeeOther {
+					t.Errorf("refused: %d, then the app %d", resp.StatusCode, after.StatusCode)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "refused for your protection") {
+				t.Errorf("admitted: %d\n%s", resp.StatusCode, body)
+			}
+			if after.StatusCode != http.StatusOK {
+				t.Errorf("a refused logout ended the session: %d", after.StatusCode)
+			}
+		})
+	}
+}
+
+// An explicit ?lang= wins over Accept-Language and is remembered in a cookie.
+func TestLanguageChoice(t *testing.T) {
+	e := newPagesEnv(t, extension.SQLite)
+	b := apptest.Browser(t)
+	de := http.Header{"Accept-Language": {"de-DE,de;q=0.9"}}
+	if _, body := e.do(t, b, http.MethodGet, "/signed-out", de, nil); !strings.Contains(body, `lang="de"`) || !strings.Contains(body, "Du bist abgemeldet") {
+		t.Fatalf("Accept-Language de: not German\n%s", body)
+	}
+	if _, body := e.do(t, b, http.MethodGet, "/signed-out?lang=en", de, nil); !strings.Contains(body, `<html lang="en">`) || !strings.Contains(body, "You are signed out") {
+		t.Fatalf("?lang=en: not English\n%s", body)
+	}
+	// Remembered: the next page is English though the browser prefers German.
+	_, body := e.do(t, b, http.MethodGet, "/signed-out", de, nil)
+	if !strings.Contains(body, `<html lang="en">`) {
+		t.Errorf("the choice was not kept\n%s", body)
+	}
+	if !strings.Contains(body, `href="/signed-out?lang=de"`) || !strings.Contains(body, `lang="de"`) {
+		t.Errorf("no link to switch to German\n%s", body)
+	}
+	// A made-up language changes nothing.
+	if _, body := e.do(t, b, http.MethodGet, "/signed-out?lang=xx", de, nil); !strings.Contains(body, `<html lang="en">`) {
+		t.Errorf("?lang=xx changed the language\n%s", body)
+	}
+}
+
+// Without a session the dashboard sends to the sign-in page, which offers the control
+// panel's sign-in; /app with one session goes to it.
+func TestLoginAndAppIndex(t *testing.T) {
+	e := newPagesEnv(t, extension.SQLite)
+	in := e.Install(t, mstudiotest.InstanceSpec{})
+	b := apptest.Browser(t)
+	resp, _ := e.do(t, b, http.MethodGet, frontend.AppPath(in.ID), nil, nil)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != frontend.LoginPath(in.ID) {
+		t.Fatalf("dashboard without a session: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, body := e.do(t, b, http.MethodGet, frontend.LoginPath(in.ID), nil, nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `href="/login/mstudio"`) {
+		t.Errorf("sign-in page: %d\n%s", resp.StatusCode, body)
+	}
+	if resp, body := e.do(t, b, http.MethodGet, "/app", nil, nil); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Open the extension") {
+		t.Errorf("/app without sessions: %d\n%s", resp.StatusCode, body)
+	}
+	e.signIn(t, b, in, e.User(t, "Ada Admin"))
+	if resp, _ := e.do(t, b, http.MethodGet, "/app", nil, nil); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != frontend.AppPath(in.ID) {
+		t.Errorf("/app with one session: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
