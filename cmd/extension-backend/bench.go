@@ -15,8 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
-	"github.com/extension-backend/extension-backend/webhooks"
 	"github.com/google/uuid"
 )
 
@@ -153,7 +153,7 @@ func benchSend(ctx context.Context, client *http.Client, to string, key mstudiot
 		return "request error", 0
 	}
 	req.Header.Set("Content-Type", "application/json")
-	webhooks.Sign(req.Header, key.Serial, key.Private, body)
+	mstudio.Sign(req.Header, key.Serial, key.Private, body)
 	t := time.Now()
 	resp, err := client.Do(req)
 	d := time.Since(t)

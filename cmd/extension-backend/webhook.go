@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
 	"github.com/extension-backend/extension-backend/webhooks"
 	"github.com/google/uuid"
@@ -129,7 +130,7 @@ func runWebhookSend(ctx context.Context, args []string, getenv func(string) stri
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	webhooks.Sign(req.Header, sg.key.Serial, sg.key.Private, body)
+	mstudio.Sign(req.Header, sg.key.Serial, sg.key.Private, body)
 	resp, err := (&http.Client{Timeout: 6 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("send: %w", err)
@@ -235,12 +236,12 @@ func runWebhookSign(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	h := http.Header{}
-	webhooks.Sign(h, key.Serial, key.Private, body)
-	for _, name := range []string{webhooks.HeaderSerial, webhooks.HeaderAlgorithm, webhooks.HeaderSignature} {
+	mstudio.Sign(h, key.Serial, key.Private, body)
+	for _, name := range []string{mstudio.HeaderSerial, mstudio.HeaderAlgorithm, mstudio.HeaderSignature} {
 		fmt.Fprintf(stdout, "%s: %s\n", name, h.Get(name))
 	}
 	fmt.Fprintf(stderr, "\nfor example:\n  curl -i -H 'Content-Type: application/json' -H '%s: %s' -H '%s: %s' -H '%s: %s' --data-binary @%s http://127.0.0.1:8080/mstudio/webhooks\n",
-		webhooks.HeaderSerial, h.Get(webhooks.HeaderSerial), webhooks.HeaderAlgorithm, h.Get(webhooks.HeaderAlgorithm),
-		webhooks.HeaderSignature, h.Get(webhooks.HeaderSignature), *file)
+		mstudio.HeaderSerial, h.Get(mstudio.HeaderSerial), mstudio.HeaderAlgorithm, h.Get(mstudio.HeaderAlgorithm),
+		mstudio.HeaderSignature, h.Get(mstudio.HeaderSignature), *file)
 	return nil
 }

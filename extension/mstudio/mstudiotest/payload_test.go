@@ -46,7 +46,7 @@ func senderSpecOf(t *testing.T, body []byte) PayloadSpec {
 // TestBuildPayloadReproducesPlatformBytes builds the platform's own signed delivery, and
 // the documented examples, byte for byte: field order, compactness, time format.
 func TestBuildPayloadReproducesPlatformBytes(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(senderTestdata, "mstudio-upstream-webhook-signature-vector.json"))
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "mstudio-upstream-webhook-signature-vector.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
