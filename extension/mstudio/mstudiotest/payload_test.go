@@ -250,6 +250,13 @@ func TestPayloadKindVocabularies(t *testing.T) {
 		{"extensionInstanceSecretRotated", "SecretRotated", CallSecretRotated},
 		{"ExtensionsInstanceSecretRotated", "SecretRotated", CallSecretRotated},
 		{"ExtensionInstanceRemovedFromContext", "InstanceRemovedFromContext", CallInstanceRemovedFromContext},
+		{"added", "ExtensionAddedToContext", CallExtensionAddedToContext},
+		{"Install", "ExtensionAddedToContext", CallExtensionAddedToContext},
+		{"updated", "InstanceUpdated", CallInstanceUpdated},
+		{"rotated", "SecretRotated", CallSecretRotated},
+		{"secretrotated", "SecretRotated", CallSecretRotated},
+		{"REMOVED", "InstanceRemovedFromContext", CallInstanceRemovedFromContext},
+		{"uninstall", "InstanceRemovedFromContext", CallInstanceRemovedFromContext},
 	}
 	for _, tt := range tests {
 		p, ok := PayloadKind(tt.name)
@@ -261,7 +268,7 @@ func TestPayloadKindVocabularies(t *testing.T) {
 			t.Errorf("%s: PayloadKind(TriggerName) = %q, want %q", tt.name, back, tt.payload)
 		}
 	}
-	for _, name := range []string{"", "extensionadded", "InstanceDeleted", "added"} {
+	for _, name := range []string{"", "extensionadded", "InstanceDeleted", "adde", "instanceupdated", "deleted"} {
 		if p, ok := PayloadKind(name); ok {
 			t.Errorf("PayloadKind(%q) = %q, true; want unknown", name, p)
 		}
