@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"path/filepath"
 	"time"
@@ -13,6 +14,10 @@ import (
 const benchUsage = "usage: extension-backend bench webhooks --to URL [--key-file F] [--duration 10s] [--concurrency 32] [--instances 1000]"
 
 func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelpArg(args[0]) {
+		fmt.Fprintln(stdout, benchUsage+"\n\nThe extension and contributor ids come from --extension-id, EXT_EXTENSION_ID and\nEXT_CONTRIBUTOR_ID, or the dev setup beside the key file. `bench webhooks -h` lists the flags.")
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || args[0] != "webhooks" {
 		return usagef(benchUsage)
 	}

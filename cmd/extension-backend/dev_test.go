@@ -259,7 +259,8 @@ func TestSimCommand(t *testing.T) {
 }
 
 func TestHelpIsNoError(t *testing.T) {
-	for _, args := range [][]string{{"serve", "-h"}, {"dev", "-h"}, {"sim", "-h"}, {"webhook", "send", "-h"}, {"bench", "webhooks", "-h"}} {
+	for _, args := range [][]string{{"serve", "-h"}, {"dev", "-h"}, {"sim", "-h"}, {"webhook", "send", "-h"}, {"bench", "webhooks", "-h"},
+		{"webhook", "--help"}, {"webhook", "-h"}, {"bench", "--help"}, {"bench", "help"}} {
 		_, _, err := runCmd(map[string]string{}, args...)
 		if !errors.Is(err, flag.ErrHelp) {
 			t.Errorf("%v: got %v, want flag.ErrHelp (main exits 0 on it)", args, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,9 +15,21 @@ import (
 
 const defaultKeyFile = "data/simulator-keys.json"
 
+const webhookUsage = `usage: extension-backend webhook send|sign [flags]
+
+  send --kind KIND [--instance ID] [--file BODY.json] [--to URL] [--key-file F] [--dry-run]
+  sign --file BODY.json [--key-file F]
+
+The extension and contributor ids come from --extension-id, EXT_EXTENSION_ID and
+EXT_CONTRIBUTOR_ID, or the dev setup beside the key file. Each takes -h.`
+
 func runWebhook(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelpArg(args[0]) {
+		fmt.Fprintln(stdout, webhookUsage)
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || (args[0] != "send" && args[0] != "sign") {
-		return usagef("usage: extension-backend webhook send|sign [flags]")
+		return usagef("%s", webhookUsage)
 	}
 	if args[0] == "sign" {
 		return runWebhookSign(args[1:], stdout, stderr)
@@ -95,4 +108,10 @@ func runWebhookSign(args []string, stdout, stderr io.Writer) error {
 		return usagef("usage: extension-backend webhook sign --file BODY.json [--key-file F]")
 	}
 	return mstudiotest.SignWebhook(mstudiotest.SignOptions{File: *file, KeyFile: *keyFile}, stdout, stderr)
+}
+
+// isHelpArg reports whether a command's first argument asks for its help rather than naming
+// a subcommand: help is no usage error.
+func isHelpArg(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
 }
