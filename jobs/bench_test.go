@@ -312,7 +312,7 @@ func benchDeliveriesWithJobs(b *testing.B, d extension.Dialect, withJobs bool, k
 		body := fmt.Appendf(nil, `{"apiVersion":"v1","id":%q,"kind":"ExtensionAddedToContext","request":{"id":%q,"createdAt":%q,"target":{"method":"POST","url":"https://ext.example/mstudio/webhooks"}},"context":{"id":%q,"kind":"project"},"consentedScopes":["project:read"],"state":{"enabled":true},"meta":{"extensionId":%q,"contributorId":"7c9d2e41-5a3b-4f86-b1e2-9e0f3a6d8c17"},"secret":%q,"variantKey":"default"}`,
 			uuid.NewString(), uuid.NewString(), now.Add(time.Duration(i)).UTC().Format(time.RFC3339Nano), uuid.NewString(), extensionID, crand.Text())
 		h := http.Header{"Content-Type": {"application/json"}}
-		webhooks.Sign(h, serial, priv, body)
+		mstudio.Sign(h, serial, priv, body)
 		deliveries[i] = signed{body, h}
 	}
 	var next atomic.Int64

@@ -13,6 +13,7 @@ import (
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/webhooks"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
@@ -41,57 +42,57 @@ type badDelivery struct {
 
 func badDeliveries() []badDelivery {
 	sigOf := func(h http.Header) []byte {
-		b, _ := base64.StdEncoding.DecodeString(h.Get(webhooks.HeaderSignature))
+		b, _ := base64.StdEncoding.DecodeString(h.Get(mstudio.HeaderSignature))
 		return b
 	}
 	return []badDelivery{
-		{name: "serial header missing", header: func(h http.Header, _ *testEnv, _ []byte) { h.Del(webhooks.HeaderSerial) }, want: 401, noFetch: true},
-		{name: "algorithm header missing", header: func(h http.Header, _ *testEnv, _ []byte) { h.Del(webhooks.HeaderAlgorithm) }, want: 401, noFetch: true},
-		{name: "signature header missing", header: func(h http.Header, _ *testEnv, _ []byte) { h.Del(webhooks.HeaderSignature) }, want: 401, noFetch: true},
+		{name: "serial header missing", header: func(h http.Header, _ *testEnv, _ []byte) { h.Del(mstudio.HeaderSerial) }, want: 401, noFetch: true},
+		{name: "algorithm header missing", header: func(h http.Header, _ *testEnv, _ []byte) { h.Del(mstudio.HeaderAlgorithm) }, want: 401, noFetch: true},
+		{name: "signature header missing", header: func(h http.Header, _ *testEnv, _ []byte) { h.Del(mstudio.HeaderSignature) }, want: 401, noFetch: true},
 		{name: "all headers missing", header: func(h http.Header, _ *testEnv, _ []byte) {
-			h.Del(webhooks.HeaderSerial)
-			h.Del(webhooks.HeaderAlgorithm)
-			h.Del(webhooks.HeaderSignature)
+			h.Del(mstudio.HeaderSerial)
+			h.Del(mstudio.HeaderAlgorithm)
+			h.Del(mstudio.HeaderSignature)
 		}, want: 401, noFetch: true},
-		{name: "serial header empty", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(webhooks.HeaderSerial, "") }, want: 401, noFetch: true},
-		{name: "algorithm header empty", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(webhooks.HeaderAlgorithm, "") }, want: 401, noFetch: true},
-		{name: "signature header empty", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(webhooks.HeaderSignature, "") }, want: 401, noFetch: true},
-		{name: "signature header blank", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(webhooks.HeaderSignature, "   ") }, want: 401, noFetch: true},
-		{name: "algorithm RSA", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(webhooks.HeaderAlgorithm, "RSA") }, want: 401, noFetch: true},
-		{name: "algorithm none", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(webhooks.HeaderAlgorithm, "none") }, want: 401, noFetch: true},
-		{name: "algorithm Ed448", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(webhooks.HeaderAlgorithm, "Ed448") }, want: 401, noFetch: true},
-		{name: "signature not base64", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(webhooks.HeaderSignature, "!!not*base64!!") }, want: 401, noFetch: true},
+		{name: "serial header empty", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(mstudio.HeaderSerial, "") }, want: 401, noFetch: true},
+		{name: "algorithm header empty", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(mstudio.HeaderAlgorithm, "") }, want: 401, noFetch: true},
+		{name: "signature header empty", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(mstudio.HeaderSignature, "") }, want: 401, noFetch: true},
+		{name: "signature header blank", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(mstudio.HeaderSignature, "   ") }, want: 401, noFetch: true},
+		{name: "algorithm RSA", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(mstudio.HeaderAlgorithm, "RSA") }, want: 401, noFetch: true},
+		{name: "algorithm none", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(mstudio.HeaderAlgorithm, "none") }, want: 401, noFetch: true},
+		{name: "algorithm Ed448", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(mstudio.HeaderAlgorithm, "Ed448") }, want: 401, noFetch: true},
+		{name: "signature not base64", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(mstudio.HeaderSignature, "!!not*base64!!") }, want: 401, noFetch: true},
 		{name: "signature hex instead of base64", header: func(h http.Header, _ *testEnv, _ []byte) {
-			h.Set(webhooks.HeaderSignature, strings.Repeat("ab", ed25519.SignatureSize))
+			h.Set(mstudio.HeaderSignature, strings.Repeat("ab", ed25519.SignatureSize))
 		}, want: 401, noFetch: true},
 		{name: "signature of 63 bytes", header: func(h http.Header, _ *testEnv, _ []byte) {
-			h.Set(webhooks.HeaderSignature, base64.StdEncoding.EncodeToString(sigOf(h)[:63]))
+			h.Set(mstudio.HeaderSignature, base64.StdEncoding.EncodeToString(sigOf(h)[:63]))
 		}, want: 401, noFetch: true},
 		{name: "signature of 65 bytes", header: func(h http.Header, _ *testEnv, _ []byte) {
-			h.Set(webhooks.HeaderSignature, base64.StdEncoding.EncodeToString(append(sigOf(h), 0)))
+			h.Set(mstudio.HeaderSignature, base64.StdEncoding.EncodeToString(append(sigOf(h), 0)))
 		}, want: 401, noFetch: true},
 		{name: "signature all zero", header: func(h http.Header, _ *testEnv, _ []byte) {
-			h.Set(webhooks.HeaderSignature, base64.StdEncoding.EncodeToString(make([]byte, ed25519.SignatureSize)))
+			h.Set(mstudio.HeaderSignature, base64.StdEncoding.EncodeToString(make([]byte, ed25519.SignatureSize)))
 		}, want: 401},
 		{name: "signature by another key under the known serial", header: func(h http.Header, _ *testEnv, body []byte) {
 			_, other, _ := ed25519.GenerateKey(nil)
-			h.Set(webhooks.HeaderSignature, base64.StdEncoding.EncodeToString(ed25519.Sign(other, body)))
+			h.Set(mstudio.HeaderSignature, base64.StdEncoding.EncodeToString(ed25519.Sign(other, body)))
 		}, want: 401},
 		{name: "body tampered after signing", tamper: func(b []byte) []byte {
 			return bytes.Replace(b, []byte(`"enabled":false`), []byte(`"enabled":true `), 1)
 		}, want: 401},
 		{name: "body with a byte appended after signing", tamper: func(b []byte) []byte { return append(b, ' ') }, want: 401},
-		{name: "serial not a UUID", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(webhooks.HeaderSerial, "not-a-uuid") }, want: 401, noFetch: true},
+		{name: "serial not a UUID", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(mstudio.HeaderSerial, "not-a-uuid") }, want: 401, noFetch: true},
 		{name: "serial with a path in it", header: func(h http.Header, _ *testEnv, _ []byte) {
-			h.Set(webhooks.HeaderSerial, "../../v2/users/self?purpose=webhook")
+			h.Set(mstudio.HeaderSerial, "../../v2/users/self?purpose=webhook")
 		}, want: 401, noFetch: true},
 		{name: "serial UUID without hyphens", header: func(h http.Header, env *testEnv, _ []byte) {
-			h.Set(webhooks.HeaderSerial, strings.ReplaceAll(env.Key.Serial, "-", ""))
+			h.Set(mstudio.HeaderSerial, strings.ReplaceAll(env.Key.Serial, "-", ""))
 		}, want: 401, noFetch: true},
 		{name: "serial UUID in braces", header: func(h http.Header, env *testEnv, _ []byte) {
-			h.Set(webhooks.HeaderSerial, "{"+env.Key.Serial+"}")
+			h.Set(mstudio.HeaderSerial, "{"+env.Key.Serial+"}")
 		}, want: 401, noFetch: true},
-		{name: "serial unknown", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(webhooks.HeaderSerial, uuid.NewString()) }, want: 401},
+		{name: "serial unknown", header: func(h http.Header, _ *testEnv, _ []byte) { h.Set(mstudio.HeaderSerial, uuid.NewString()) }, want: 401},
 		{name: "body over 64 KiB with Content-Length", payload: func(p *testPayload) {
 			p.Extra = map[string]any{"padding": strings.Repeat("x", webhooks.MaxBodyBytes)}
 		}, want: 413, noFetch: true},
@@ -166,7 +167,7 @@ func TestBadDeliveries(t *testing.T) {
 						body = tc.body(p)
 					}
 					req := signedRequest(webhookPath, env.Key, body)
-					signature := req.Header.Get(webhooks.HeaderSignature)
+					signature := req.Header.Get(mstudio.HeaderSignature)
 					if tc.header != nil {
 						tc.header(req.Header, env, body)
 					}
@@ -279,7 +280,7 @@ func TestBodyLimitOverTheWire(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			webhooks.Sign(req.Header, env.Key.Serial, env.Key.Private, body)
+			mstudio.Sign(req.Header, env.Key.Serial, env.Key.Private, body)
 			before := len(instances(t, env.Store))
 			resp, err := srv.Client().Do(req)
 			if err != nil {

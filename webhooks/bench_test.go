@@ -48,7 +48,7 @@ func benchDeliveries(b *testing.B, n int, serial string, priv ed25519.PrivateKey
 		body := fmt.Appendf(nil, `{"apiVersion":"v1","id":%q,"kind":"ExtensionAddedToContext","request":{"id":%q,"createdAt":%q,"target":{"method":"POST","url":"https://ext.example/mstudio/webhooks"}},"context":{"id":%q,"kind":"project"},"consentedScopes":["project:read","project:write"],"state":{"enabled":true},"meta":{"extensionId":%q,"contributorId":"7c9d2e41-5a3b-4f86-b1e2-9e0f3a6d8c17"},"secret":%q,"variantKey":"default"}`,
 			uuid.NewString(), uuid.NewString(), now.Add(time.Duration(i)).UTC().Format(time.RFC3339Nano), uuid.NewString(), benchExtensionID, rand.Text())
 		h := http.Header{"Content-Type": {"application/json"}}
-		webhooks.Sign(h, serial, priv, body)
+		mstudio.Sign(h, serial, priv, body)
 		out[i] = signedDelivery{body, h}
 	}
 	return out
@@ -105,7 +105,7 @@ func BenchmarkDeliveries(b *testing.B) {
 			b.Fatal(err)
 		}
 		runParallel(b, deliveries, func(d signedDelivery) error {
-			sig, err := base64.StdEncoding.DecodeString(d.header.Get(webhooks.HeaderSignature))
+			sig, err := base64.StdEncoding.DecodeString(d.header.Get(mstudio.HeaderSignature))
 			if err != nil || !ed25519.Verify(pub, d.body, sig) {
 				return fmt.Errorf("verify failed")
 			}

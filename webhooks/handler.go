@@ -40,9 +40,9 @@ const (
 // Config is what the handler needs.
 type Config struct {
 	Store         *extension.Store
-	Keys          KeySource // the platform's webhook keys by serial
-	ExtensionID   string    // deliveries for another extension are refused
-	ContributorID string    // checked when set
+	Keys          mstudio.KeySource // the platform's webhook keys by serial
+	ExtensionID   string            // deliveries for another extension are refused
+	ContributorID string            // checked when set
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer // nil: no metrics
 	// Applied, when set, is told of every event applied, after its commit and before the
@@ -99,7 +99,7 @@ func (h *Handler) receive(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(req.Context(), applyTimeout)
 	defer cancel()
 
-	sig, err := ParseSignature(req.Header)
+	sig, err := mstudio.ParseSignature(req.Header)
 	if err != nil {
 		return verifyError(err)
 	}
@@ -206,13 +206,13 @@ func (h *Handler) observe(c echo.Context, kind string, res extension.Result) {
 // key we cannot fetch right now is 503 so the platform retries.
 func verifyError(err error) error {
 	switch {
-	case errors.Is(err, ErrSignatureMissing):
+	case errors.Is(err, mstudio.ErrSignatureMissing):
 		return echo.NewHTTPError(http.StatusUnauthorized, "signature headers missing")
-	case errors.Is(err, ErrAlgorithm):
+	case errors.Is(err, mstudio.ErrAlgorithm):
 		return echo.NewHTTPError(http.StatusUnauthorized, "signature algorithm must be Ed25519")
-	case errors.Is(err, ErrSignatureMalformed):
+	case errors.Is(err, mstudio.ErrSignatureMalformed):
 		return echo.NewHTTPError(http.StatusUnauthorized, "signature is not base64 of 64 bytes")
-	case errors.Is(err, ErrSignatureInvalid):
+	case errors.Is(err, mstudio.ErrSignatureInvalid):
 		return echo.NewHTTPError(http.StatusUnauthorized, "signature does not match the body")
 	case errors.Is(err, mstudio.ErrBadSerial):
 		return echo.NewHTTPError(http.StatusUnauthorized, "signature serial is not a UUID")

@@ -247,7 +247,7 @@ func (env *testEnv) mustDeliver(t testing.TB, p testPayload, status int) {
 func signedRequest(target string, k testKey, body []byte) *http.Request {
 	req := httptest.NewRequest(http.MethodPost, target, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	webhooks.Sign(req.Header, k.Serial, k.Private, body)
+	mstudio.Sign(req.Header, k.Serial, k.Private, body)
 	return req
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/webhooks"
 	"github.com/google/uuid"
 )
@@ -23,7 +24,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 		if secret != "" {
 			secrets = append(secrets, secret)
 		}
-		if s := req.Header.Get(webhooks.HeaderSignature); s != "" {
+		if s := req.Header.Get(mstudio.HeaderSignature); s != "" {
 			signatures = append(signatures, s)
 		}
 		rec := env.serve(req)
@@ -72,7 +73,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	tampered := newPayload(extension.EventAdded, uuid.NewString(), at(0))
 	req := signedRequest(webhookPath, env.Key, tampered.JSON())
 	other := newTestKey(t)
-	webhooks.Sign(req.Header, env.Key.Serial, other.Private, tampered.JSON())
+	mstudio.Sign(req.Header, env.Key.Serial, other.Private, tampered.JSON())
 	send(req, tampered.JSON(), tampered.Secret)
 	unknownSerial := newPayload(extension.EventAdded, uuid.NewString(), at(0))
 	send(signedRequest(webhookPath, other, unknownSerial.JSON()), unknownSerial.JSON(), unknownSerial.Secret)

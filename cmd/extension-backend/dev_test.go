@@ -179,8 +179,8 @@ func TestDevEndToEnd(t *testing.T) {
 	keyFile := filepath.Join(dir, "simulator-keys.json")
 	sent, _, err := runCmd(map[string]string{}, "webhook", "send", "--kind", "updated", "--instance", instanceID,
 		"--to", backend[1]+"/mstudio/webhooks", "--key-file", keyFile)
-	if err != nil || !strings.Contains(sent, "204") {
-		t.Errorf("webhook send: got %q, %v; want a 204", sent, err)
+	if err != nil || !strings.Contains(sent, "204") || !strings.Contains(sent, "InstanceUpdated for instance "+instanceID) {
+		t.Errorf("webhook send: got %q, %v; want the kind, the instance and a 204", sent, err)
 	}
 	body := filepath.Join(t.TempDir(), "body.json")
 	if err := os.WriteFile(body, []byte(`{"hello":"world"}`), 0o600); err != nil {
@@ -259,7 +259,8 @@ func TestSimCommand(t *testing.T) {
 }
 
 func TestHelpIsNoError(t *testing.T) {
-	for _, args := range [][]string{{"serve", "-h"}, {"dev", "-h"}, {"sim", "-h"}, {"webhook", "send", "-h"}, {"bench", "webhooks", "-h"}} {
+	for _, args := range [][]string{{"serve", "-h"}, {"dev", "-h"}, {"sim", "-h"}, {"webhook", "send", "-h"}, {"bench", "webhooks", "-h"},
+		{"webhook", "--help"}, {"webhook", "-h"}, {"bench", "--help"}, {"bench", "help"}} {
 		_, _, err := runCmd(map[string]string{}, args...)
 		if !errors.Is(err, flag.ErrHelp) {
 			t.Errorf("%v: got %v, want flag.ErrHelp (main exits 0 on it)", args, err)
@@ -267,17 +268,37 @@ func TestHelpIsNoError(t *testing.T) {
 	}
 }
 
-func TestBenchAgainstNothing(t *testing.T) {
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "keys.json")
-	if _, err := mstudiotest.New(mstudiotest.Options{KeyFile: keyFile}); err != nil {
+// TestToolUsageErrors: the tools' command-line mistakes are usage errors (exit 2) that
+// name the flag, before anything is sent; bench has no default target, so it never loads
+// a backend nobody named.
+func TestToolUsageErrors(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "keys.json")
+	sim, err := mstudiotest.New(mstudiotest.Options{KeyFile: keyFile})
+	if err != nil {
 		t.Fatal(err)
 	}
-	var out, errOut bytes.Buffer
-	err := run(context.Background(), []string{"bench", "webhooks", "--to", "http://127.0.0.1:1/mstudio/webhooks", "--duration", "300ms",
-		"--concurrency", "2", "--instances", "4", "--key-file", keyFile, "--extension-id", testExtensionID},
-		env(map[string]string{}), &out, &errOut)
-	if err == nil || !strings.Contains(out.String(), "transport error") || strings.Contains(out.String(), "throughput") {
-		t.Errorf("bench against a closed port: got %v and\n%s\nwant an error, transport errors counted, no throughput", err, out.String())
+	sim.Close()
+	vars := map[string]string{"EXT_EXTENSION_ID": testExtensionID}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "webhooks"}, "--to"},
+		{[]string{"bench", "webhooks", "--key-file", keyFile, "--duration", "1s"}, "--to"},
+		{[]string{"bench", "webhooks", "--to", "http://127.0.0.1:1/", "--key-file", keyFile, "--concurrency", "0"}, "--concurrency"},
+		{[]string{"webhook", "send", "--kind", "exploded", "--key-file", keyFile}, "--kind"},
+		{[]string{"webhook", "sign", "--key-file", keyFile}, "--file"},
+	}
+	for _, tt := range tests {
+		out, _, err := runCmd(vars, tt.args...)
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) || out != "" {
+			t.Errorf("%v: got %v (output %q), want a usage error naming %s", tt.args, err, out, tt.want)
+		}
+	}
+	// Without any extension id a payload cannot be built: a usage error too.
+	if _, _, err := runCmd(map[string]string{}, "webhook", "send", "--kind", "added", "--key-file", keyFile); !errors.As(err, new(usageError)) ||
+		!strings.Contains(err.Error(), "--extension-id") {
+		t.Errorf("send without an extension id: got %v, want a usage error naming --extension-id", err)
 	}
 }

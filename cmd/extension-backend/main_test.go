@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
-	"github.com/extension-backend/extension-backend/webhooks"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 )
 
 // syncBuffer collects log output written concurrently.
@@ -144,7 +144,7 @@ func deliver(t *testing.T, base string, p *platform, body []byte) int {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	webhooks.Sign(req.Header, p.serial, p.priv, body)
+	mstudio.Sign(req.Header, p.serial, p.priv, body)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

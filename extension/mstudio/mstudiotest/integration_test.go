@@ -34,8 +34,14 @@ type senderBackend struct {
 // delivers to it.
 func newSenderBackend(t *testing.T, activation time.Duration) *senderBackend {
 	t.Helper()
+	return newSenderBackendWith(t, Options{RetryBase: 5 * time.Millisecond, RetryCap: 50 * time.Millisecond, SecretActivationDelay: activation})
+}
+
+// newSenderBackendWith is newSenderBackend with a simulator built from opts.
+func newSenderBackendWith(t *testing.T, opts Options) *senderBackend {
+	t.Helper()
 	store := extensiontest.NewStore(t, extension.SQLite)
-	sim, err := New(Options{RetryBase: 5 * time.Millisecond, RetryCap: 50 * time.Millisecond, SecretActivationDelay: activation})
+	sim, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,9 +45,22 @@ var payloadAliases = map[string]string{
 	"ExtensionInstanceRemovedFromContext": "InstanceRemovedFromContext",
 }
 
-// lookupKind finds an event by any of its names.
+// shortKinds are the names a developer types (`webhook send --kind added`,
+// POST /internal/dry-run/added), in any case; every tool and route that takes a kind
+// accepts them, so one spelling works everywhere.
+var shortKinds = map[string]string{
+	"added": "ExtensionAddedToContext", "add": "ExtensionAddedToContext", "install": "ExtensionAddedToContext",
+	"updated": "InstanceUpdated", "update": "InstanceUpdated",
+	"rotated": "SecretRotated", "rotate": "SecretRotated", "secretrotated": "SecretRotated",
+	"removed": "InstanceRemovedFromContext", "remove": "InstanceRemovedFromContext", "uninstall": "InstanceRemovedFromContext",
+}
+
+// lookupKind finds an event by any of its names: short, payload kind (and its long
+// aliases), trigger name, dry-run kind, webhook URL key.
 func lookupKind(name string) (lifecycleKind, bool) {
 	if short, ok := payloadAliases[name]; ok {
+		name = short
+	} else if short, ok := shortKinds[strings.ToLower(name)]; ok {
 		name = short
 	}
 	for _, k := range lifecycleKinds {
@@ -59,9 +72,9 @@ func lookupKind(name string) (lifecycleKind, bool) {
 }
 
 // PayloadKind returns the payload kind (short form, e.g. "ExtensionAddedToContext") of
-// an event named by its trigger name ("extensionAddedToContext") or any other of the
-// platform's names for it: payload kind and its long aliases, dry-run kind, webhook URL
-// key.
+// an event named by its trigger name ("extensionAddedToContext") or any other of its
+// names: a developer's short name (added, updated, rotated, removed), payload kind and its
+// long aliases, dry-run kind, webhook URL key.
 func PayloadKind(triggerName string) (string, bool) {
 	k, ok := lookupKind(triggerName)
 	return k.payload, ok

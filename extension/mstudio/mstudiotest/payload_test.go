@@ -46,7 +46,7 @@ func senderSpecOf(t *testing.T, body []byte) PayloadSpec {
 // TestBuildPayloadReproducesPlatformBytes builds the platform's own signed delivery, and
 // the documented examples, byte for byte: field order, compactness, time format.
 func TestBuildPayloadReproducesPlatformBytes(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(senderTestdata, "mstudio-upstream-webhook-signature-vector.json"))
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "mstudio-upstream-webhook-signature-vector.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,6 +250,13 @@ func TestPayloadKindVocabularies(t *testing.T) {
 		{"extensionInstanceSecretRotated", "SecretRotated", CallSecretRotated},
 		{"ExtensionsInstanceSecretRotated", "SecretRotated", CallSecretRotated},
 		{"ExtensionInstanceRemovedFromContext", "InstanceRemovedFromContext", CallInstanceRemovedFromContext},
+		{"added", "ExtensionAddedToContext", CallExtensionAddedToContext},
+		{"Install", "ExtensionAddedToContext", CallExtensionAddedToContext},
+		{"updated", "InstanceUpdated", CallInstanceUpdated},
+		{"rotated", "SecretRotated", CallSecretRotated},
+		{"secretrotated", "SecretRotated", CallSecretRotated},
+		{"REMOVED", "InstanceRemovedFromContext", CallInstanceRemovedFromContext},
+		{"uninstall", "InstanceRemovedFromContext", CallInstanceRemovedFromContext},
 	}
 	for _, tt := range tests {
 		p, ok := PayloadKind(tt.name)
@@ -261,7 +268,7 @@ func TestPayloadKindVocabularies(t *testing.T) {
 			t.Errorf("%s: PayloadKind(TriggerName) = %q, want %q", tt.name, back, tt.payload)
 		}
 	}
-	for _, name := range []string{"", "extensionadded", "InstanceDeleted", "added"} {
+	for _, name := range []string{"", "extensionadded", "InstanceDeleted", "adde", "instanceupdated", "deleted"} {
 		if p, ok := PayloadKind(name); ok {
 			t.Errorf("PayloadKind(%q) = %q, true; want unknown", name, p)
 		}

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/extension-backend/extension-backend/webhooks"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/google/uuid"
 )
 
@@ -306,7 +306,7 @@ func (sd *sender) deliver(ctx context.Context, ev event) attemptResult {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", userAgent)
 	key := sd.s.WebhookKey()
-	webhooks.Sign(req.Header, key.Serial, key.Private, body)
+	mstudio.Sign(req.Header, key.Serial, key.Private, body)
 	resp, err := sd.client.Do(req)
 	if err != nil {
 		var ue *url.Error

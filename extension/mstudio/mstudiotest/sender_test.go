@@ -112,7 +112,7 @@ func newSenderSim(t *testing.T, webhookURL string, change ...func(*Options)) (*S
 	return sim, srv
 }
 
-// senderKeys gives webhooks.Verify the simulator's webhook keys.
+// senderKeys gives mstudio.Verify the simulator's webhook keys.
 type senderKeys struct{ sim *Server }
 
 func (k senderKeys) Key(_ context.Context, serial string) (ed25519.PublicKey, error) {
@@ -124,7 +124,7 @@ func (k senderKeys) Key(_ context.Context, serial string) (ed25519.PublicKey, er
 
 // senderVerify checks a delivery's signature with the production verifier.
 func senderVerify(sim *Server, d senderDelivery) error {
-	return webhooks.Verify(context.Background(), senderKeys{sim}, d.Header, d.Body)
+	return mstudio.Verify(context.Background(), senderKeys{sim}, d.Header, d.Body)
 }
 
 // senderWait polls cond until it holds, and fails the test after a few seconds.
@@ -212,7 +212,7 @@ func TestSenderRetriesRebuildAndResign(t *testing.T) {
 			t.Fatalf("attempt %d: body does not decode", i+1)
 		}
 		requestIDs[d.Payload.Request.ID] = true
-		signatures[d.Header.Get(webhooks.HeaderSignature)] = true
+		signatures[d.Header.Get(mstudio.HeaderSignature)] = true
 		if ct := d.Header.Get("Content-Type"); ct != "application/json" {
 			t.Errorf("attempt %d: Content-Type %q, want application/json", i+1, ct)
 		}

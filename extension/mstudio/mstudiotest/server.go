@@ -2,7 +2,9 @@
 // everything an extension backend touches: public keys, extension instances and their
 // secrets, instance and user tokens, single sign-on keys, session tokens, OAuth2, and a
 // webhook sender with the platform's delivery semantics. Tests start it with
-// httptest.NewServer(sim); `extension-backend sim` and `dev` serve it on loopback.
+// httptest.NewServer(sim); `extension-backend sim` and `dev` serve it on loopback. The
+// developer tools that sign as it does live here too (SendWebhook, SignWebhook, Bench).
+// It is the platform's side, so it imports none of the backend's edge packages.
 package mstudiotest
 
 import (

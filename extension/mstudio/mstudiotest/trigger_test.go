@@ -272,6 +272,12 @@ func TestDryRun(t *testing.T) {
 		{"payload kind", "SecretRotated", id, user, "SecretRotated", user},
 		{"removal", "extension-instance-removed-from-context", id, user, "InstanceRemovedFromContext", user},
 		{"made-up instance, default user", "extension-added-to-context", uuid.NewString(), "", "ExtensionAddedToContext", sim.Users()[0].ID},
+		// The short names of `webhook send --kind`, and a long payload alias.
+		{"short added", "added", uuid.NewString(), user, "ExtensionAddedToContext", user},
+		{"short updated", "updated", id, user, "InstanceUpdated", user},
+		{"short rotated", "rotated", id, user, "SecretRotated", user},
+		{"short removed", "removed", id, user, "InstanceRemovedFromContext", user},
+		{"long payload alias", "ExtensionInstanceUpdated", id, user, "InstanceUpdated", user},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,4 +1,9 @@
-package webhooks
+package mstudio
+
+// The webhook signature format (spec 3.2): the platform signs the exact body bytes with
+// Ed25519 and sends serial, algorithm and signature in three headers. It lives here, with
+// the key cache it needs, so the webhook handler and the simulator share one format
+// without the simulator depending on the handler.
 
 import (
 	"context"
@@ -21,20 +26,20 @@ const Algorithm = "Ed25519"
 
 // Verification failures. None of them says anything about the expected signature.
 var (
-	ErrSignatureMissing   = errors.New("webhooks: signature headers missing")
-	ErrAlgorithm          = errors.New("webhooks: signature algorithm is not Ed25519")
-	ErrSignatureMalformed = errors.New("webhooks: signature is not base64 of 64 bytes")
-	ErrSignatureInvalid   = errors.New("webhooks: signature does not match the body")
+	ErrSignatureMissing   = errors.New("mstudio: signature headers missing")
+	ErrAlgorithm          = errors.New("mstudio: signature algorithm is not Ed25519")
+	ErrSignatureMalformed = errors.New("mstudio: signature is not base64 of 64 bytes")
+	ErrSignatureInvalid   = errors.New("mstudio: signature does not match the body")
 )
 
-// KeySource finds the platform's webhook key by serial (mstudio.KeyCache in production).
+// KeySource finds the platform's webhook key by serial (a KeyCache in production).
 type KeySource interface {
 	Key(ctx context.Context, serial string) (ed25519.PublicKey, error)
 }
 
 // Verify checks the platform's Ed25519 signature over exactly the body bytes. It returns
 // nil only for a well-formed signature by the key with the given serial; key lookup
-// errors (mstudio.ErrUnknownKey, mstudio.ErrKeyUnavailable, mstudio.ErrBadSerial) pass
+// errors (ErrUnknownKey, ErrKeyUnavailable, ErrBadSerial) pass
 // through unchanged.
 func Verify(ctx context.Context, keys KeySource, h http.Header, body []byte) error {
 	sig, err := ParseSignature(h)
