@@ -113,16 +113,21 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 		return err
 	}
 	oauth.Routes(e)
-	fragments, err := atrek.NewSessionTokenVerifier(
-		mstudio.NewKeyCache(client, mstudio.PurposeSessionToken, mstudio.KeyCacheOptions{}), store, cfg.ExtensionID,
-		atrek.VerifierOptions{Client: client, ExtensionSecret: cfg.ExtensionSecret})
+	// The platform's current keys are fetched now and refreshed, in the background: an
+	// unreachable platform delays nothing here.
+	sessionKeys := mstudio.NewKeyCache(client, mstudio.PurposeSessionToken, mstudio.KeyCacheOptions{Logger: logger})
+	webhookKeys := mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{Logger: logger})
+	go sessionKeys.KeepCurrent(ctx)
+	go webhookKeys.KeepCurrent(ctx)
+	fragments, err := atrek.NewSessionTokenVerifier(sessionKeys, store, cfg.ExtensionID,
+		atrek.VerifierOptions{Client: client, ExtensionSecret: cfg.ExtensionSecret, Logger: logger})
 	if err != nil {
 		return err
 	}
 	fragments.Routes(e)
 	webhooks.New(webhooks.Config{
 		Store:         store,
-		Keys:          mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
+		Keys:          webhookKeys,
 		ExtensionID:   cfg.ExtensionID,
 		ContributorID: cfg.ContributorID,
 		Logger:        logger,
