@@ -1,7 +1,8 @@
 // Package mstudio is the client of the platform's API (mittwald mStudio v2): one place that
 // builds requests, retries each call as far as is safe for it through go-retryablehttp,
-// records metrics and rate limits, and decodes the platform's error bodies; and the cache
-// of the platform's public keys by serial.
+// records metrics and rate limits, and decodes the platform's error bodies; the cache of
+// the platform's public keys by serial, which keeps the current keys and budgets lookups
+// of others per client address; and the log of refusals at a bounded rate.
 package mstudio
 
 import (
