@@ -2,6 +2,7 @@ package mstudio
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,4 +33,32 @@ func TestClientBudgetsBounded(t *testing.T) {
 	if got := len(cb.clients); got != 1 {
 		t.Errorf("after the idle time the table holds %d addresses, want 1", got)
 	}
+}
+
+// FuzzClientAddress: whatever a client address says, its budget is keyed by an IP
+// address or /64 prefix or the one shared key, and the log shows an IP address or the
+// shared word: never the text itself.
+func FuzzClientAddress(f *testing.F) {
+	for _, s := range []string{"192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1", "fe80::1%eth0", "fe80::1%" + strings.Repeat("z", 100), "", "not an address",
+		"192.0.2.1, 10.0.0.1", "\x1b[31m", "2001:db8::1/64", "[2001:db8::1]:443"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, addr string) {
+		key := budgetKey(addr)
+		if _, err := netip.ParsePrefix(key); err != nil && key != unparsedAddress {
+			if _, err := netip.ParseAddr(key); err != nil {
+				t.Errorf("budgetKey(%q) = %q, neither an address, a prefix nor %q", addr, key, unparsedAddress)
+			}
+		}
+		if p, err := netip.ParsePrefix(key); err == nil && p.Bits() != 64 {
+			t.Errorf("budgetKey(%q) = %q, a prefix that is not a /64", addr, key)
+		}
+		shown := printableAddress(addr)
+		if _, err := netip.ParseAddr(shown); err != nil && shown != unparsedAddress {
+			t.Errorf("printableAddress(%q) = %q, neither an address nor %q", addr, shown, unparsedAddress)
+		}
+		if len(shown) > 45 && shown != unparsedAddress {
+			t.Errorf("printableAddress(%q) = %q, longer than an IP address", addr, shown)
+		}
+	})
 }

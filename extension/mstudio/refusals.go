@@ -97,5 +97,5 @@ func printableAddress(addr string) string {
 	if err != nil {
 		return unparsedAddress
 	}
-	return ip.String()
+	return ip.WithZone("").String() // a zone is text of the sender's choosing
 }
