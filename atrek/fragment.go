@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/labstack/echo/v4"
 )
 
@@ -51,11 +52,12 @@ func (v *SessionTokenVerifier) Middleware() echo.MiddlewareFunc {
 				// Which one a proxy or the handler would see is anybody's guess.
 				return sessionTokenError(invalid("more than one " + HeaderSessionToken + " header"))
 			}
-			claims, in, err := v.Verify(req.Context(), raw)
+			ctx := mstudio.WithClientAddress(req.Context(), c.RealIP())
+			claims, in, err := v.Verify(ctx, raw)
 			if err != nil {
 				return sessionTokenError(err)
 			}
-			ctx := context.WithValue(req.Context(), fragmentKey{}, fragment{claims, in})
+			ctx = context.WithValue(ctx, fragmentKey{}, fragment{claims, in})
 			c.SetRequest(req.WithContext(ctx))
 			return next(c)
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -85,6 +86,7 @@ type VerifierOptions struct {
 	Leeway      time.Duration // clock skew allowed on exp, nbf and iat; 0: 5 s; <0: none
 	MaxLifetime time.Duration // longest validity accepted; 0: 10 min
 	Now         func() time.Time
+	Logger      *slog.Logger // refusals, at a bounded rate; nil: discard
 	// Client and ExtensionSecret (EXT_EXTENSION_SECRET) enable AccessToken.
 	Client          *mstudio.Client
 	ExtensionSecret extension.Secret
@@ -101,6 +103,7 @@ type SessionTokenVerifier struct {
 	now         func() time.Time
 	parser      *jwt.Parser
 	validator   *jwt.Validator
+	refusals    *mstudio.RefusalLog
 	// exchange sits behind a pointer so that printing the verifier shows an address, not
 	// the secret: fmt cannot call Secret's methods on an unexported field.
 	exchange *exchange
@@ -122,6 +125,7 @@ func NewSessionTokenVerifier(keys KeySource, store *extension.Store, extensionID
 	}
 	v := &SessionTokenVerifier{keys: keys, store: store, extensionID: extensionID,
 		leeway: opts.Leeway, maxLifetime: opts.MaxLifetime, now: opts.Now,
+		refusals: mstudio.NewRefusalLog(opts.Logger, "session token refused", slog.LevelWarn, time.Minute),
 		exchange: &exchange{client: opts.Client, secret: opts.ExtensionSecret}}
 	switch {
 	case v.leeway == 0:
@@ -146,16 +150,45 @@ func NewSessionTokenVerifier(keys KeySource, store *extension.Store, extensionID
 // with EdDSA; be within exp, nbf and iat (with the leeway) and live no longer than the
 // maximum; name our extension; and be for an instance here that is neither removed nor
 // disabled.
+//
+// ctx carries the client's address (mstudio.WithClientAddress): lookups of key serials
+// not cached are budgeted per address, and refusals are logged with it, at a bounded
+// rate.
 func (v *SessionTokenVerifier) Verify(ctx context.Context, raw string) (*SessionClaims, *extension.Instance, error) {
 	claims, err := v.verifySignedClaims(ctx, raw)
 	if err != nil {
+		v.logRefusal(ctx, err)
 		return nil, nil, err
 	}
 	in, err := v.instance(ctx, claims.InstanceID)
 	if err != nil {
+		v.logRefusal(ctx, err)
 		return nil, nil, err
 	}
 	return claims, in, nil
+}
+
+// logRefusal logs a refusal of the caller's making, by a fixed reason, at a bounded
+// rate: a flood of forged tokens writes a line a minute, not one a token. Failures of
+// ours are the error handler's to log.
+func (v *SessionTokenVerifier) logRefusal(ctx context.Context, err error) {
+	var reason string
+	var it *invalidToken
+	switch {
+	case errors.As(err, &it):
+		reason = it.reason
+	case errors.Is(err, ErrSessionTokenMissing):
+		reason = "no session token"
+	case errors.Is(err, ErrSessionTokenExpired):
+		reason = "expired"
+	case errors.Is(err, ErrForeignExtension):
+		reason = "issued for another extension"
+	case errors.Is(err, ErrInstanceUnavailable):
+		reason = "instance not available here"
+	default:
+		return
+	}
+	v.refusals.Refused(ctx, reason, mstudio.ClientAddress(ctx))
 }
 
 func (v *SessionTokenVerifier) verifySignedClaims(ctx context.Context, raw string) (*SessionClaims, error) {
@@ -172,7 +205,10 @@ func (v *SessionTokenVerifier) verifySignedClaims(ctx context.Context, raw strin
 	key, err := v.keys.Key(ctx, serial)
 	switch {
 	case errors.Is(err, mstudio.ErrUnknownKey), errors.Is(err, mstudio.ErrBadSerial):
-		return nil, invalid("no session_token key with its serial")
+		return nil, &invalidToken{reason: "no session_token key with its serial", cause: err}
+	case errors.Is(err, mstudio.ErrTooManyLookups):
+		// The caller's doing: its address looked up too many serials we do not have.
+		return nil, &invalidToken{reason: "too many key serials not known here; try again later", cause: err}
 	case err != nil:
 		return nil, fmt.Errorf("%w: %w", ErrSessionKeyUnavailable, err)
 	}
@@ -215,7 +251,7 @@ func peek(raw string) (alg, serial string, err error) {
 	}
 	alg, _ = h["alg"].(string)
 	if alg != algEdDSA && alg != algEd25519 {
-		return "", "", invalid("alg " + clip(alg) + " refused")
+		return "", "", &invalidToken{reason: "alg refused", detail: ": " + clip(alg)}
 	}
 	if _, ok := h["crit"]; ok {
 		// RFC 7515 4.1.11: extensions we do not understand make the token unusable.
@@ -319,7 +355,25 @@ func refusal(err error) error {
 	return invalid("claims refused")
 }
 
-func invalid(reason string) error { return fmt.Errorf("%w: %s", ErrSessionTokenInvalid, reason) }
+func invalid(reason string) error { return &invalidToken{reason: reason} }
+
+// invalidToken is ErrSessionTokenInvalid for a reason: a fixed text, by which the log
+// counts refusals; detail, quoted from the token, stays out of that count.
+type invalidToken struct {
+	reason, detail string
+	cause          error // the key lookup's failure, when that is the reason
+}
+
+func (e *invalidToken) Error() string {
+	return ErrSessionTokenInvalid.Error() + ": " + e.reason + e.detail
+}
+
+func (e *invalidToken) Unwrap() []error {
+	if e.cause != nil {
+		return []error{ErrSessionTokenInvalid, e.cause}
+	}
+	return []error{ErrSessionTokenInvalid}
+}
 
 // clip quotes an untrusted header value for an error text, shortened.
 func clip(s string) string {

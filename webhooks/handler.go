@@ -59,6 +59,9 @@ type Handler struct {
 	// a burst of deliveries makes dozens of goroutines runnable at once and the SQLite
 	// writer, which every delivery waits for, queues behind all of them for a CPU.
 	cpu chan struct{}
+	// refusals logs deliveries refused before verification at a bounded rate: a flood
+	// of forgeries must not write a line each.
+	refusals *mstudio.RefusalLog
 }
 
 // New returns a handler.
@@ -70,6 +73,7 @@ func New(cfg Config) *Handler {
 		Name: "extension_webhook_deliveries_total",
 		Help: "Lifecycle webhook deliveries by event kind and outcome.",
 	}, []string{"kind", "outcome"})}
+	h.refusals = mstudio.NewRefusalLog(cfg.Logger, "webhook refused", slog.LevelWarn, time.Minute)
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(h.deliveries)
 	}
@@ -101,13 +105,14 @@ func (h *Handler) receive(c echo.Context) error {
 
 	sig, err := mstudio.ParseSignature(req.Header)
 	if err != nil {
-		return verifyError(err)
+		return h.unverified(c, err)
 	}
 	// The key lookup may wait on the platform, so it happens outside the CPU slots:
 	// requests with made-up serials must not keep deliveries with a cached key waiting.
-	key, err := h.cfg.Keys.Key(ctx, sig.Serial)
+	// Lookups of serials not cached are budgeted per client address.
+	key, err := h.cfg.Keys.Key(mstudio.WithClientAddress(ctx, c.RealIP()), sig.Serial)
 	if err != nil {
-		return verifyError(err)
+		return h.unverified(c, err)
 	}
 	select {
 	case h.cpu <- struct{}{}:
@@ -117,7 +122,7 @@ func (h *Handler) receive(c echo.Context) error {
 	err = sig.Check(key, body)
 	<-h.cpu
 	if err != nil {
-		return verifyError(err)
+		return h.unverified(c, err)
 	}
 	// From here on the body is the platform's: what it says may be journaled.
 	p, err := Decode(body)
@@ -202,8 +207,20 @@ func (h *Handler) observe(c echo.Context, kind string, res extension.Result) {
 	h.deliveries.WithLabelValues(kind, string(res.Outcome)).Inc()
 }
 
-// verifyError maps a verification failure to its answer: the sender's fault is 401, a
-// key we cannot fetch right now is 503 so the platform retries.
+// unverified answers a delivery that failed verification. A failure of the sender's
+// making (4xx) is logged at a bounded rate; one of ours goes to the error handler.
+func (h *Handler) unverified(c echo.Context, err error) error {
+	err = verifyError(err)
+	var he *echo.HTTPError
+	if errors.As(err, &he) && he.Code < http.StatusInternalServerError {
+		h.refusals.Refused(c.Request().Context(), fmt.Sprint(he.Message), c.RealIP())
+	}
+	return err
+}
+
+// verifyError maps a verification failure to its answer: the sender's fault is 401, too
+// many lookups of serials we do not have from the sender's address is 429, and a key we
+// cannot fetch right now is 503 so the platform retries.
 func verifyError(err error) error {
 	switch {
 	case errors.Is(err, mstudio.ErrSignatureMissing):
@@ -218,6 +235,8 @@ func verifyError(err error) error {
 		return echo.NewHTTPError(http.StatusUnauthorized, "signature serial is not a UUID")
 	case errors.Is(err, mstudio.ErrUnknownKey):
 		return echo.NewHTTPError(http.StatusUnauthorized, "signature serial is unknown")
+	case errors.Is(err, mstudio.ErrTooManyLookups):
+		return echo.NewHTTPError(http.StatusTooManyRequests, "too many signature serials that are not known here; try again later")
 	case errors.Is(err, mstudio.ErrKeyUnavailable):
 		return &echo.HTTPError{Code: http.StatusServiceUnavailable, Message: "signing key cannot be fetched right now", Internal: err}
 	}

@@ -150,6 +150,8 @@ func newTestHandlerWith(t testing.TB, o handlerOptions) *echo.Echo {
 	})
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	// As in production without trusted proxies: the client is the connection's peer.
+	e.IPExtractor = echo.ExtractIPDirect()
 	if o.Logger != nil {
 		e.Use(requestLogger(o.Logger))
 	}

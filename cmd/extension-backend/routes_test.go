@@ -22,7 +22,7 @@ func routedApp(t *testing.T) (*apptest.App, string, mstudiotest.Instance) {
 	t.Helper()
 	app := apptest.New(t, apptest.Options{})
 	cfg := &Config{PublicURL: apptest.PublicURL, ExtensionID: app.Sim.ExtensionID(), DefaultRole: "member"}
-	front, err := newHTTP(cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil)
+	front, err := newHTTP(t.Context(), cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

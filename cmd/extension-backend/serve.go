@@ -96,7 +96,7 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	if err := jb.Start(ctx); err != nil {
 		return err
 	}
-	front, err := newHTTP(cfg, logger, reg, store, client, afterApply(broker, jb))
+	front, err := newHTTP(ctx, cfg, logger, reg, store, client, afterApply(broker, jb))
 	if err != nil {
 		return err
 	}
@@ -235,7 +235,7 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 }
 
 // newHTTP builds the HTTP front and every handler behind it, and registers the routes.
-func newHTTP(cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store, client *mstudio.Client,
+func newHTTP(ctx context.Context, cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store, client *mstudio.Client,
 	applied func(context.Context, extension.LifecycleEvent)) (*httpfront.Front, error) {
 	pages, err := frontend.New(frontend.Config{Store: store, PublicURL: cfg.PublicURL,
 		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, Logger: logger})
@@ -261,15 +261,20 @@ func newHTTP(cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *
 	if err != nil {
 		return nil, err
 	}
-	h.fragments, err = atrek.NewSessionTokenVerifier(
-		mstudio.NewKeyCache(client, mstudio.PurposeSessionToken, mstudio.KeyCacheOptions{}), store, cfg.ExtensionID,
-		atrek.VerifierOptions{Client: client, ExtensionSecret: cfg.ExtensionSecret})
+	// The platform's current keys are fetched now and refreshed until ctx ends, in the
+	// background: an unreachable platform delays nothing here.
+	sessionKeys := mstudio.NewKeyCache(client, mstudio.PurposeSessionToken, mstudio.KeyCacheOptions{Logger: logger})
+	webhookKeys := mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{Logger: logger})
+	go sessionKeys.KeepCurrent(ctx)
+	go webhookKeys.KeepCurrent(ctx)
+	h.fragments, err = atrek.NewSessionTokenVerifier(sessionKeys, store, cfg.ExtensionID,
+		atrek.VerifierOptions{Client: client, ExtensionSecret: cfg.ExtensionSecret, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
 	h.webhooks = webhooks.New(webhooks.Config{
 		Store:         store,
-		Keys:          mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
+		Keys:          webhookKeys,
 		ExtensionID:   cfg.ExtensionID,
 		ContributorID: cfg.ContributorID,
 		Logger:        logger,

@@ -1,8 +1,9 @@
 // Package mstudio is the client of the platform's API (mittwald mStudio v2): one place that
 // builds requests, retries each call as far as is safe for it through go-retryablehttp,
-// records metrics and rate limits, and decodes the platform's error bodies; the cache
-// of the platform's public keys by serial; and the webhook signature format (headers,
-// Sign, Verify), shared by the webhook handler and the simulator.
+// records metrics and rate limits, and decodes the platform's error bodies; the cache of
+// the platform's public keys by serial, which keeps the current keys and budgets lookups
+// of others per client address; the log of refusals at a bounded rate; and the webhook
+// signature format (headers, Sign, Verify), shared by the webhook handler and the simulator.
 package mstudio
 
 import (

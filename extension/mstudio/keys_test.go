@@ -629,6 +629,9 @@ func TestKeyCacheSerialCase(t *testing.T) {
 	}
 }
 
+// TestKeyCacheMissRateLimit: lookups of serials not cached, each from another address,
+// share one budget; beyond it they are refused at once, as the clients' doing, while
+// cached keys and serials known to be unknown still answer.
 func TestKeyCacheMissRateLimit(t *testing.T) {
 	const burst = 2
 	ks, c := newKeyServer(t)
@@ -639,9 +642,12 @@ func TestKeyCacheMissRateLimit(t *testing.T) {
 		MissRate:  rate.Every(time.Hour),
 		MissBurst: burst,
 	})
+	from := func(i int) context.Context {
+		return mstudio.WithClientAddress(t.Context(), fmt.Sprintf("198.51.100.%d", i+1))
+	}
 
 	// A known key fetched before the flood uses one token and stays served from the cache.
-	if _, err := kc.Key(t.Context(), known); err != nil {
+	if _, err := kc.Key(from(100), known); err != nil {
 		t.Fatalf("Key(known): %v", err)
 	}
 	var unknown []string
@@ -649,7 +655,7 @@ func TestKeyCacheMissRateLimit(t *testing.T) {
 		s := uuid.NewString()
 		unknown = append(unknown, s)
 		before := ks.total.Load()
-		_, err := kc.Key(t.Context(), s)
+		_, err := kc.Key(from(i), s)
 		fetches := ks.total.Load() - before
 		if i < burst-1 {
 			if !errors.Is(err, mstudio.ErrUnknownKey) {
@@ -660,11 +666,11 @@ func TestKeyCacheMissRateLimit(t *testing.T) {
 			}
 			continue
 		}
-		if !errors.Is(err, mstudio.ErrKeyUnavailable) {
-			t.Errorf("unknown serial %d (beyond the burst): error = %v, want %v", i, err, mstudio.ErrKeyUnavailable)
+		if !errors.Is(err, mstudio.ErrTooManyLookups) {
+			t.Errorf("unknown serial %d (beyond the burst): error = %v, want %v", i, err, mstudio.ErrTooManyLookups)
 		}
-		if errors.Is(err, mstudio.ErrUnknownKey) {
-			t.Errorf("unknown serial %d (beyond the burst): error = %v, must not claim the key is unknown", i, err)
+		if errors.Is(err, mstudio.ErrUnknownKey) || errors.Is(err, mstudio.ErrKeyUnavailable) {
+			t.Errorf("unknown serial %d (beyond the burst): error = %v, must claim neither an unknown key nor our outage", i, err)
 		}
 		if fetches != 0 {
 			t.Errorf("unknown serial %d (beyond the burst): fetches = %d, want 0", i, fetches)
@@ -672,10 +678,10 @@ func TestKeyCacheMissRateLimit(t *testing.T) {
 	}
 	total := ks.total.Load()
 	// The cached key and the negatively cached serial still answer without a fetch.
-	if got, err := kc.Key(t.Context(), known); err != nil || !got.Equal(knownKey) {
+	if got, err := kc.Key(from(0), known); err != nil || !got.Equal(knownKey) {
 		t.Errorf("Key(known) during the flood = %x, %v; want %x, nil", got, err, knownKey)
 	}
-	if _, err := kc.Key(t.Context(), unknown[0]); !errors.Is(err, mstudio.ErrUnknownKey) {
+	if _, err := kc.Key(from(0), unknown[0]); !errors.Is(err, mstudio.ErrUnknownKey) {
 		t.Errorf("Key(negatively cached) during the flood: error = %v, want %v", err, mstudio.ErrUnknownKey)
 	}
 	if got := ks.total.Load(); got != total {
