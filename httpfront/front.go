@@ -231,6 +231,7 @@ func requestLog(e *echo.Echo, opts Options) echo.MiddlewareFunc {
 	opts.Registry.MustRegister(duration)
 	routes := &routeLabels{e: e}
 	logger := opts.Logger
+	refusals := &repeatGate{interval: time.Minute, last: map[string]*gateWindow{}, now: time.Now}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start := time.Now()
@@ -264,10 +265,54 @@ func requestLog(e *echo.Echo, opts Options) echo.MiddlewareFunc {
 					attrs = append(attrs, slog.String(k, v))
 				}
 			}
+			if status >= 400 && status < 500 {
+				// A refusal of the client's own making: a flood of them writes one line
+				// per route, status and minute, and the next line counts those left out.
+				pass, skipped := refusals.pass(route + " " + method + " " + statusLabel(status))
+				if !pass {
+					return nil
+				}
+				if skipped > 0 {
+					attrs = append(attrs, slog.Int("repeated", skipped))
+				}
+			}
 			logger.LogAttrs(req.Context(), level, "request", attrs...)
 			return nil
 		}
 	}
+}
+
+// repeatGate lets the first of a kind of line through, and then one per interval; each
+// line let through says how many were held back since the one before. Its keys are built
+// from bounded labels only.
+type repeatGate struct {
+	interval time.Duration
+	now      func() time.Time
+	mu       sync.Mutex
+	last     map[string]*gateWindow
+}
+
+type gateWindow struct {
+	at      time.Time
+	skipped int
+}
+
+func (g *repeatGate) pass(key string) (bool, int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	w, ok := g.last[key]
+	if !ok {
+		g.last[key] = &gateWindow{at: now}
+		return true, 0
+	}
+	if now.Sub(w.at) < g.interval {
+		w.skipped++
+		return false, 0
+	}
+	skipped := w.skipped
+	w.at, w.skipped = now, 0
+	return true, skipped
 }
 
 // clip bounds a logged value taken from the request.

@@ -2,7 +2,9 @@ package httpfront_test
 
 import (
 	"fmt"
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -141,4 +143,39 @@ func FuzzWantsHTML(f *testing.F) {
 			t.Fatalf("%q wants HTML?", accept)
 		}
 	})
+}
+
+// A flood of identical refusals writes one request line, not one per request.
+func TestRefusalsLoggedBounded(t *testing.T) {
+	var logs extensiontest.LogBuffer
+	f := httpfront.New(httpfront.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	f.GET("/ok", func(c echo.Context) error { return c.String(http.StatusOK, "ok") })
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	for range 500 {
+		resp, err := http.Get(srv.URL + "/nowhere")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	for range 3 {
+		resp, err := http.Get(srv.URL + "/ok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	var notFound, ok int
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		switch {
+		case strings.Contains(line, `"status":404`):
+			notFound++
+		case strings.Contains(line, `"status":200`):
+			ok++
+		}
+	}
+	if notFound != 1 || ok != 3 {
+		t.Errorf("%d lines for 500 refusals and %d for 3 successes; want 1 and 3:\n%s", notFound, ok, logs.String())
+	}
 }
