@@ -19,7 +19,7 @@ var ssoStart = time.Date(2026, 3, 14, 11, 36, 24, 123456000, time.UTC)
 
 // newSSOStore returns a migrated store of the dialect on the fake clock with the given
 // instances installed.
-func newSSOStore(t *testing.T, d extension.Dialect, clk *fakeClock, instanceIDs ...string) *extension.Store {
+func newSSOStore(t *testing.T, d extension.Dialect, clk *extensiontest.Clock, instanceIDs ...string) *extension.Store {
 	t.Helper()
 	s := extensiontest.Open(t, extensiontest.URL(t, d), extension.Options{Keys: extensiontest.Keyring(t), Now: clk.Now})
 	installInstances(t, s, instanceIDs...)
@@ -48,7 +48,7 @@ func countRows(t *testing.T, s *extension.Store, table string) int {
 func TestEnsurePlatformAccount(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		clk := newFakeClock(ssoStart)
+		clk := extensiontest.NewClock(ssoStart)
 		s := newSSOStore(t, d, clk, "i-1", "i-2")
 		later := ssoStart.Add(time.Hour)
 
@@ -114,7 +114,7 @@ func TestEnsurePlatformAccount(t *testing.T) {
 func TestEnsurePlatformAccountErrors(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		s := newSSOStore(t, d, newFakeClock(ssoStart), "i-1")
+		s := newSSOStore(t, d, extensiontest.NewClock(ssoStart), "i-1")
 		if _, _, err := s.EnsurePlatformAccount(ctx, "i-unknown", "u-1", "", "", extension.RoleMember); !errors.Is(err, extension.ErrNotFound) {
 			t.Errorf("unknown instance: got %v, want ErrNotFound", err)
 		}

@@ -24,7 +24,7 @@ var microsecondTimes = cmp.Comparer(func(a, b time.Time) bool {
 func TestRecordDeliveryAndDeliveries(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		clock := newFakeClock(time.Time{})
+		clock := extensiontest.NewClock(time.Time{})
 		s := extensiontest.Open(t, extensiontest.URL(t, d), extension.Options{Keys: extensiontest.Keyring(t), Now: clock.Now})
 
 		records := []struct {
@@ -136,7 +136,7 @@ func TestRecordDeliveryDoesNotShadowLaterDelivery(t *testing.T) {
 func TestPruneDeliveries(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		clock := newFakeClock(time.Time{})
+		clock := extensiontest.NewClock(time.Time{})
 		s := extensiontest.Open(t, extensiontest.URL(t, d), extension.Options{Keys: extensiontest.Keyring(t), Now: clock.Now})
 
 		cutoff := time.Date(2025, 4, 1, 12, 0, 0, 500_000_000, time.UTC)

@@ -190,7 +190,7 @@ func TestLifecycleSequence(t *testing.T) {
 			secret1 = extension.Secret("first-secret-Qx7mT2vLp9RkW4sNz8bYc3Hf")
 			secret2 = extension.Secret("second-secret-J6dGa1EoUiVtX5yKqZr0aB")
 		)
-		clock := newFakeClock(time.Date(2025, 3, 14, 12, 0, 0, 0, time.UTC))
+		clock := extensiontest.NewClock(time.Date(2025, 3, 14, 12, 0, 0, 0, time.UTC))
 		s := extensiontest.Open(t, extensiontest.URL(t, d), extension.Options{Keys: extensiontest.Keyring(t), Now: clock.Now})
 
 		checkCredentials(t, s, id, "", extension.ErrNotFound)
@@ -274,7 +274,7 @@ func TestLifecycleSequence(t *testing.T) {
 // and updated_at must come from it, on insert and on update alike.
 func TestLifecycleStampsStoreClock(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
-		clock := newFakeClock(time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC))
+		clock := extensiontest.NewClock(time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC))
 		s := extensiontest.Open(t, extensiontest.URL(t, d), extension.Options{Keys: extensiontest.Keyring(t), Now: clock.Now})
 		const id = "i-clock"
 		events := []struct {

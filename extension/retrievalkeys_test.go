@@ -23,7 +23,7 @@ const (
 func TestClaimRetrievalKey(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		clk := newFakeClock(ssoStart)
+		clk := extensiontest.NewClock(ssoStart)
 		s := newSSOStore(t, d, clk)
 		const ttl = 10 * time.Minute
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -62,7 +63,7 @@ func checkNoSession(t *testing.T, s *extension.Store, name string, id extension.
 func TestCreateSession(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		s := newSSOStore(t, d, newFakeClock(ssoStart), "i-1", "i-2")
+		s := newSSOStore(t, d, extensiontest.NewClock(ssoStart), "i-1", "i-2")
 		acc := ensureAccount(t, s, "i-1", "u-1")
 
 		id, sess, err := s.CreateSession(ctx, acc.ID, "i-1", "u-1", absolute)
@@ -130,7 +131,7 @@ func TestCreateSession(t *testing.T) {
 func TestSessionOfLocalAccount(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		s := newSSOStore(t, d, newFakeClock(ssoStart), "i-1")
+		s := newSSOStore(t, d, extensiontest.NewClock(ssoStart), "i-1")
 		ensureAccount(t, s, "i-1", "u-1") // the owner
 		_, err := s.SQLDB().Exec(d.Rebind(`INSERT INTO accounts (id, instance_id, email, role, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?)`), "a-local", "i-1", "local@example.com", extension.RoleMember, ssoStart, ssoStart)
@@ -154,7 +155,7 @@ VALUES (?, ?, ?, ?, ?, ?)`), "a-local", "i-1", "local@example.com", extension.Ro
 
 func TestSessionByIDMalformed(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
-		s := newSSOStore(t, d, newFakeClock(ssoStart), "i-1")
+		s := newSSOStore(t, d, extensiontest.NewClock(ssoStart), "i-1")
 		id := createSession(t, s, ensureAccount(t, s, "i-1", "u-1"), absolute)
 		v := id.Reveal()
 		unknown := base64.RawURLEncoding.EncodeToString(make([]byte, 32))
@@ -185,7 +186,7 @@ func TestSessionByIDMalformed(t *testing.T) {
 
 func TestSessionTimeouts(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
-		clk := newFakeClock(ssoStart)
+		clk := extensiontest.NewClock(ssoStart)
 		s := newSSOStore(t, d, clk, "i-1")
 		acc := ensureAccount(t, s, "i-1", "u-1")
 		lastSeen := func(id extension.Secret) time.Time {
@@ -282,7 +283,7 @@ func TestSessionTimeouts(t *testing.T) {
 func TestDeleteSessions(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		clk := newFakeClock(ssoStart)
+		clk := extensiontest.NewClock(ssoStart)
 		s := newSSOStore(t, d, clk, "i-1", "i-2")
 		a1, a2, b1 := ensureAccount(t, s, "i-1", "u-1"), ensureAccount(t, s, "i-1", "u-2"), ensureAccount(t, s, "i-2", "u-1")
 		s1, s1b, s2, s3 := createSession(t, s, a1, absolute), createSession(t, s, a1, absolute), createSession(t, s, a2, absolute), createSession(t, s, b1, time.Hour)

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,26 +20,6 @@ func forEachDialect(t *testing.T, fn func(t *testing.T, d extension.Dialect)) {
 	for _, d := range extensiontest.Dialects() {
 		t.Run(string(d), func(t *testing.T) { fn(t, d) })
 	}
-}
-
-// fakeClock is a settable clock for Options.Now, safe for concurrent use.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
 }
 
 // rawCells reads every cell of a table as text, straight through database/sql.

@@ -38,7 +38,7 @@ func TestSharedTokenLease(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
 		start := time.Date(2026, 3, 14, 11, 36, 24, 123456000, time.UTC)
-		clk := newFakeClock(start)
+		clk := extensiontest.NewClock(start)
 		s := extensiontest.Open(t, extensiontest.URL(t, d), extension.Options{Keys: extensiontest.Keyring(t), Now: clk.Now})
 		const id, ttl = "i-lease", 10 * time.Second
 		expiry := start.Add(time.Hour)

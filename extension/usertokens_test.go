@@ -51,7 +51,7 @@ func putUserToken(t *testing.T, s *extension.Store, user, instance string, token
 func TestUserTokenPutAndLoad(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		clk := newFakeClock(ssoStart)
+		clk := extensiontest.NewClock(ssoStart)
 		s := newSSOStore(t, d, clk, "i-1", "i-2")
 		expiry := ssoStart.Add(time.Hour)
 
@@ -132,7 +132,7 @@ func TestUserTokenPutAndLoad(t *testing.T) {
 func TestUserTokenBoundToRow(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		s := newSSOStore(t, d, newFakeClock(ssoStart), "i-1", "i-2")
+		s := newSSOStore(t, d, extensiontest.NewClock(ssoStart), "i-1", "i-2")
 		expiry := ssoStart.Add(time.Hour)
 		rows := [][2]string{{"u-1", "i-1"}, {"u-2", "i-1"}, {"u-1", "i-2"}}
 		for _, r := range rows {
@@ -187,7 +187,7 @@ func TestUserTokenBoundToRow(t *testing.T) {
 func TestUserTokenRefreshLease(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		clk := newFakeClock(ssoStart)
+		clk := extensiontest.NewClock(ssoStart)
 		s := newSSOStore(t, d, clk, "i-1")
 		const user, inst, ttl = "u-1", "i-1", 30 * time.Second
 		e1, e2, e3 := ssoStart.Add(time.Hour), ssoStart.Add(2*time.Hour), ssoStart.Add(3*time.Hour)
@@ -312,7 +312,7 @@ func TestUserTokenRefreshLeaseRace(t *testing.T) {
 func TestDeleteUserTokens(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		ctx := context.Background()
-		s := newSSOStore(t, d, newFakeClock(ssoStart), "i-1", "i-2")
+		s := newSSOStore(t, d, extensiontest.NewClock(ssoStart), "i-1", "i-2")
 		expiry := ssoStart.Add(time.Hour)
 		for _, r := range [][2]string{{"u-1", "i-1"}, {"u-2", "i-1"}, {"u-1", "i-2"}, {"u-3", "i-2"}} {
 			putUserToken(t, s, r[0], r[1], userAccess, userRefresh, expiry, "")

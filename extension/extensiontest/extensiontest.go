@@ -147,19 +147,30 @@ func (b *LogBuffer) String() string {
 }
 
 // Clock is a settable clock for every Now option (the store's, the simulator's, the
-// client's), safe for concurrent use: one clock per test keeps them all in step.
+// client's), safe for concurrent use: one clock per test keeps them all in step. A clock
+// from NewClock stands still until moved; one from WallClock runs with the wall clock,
+// for tests whose parts wait in real time (River, a secret's activation delay), and is
+// moved by Set and Advance all the same.
 type Clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu      sync.Mutex
+	t       time.Time     // a standing clock's time
+	running bool          // the time is the wall clock's plus off
+	off     time.Duration // a running clock's lead over the wall clock
 }
 
 // NewClock returns a clock that stands at t.
 func NewClock(t time.Time) *Clock { return &Clock{t: t} }
 
+// WallClock returns a clock that runs with the wall clock.
+func WallClock() *Clock { return &Clock{running: true} }
+
 // Now returns the clock's time.
 func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.running {
+		return time.Now().Add(c.off)
+	}
 	return c.t
 }
 
@@ -167,12 +178,12 @@ func (c *Clock) Now() time.Time {
 func (c *Clock) Set(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t = t
+	c.t, c.off = t, time.Until(t)
 }
 
 // Advance moves the clock on by d.
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+	c.t, c.off = c.t.Add(d), c.off+d
 }

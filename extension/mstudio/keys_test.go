@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
@@ -480,28 +481,10 @@ func TestKeyCacheCancelledCallerKeepsSharedFetch(t *testing.T) {
 	}
 }
 
-// fakeClock is a settable clock for KeyCacheOptions.Now.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func TestKeyCacheUnknownSerialNegativeCache(t *testing.T) {
 	const ttl = 10 * time.Second
 	ks, c := newKeyServer(t)
-	clock := &fakeClock{now: time.Date(2025, 3, 14, 12, 0, 0, 0, time.UTC)}
+	clock := extensiontest.NewClock(time.Date(2025, 3, 14, 12, 0, 0, 0, time.UTC))
 	kc := mstudio.NewKeyCache(c, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{NegativeTTL: ttl, Now: clock.Now})
 	serial := uuid.NewString()
 	key := newPublicKey(t)
@@ -542,7 +525,7 @@ func TestKeyCacheUnknownSerialNegativeCache(t *testing.T) {
 func TestKeyCacheUnknownSerialRefetchedAfterTTL(t *testing.T) {
 	const ttl = 30 * time.Second
 	ks, c := newKeyServer(t)
-	clock := &fakeClock{now: time.Date(2025, 3, 14, 12, 0, 0, 0, time.UTC)}
+	clock := extensiontest.NewClock(time.Date(2025, 3, 14, 12, 0, 0, 0, time.UTC))
 	kc := mstudio.NewKeyCache(c, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{NegativeTTL: ttl, Now: clock.Now})
 	serial := uuid.NewString()
 	for i := range 3 {

@@ -7,43 +7,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
 )
 
 // This file holds the helpers of the single sign-on tests (ATReK, refresh, session
 // tokens, OAuth2), all prefixed sso, and the tests of ATReK and refresh.
 
-// ssoClock is a fake clock for Options.Now.
-type ssoClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *ssoClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *ssoClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
-func (c *ssoClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // newSSOSim starts a simulator on a fake clock behind a real HTTP server. It returns
 // the simulator, its base URL and the clock.
-func newSSOSim(t *testing.T, opts Options) (*Server, string, *ssoClock) {
+func newSSOSim(t *testing.T, opts Options) (*Server, string, *extensiontest.Clock) {
 	t.Helper()
-	clock := &ssoClock{now: time.Date(2025, 5, 6, 7, 8, 9, 0, time.UTC)}
+	clock := extensiontest.NewClock(time.Date(2025, 5, 6, 7, 8, 9, 0, time.UTC))
 	if opts.Now == nil {
 		opts.Now = clock.Now
 	}

@@ -7,10 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 )
@@ -18,26 +18,8 @@ import (
 // This file holds the helpers shared by the core tests (keys, instances, tokens, faults,
 // users) and the tests of user tokens and the token headers.
 
-// coreClock is a fake clock for Options.Now.
-type coreClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newCoreClock() *coreClock {
-	return &coreClock{now: time.Date(2025, 3, 14, 11, 36, 24, 0, time.UTC)}
-}
-
-func (c *coreClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *coreClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+func newCoreClock() *extensiontest.Clock {
+	return extensiontest.NewClock(time.Date(2025, 3, 14, 11, 36, 24, 0, time.UTC))
 }
 
 // newCoreSim starts a simulator behind a real HTTP server and returns it with the

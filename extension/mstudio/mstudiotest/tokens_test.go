@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 )
 
@@ -18,7 +19,7 @@ const coreActivationDelay = 2 * time.Second
 
 // newCoreClockSim starts a simulator on a fake clock with the activation delay
 // coreActivationDelay and the given instance token lifetime (0: the default).
-func newCoreClockSim(t *testing.T, tokenTTL time.Duration) (*Server, string, *coreClock) {
+func newCoreClockSim(t *testing.T, tokenTTL time.Duration) (*Server, string, *extensiontest.Clock) {
 	t.Helper()
 	clock := newCoreClock()
 	sim, base := newCoreSim(t, Options{Now: clock.Now, SecretActivationDelay: coreActivationDelay, InstanceTokenTTL: tokenTTL})
@@ -27,7 +28,7 @@ func newCoreClockSim(t *testing.T, tokenTTL time.Duration) (*Server, string, *co
 
 // coreActiveInstance creates an instance and activates its secret as a successful
 // ExtensionAddedToContext delivery does: delivered, then the activation delay passed.
-func coreActiveInstance(t *testing.T, sim *Server, clock *coreClock, spec InstanceSpec) (Instance, string) {
+func coreActiveInstance(t *testing.T, sim *Server, clock *extensiontest.Clock, spec InstanceSpec) (Instance, string) {
 	t.Helper()
 	in, err := sim.CreateInstance(spec)
 	if err != nil {
@@ -74,76 +75,76 @@ func TestCoreInstanceSecretActivation(t *testing.T) {
 	tests := []struct {
 		name string
 		// setup prepares an instance and returns its id and the secret to send.
-		setup    func(t *testing.T, sim *Server, clock *coreClock) (id, secret string)
+		setup    func(t *testing.T, sim *Server, clock *extensiontest.Clock) (id, secret string)
 		want     int
 		wantType string
 	}{
-		{"pending secret, never delivered", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"pending secret, never delivered", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, _ := sim.CreateInstance(InstanceSpec{})
 			clock.Advance(time.Hour)
 			return in.ID, in.PendingSecret
 		}, http.StatusForbidden, "PermissionDenied"},
-		{"delivered, just now", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"delivered, just now", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, _ := sim.CreateInstance(InstanceSpec{})
 			sim.secretDelivered(in.ID, in.PendingSecret)
 			return in.ID, in.PendingSecret
 		}, http.StatusForbidden, "PermissionDenied"},
-		{"delivered, a moment before the delay", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"delivered, a moment before the delay", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, _ := sim.CreateInstance(InstanceSpec{})
 			sim.secretDelivered(in.ID, in.PendingSecret)
 			clock.Advance(coreActivationDelay - time.Millisecond)
 			return in.ID, in.PendingSecret
 		}, http.StatusForbidden, "PermissionDenied"},
-		{"delivered, at the delay", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"delivered, at the delay", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, _ := sim.CreateInstance(InstanceSpec{})
 			sim.secretDelivered(in.ID, in.PendingSecret)
 			clock.Advance(coreActivationDelay)
 			return in.ID, in.PendingSecret
 		}, http.StatusCreated, ""},
-		{"delivered, long ago", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"delivered, long ago", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, _ := sim.CreateInstance(InstanceSpec{})
 			sim.secretDelivered(in.ID, in.PendingSecret)
 			clock.Advance(30 * 24 * time.Hour)
 			return in.ID, in.PendingSecret
 		}, http.StatusCreated, ""},
-		{"delivery of another secret does not activate", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"delivery of another secret does not activate", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, _ := sim.CreateInstance(InstanceSpec{})
 			sim.secretDelivered(in.ID, "some-other-secret")
 			clock.Advance(time.Hour)
 			return in.ID, in.PendingSecret
 		}, http.StatusForbidden, "PermissionDenied"},
-		{"wrong secret", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"wrong secret", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, secret := coreActiveInstance(t, sim, clock, InstanceSpec{})
 			return in.ID, secret + "x"
 		}, http.StatusForbidden, "PermissionDenied"},
-		{"another instance's secret", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"another instance's secret", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, _ := coreActiveInstance(t, sim, clock, InstanceSpec{})
 			_, other := coreActiveInstance(t, sim, clock, InstanceSpec{})
 			return in.ID, other
 		}, http.StatusForbidden, "PermissionDenied"},
-		{"empty secret", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"empty secret", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, _ := coreActiveInstance(t, sim, clock, InstanceSpec{})
 			return in.ID, ""
 		}, http.StatusBadRequest, "ValidationError"},
-		{"disabled instance", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"disabled instance", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, secret := coreActiveInstance(t, sim, clock, InstanceSpec{})
 			if _, err := sim.UpdateInstance(in.ID, func(in *Instance) { in.Disabled = true }); err != nil {
 				t.Fatal(err)
 			}
 			return in.ID, secret
 		}, http.StatusForbidden, "PermissionDenied"},
-		{"created disabled", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"created disabled", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, secret := coreActiveInstance(t, sim, clock, InstanceSpec{Disabled: true})
 			return in.ID, secret
 		}, http.StatusForbidden, "PermissionDenied"},
-		{"removed instance", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"removed instance", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			in, secret := coreActiveInstance(t, sim, clock, InstanceSpec{})
 			if _, err := sim.UpdateInstance(in.ID, func(in *Instance) { in.Removed = true }); err != nil {
 				t.Fatal(err)
 			}
 			return in.ID, secret
 		}, http.StatusNotFound, "NotFound"},
-		{"unknown instance", func(t *testing.T, sim *Server, clock *coreClock) (string, string) {
+		{"unknown instance", func(t *testing.T, sim *Server, clock *extensiontest.Clock) (string, string) {
 			_, secret := coreActiveInstance(t, sim, clock, InstanceSpec{})
 			return uuid.NewString(), secret
 		}, http.StatusNotFound, "NotFound"},
@@ -240,7 +241,7 @@ type coreContexts struct {
 	tokNoScope              string
 }
 
-func newCoreContexts(t *testing.T, sim *Server, base string, clock *coreClock) coreContexts {
+func newCoreContexts(t *testing.T, sim *Server, base string, clock *extensiontest.Clock) coreContexts {
 	t.Helper()
 	var w coreContexts
 	var secret string

@@ -7,11 +7,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 )
@@ -52,24 +52,6 @@ func senderMint(t *testing.T, base, instanceID, secret string) int {
 	t.Helper()
 	status, _ := senderPost(t, base+"/v2/extension-instances/"+instanceID+"/tokens", map[string]string{"extensionInstanceSecret": secret})
 	return status
-}
-
-// senderClock is a clock the test moves.
-type senderClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *senderClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *senderClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 func TestTriggerCalls(t *testing.T) {
@@ -340,7 +322,7 @@ func TestTriggerSecretActivation(t *testing.T) {
 		}
 		return http.StatusNoContent, ""
 	})
-	clock := &senderClock{t: time.Date(2025, 3, 14, 11, 0, 0, 0, time.UTC)}
+	clock := extensiontest.NewClock(time.Date(2025, 3, 14, 11, 0, 0, 0, time.UTC))
 	const delay = 2 * time.Second
 	sim, srv := newSenderSim(t, rcv.URL, func(o *Options) { o.Now, o.SecretActivationDelay = clock.Now, delay })
 	res, err := sim.Trigger(context.Background(), CallExtensionAddedToContext, CallRequest{})
@@ -372,7 +354,7 @@ func TestTriggerRotationInvalidatesOldSecret(t *testing.T) {
 		}
 		return http.StatusNoContent, ""
 	})
-	clock := &senderClock{t: time.Date(2025, 3, 14, 11, 0, 0, 0, time.UTC)}
+	clock := extensiontest.NewClock(time.Date(2025, 3, 14, 11, 0, 0, 0, time.UTC))
 	const delay = 2 * time.Second
 	sim, srv := newSenderSim(t, rcv.URL, func(o *Options) { o.Now, o.SecretActivationDelay = clock.Now, delay })
 	ctx := context.Background()
