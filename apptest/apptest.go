@@ -9,12 +9,14 @@
 package apptest
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,12 +36,17 @@ const PublicURL = "http://127.0.0.1:8080"
 // Options tunes New; the zero value is a SQLite app.
 type Options struct {
 	Dialect extension.Dialect // "": SQLite
+	// Clock is the clock of every part; nil: a clock standing at the current second.
+	// extensiontest.WallClock() is for tests that wait in real time.
+	Clock *extensiontest.Clock
 	// Sim tunes the simulator's options (its clock is the app's).
 	Sim func(*mstudiotest.Options)
 	// Frontend tunes the frontend's configuration.
 	Frontend func(*frontend.Config)
 	// Client tunes the platform client's options.
 	Client func(*mstudio.Options)
+	// Front tunes the HTTP front's options (the request values it logs, its registry).
+	Front func(*httpfront.Options)
 }
 
 // App is the backend's parts as production wires them, for one test.
@@ -50,21 +57,35 @@ type App struct {
 	Sim    *mstudiotest.Server
 	SimURL string
 	Store  *extension.Store
-	Client *mstudio.Client
-	Front  *httpfront.Front
-	Pages  *frontend.Frontend
+	// DatabaseURL is the store's database, for a replica's store or River.
+	DatabaseURL string
+	Client      *mstudio.Client
+	Front       *httpfront.Front
+	Pages       *frontend.Frontend
 
+	keys   *extension.Keyring
 	mu     sync.Mutex
-	hits   map[string]int // simulator requests by method and path
+	calls  []SimCall // every request the simulator received, in order
 	events int
 	server *httptest.Server
+}
+
+// SimCall is one request the simulator received: "METHOD /path", the body, the status.
+type SimCall struct {
+	Route  string
+	Body   []byte
+	Status int
 }
 
 // New builds the app; everything it starts ends with the test.
 func New(t testing.TB, opts Options) *App {
 	t.Helper()
-	a := &App{Clock: extensiontest.NewClock(time.Now().Truncate(time.Second)), Logs: &extensiontest.LogBuffer{}, hits: map[string]int{}}
-	a.Logger = slog.New(slog.NewTextHandler(a.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a := &App{Clock: opts.Clock, Logs: &extensiontest.LogBuffer{}, keys: extensiontest.Keyring(t)}
+	if a.Clock == nil {
+		a.Clock = extensiontest.NewClock(time.Now().Truncate(time.Second))
+	}
+	// JSON lines, as production writes them.
+	a.Logger = slog.New(slog.NewJSONHandler(a.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	so := mstudiotest.Options{Now: a.Clock.Now, SecretActivationDelay: -1}
 	if opts.Sim != nil {
 		opts.Sim(&so)
@@ -76,10 +97,13 @@ func New(t testing.TB, opts Options) *App {
 	t.Cleanup(sim.Close)
 	a.Sim = sim
 	simSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sim.ServeHTTP(sw, r)
 		a.mu.Lock()
-		a.hits[r.Method+" "+r.URL.Path]++
+		a.calls = append(a.calls, SimCall{Route: r.Method + " " + r.URL.Path, Body: body, Status: sw.status})
 		a.mu.Unlock()
-		sim.ServeHTTP(w, r)
 	}))
 	t.Cleanup(simSrv.Close)
 	a.SimURL = simSrv.URL
@@ -87,7 +111,8 @@ func New(t testing.TB, opts Options) *App {
 	if d == "" {
 		d = extension.SQLite
 	}
-	a.Store = extensiontest.Open(t, extensiontest.URL(t, d), extension.Options{Keys: extensiontest.Keyring(t), Now: a.Clock.Now, Logger: a.Logger})
+	a.DatabaseURL = extensiontest.URL(t, d)
+	a.Store = a.Replica(t)
 	co := mstudio.Options{RetryMax: 1, RetryWait: time.Millisecond, Timeout: 5 * time.Second, Logger: a.Logger}
 	if opts.Client != nil {
 		opts.Client(&co)
@@ -102,8 +127,19 @@ func New(t testing.TB, opts Options) *App {
 	if a.Pages, err = frontend.New(fc); err != nil {
 		t.Fatal(err)
 	}
-	a.Front = httpfront.New(httpfront.Options{Logger: a.Logger, Pages: a.Pages, Ready: a.Store.Ping})
+	fo := httpfront.Options{Logger: a.Logger, Pages: a.Pages, Ready: a.Store.Ping}
+	if opts.Front != nil {
+		opts.Front(&fo)
+	}
+	a.Front = httpfront.New(fo)
 	return a
+}
+
+// Replica opens another store on the app's database, with its keys, clock and logger, as
+// a second backend replica would.
+func (a *App) Replica(t testing.TB) *extension.Store {
+	t.Helper()
+	return extensiontest.Open(t, a.DatabaseURL, extension.Options{Keys: a.keys, Now: a.Clock.Now, Logger: a.Logger})
 }
 
 // URL starts the app's HTTP server (once; register the routes first) and returns its base URL.
@@ -118,11 +154,60 @@ func (a *App) URL(t testing.TB) string {
 	return a.server.URL
 }
 
-// SimHits returns how often the simulator was asked for method and path.
-func (a *App) SimHits(methodAndPath string) int {
+// SimHits returns how many requests the simulator received for route, "METHOD /path",
+// where a {name} segment stands for any one segment, as in the simulator's routes.
+func (a *App) SimHits(route string) int { return len(a.SimRequests(route)) }
+
+// SimRequests returns the requests the simulator received for route (as in SimHits), in
+// order.
+func (a *App) SimRequests(route string) []SimCall {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.hits[methodAndPath]
+	var out []SimCall
+	for _, c := range a.calls {
+		if routeMatches(route, c.Route) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// SimCalls returns how many requests the simulator received in all.
+func (a *App) SimCalls() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.calls)
+}
+
+// routeMatches reports whether the request "METHOD /path" fits the route pattern.
+func routeMatches(pattern, request string) bool {
+	ps, rs := strings.Split(pattern, "/"), strings.Split(request, "/")
+	if len(ps) != len(rs) {
+		return false
+	}
+	for i, p := range ps {
+		if p != rs[i] && (!strings.HasPrefix(p, "{") || !strings.HasSuffix(p, "}") || rs[i] == "") {
+			return false
+		}
+	}
+	return true
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
+
+// Flush lets the simulator's streamed answers through.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // Browser is a fresh browser: its own cookie jar; redirects are shown, not followed.
@@ -185,15 +270,4 @@ func Body(t testing.TB, res *http.Response) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-// SimCalls returns how many requests the simulator received in all.
-func (a *App) SimCalls() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	n := 0
-	for _, c := range a.hits {
-		n += c
-	}
-	return n
 }

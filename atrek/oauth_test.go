@@ -17,6 +17,7 @@ import (
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/extension-backend/extension-backend/httpfront"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 )
@@ -73,21 +74,6 @@ func newOAuthEnv(t *testing.T, d extension.Dialect) *oauthEnv {
 	app.Front.GET("/login/mstudio/choose", o.Choose, o.NoStore())
 	t.Cleanup(func() { e.scan(t) })
 	return e
-}
-
-// install creates an instance at the simulator and in the store.
-func (e *oauthEnv) install(t *testing.T, spec mstudiotest.InstanceSpec) mstudiotest.Instance {
-	t.Helper()
-	return e.Install(t, spec)
-}
-
-// oauthBrowser is a fresh browser: its own cookie jar, redirects shown, not followed.
-func oauthBrowser(t *testing.T) *http.Client {
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 // get fetches u (relative to the app) and remembers the app's pages for the scan.
@@ -189,8 +175,8 @@ func withQuery(t *testing.T, u, k, v string) string {
 
 func TestOAuthHappyPath(t *testing.T) {
 	oauthForEachDialect(t, func(t *testing.T, e *oauthEnv) {
-		in := e.install(t, mstudiotest.InstanceSpec{})
-		b := oauthBrowser(t)
+		in := e.Install(t, mstudiotest.InstanceSpec{})
+		b := apptest.Browser(t)
 		resp, _ := e.get(t, b, "/login/mstudio")
 		ck := resp.Header.Get("Set-Cookie")
 		for _, want := range []string{"ext_oauth=", "Path=/login/mstudio", "Max-Age=600", "HttpOnly", "SameSite=Lax"} {
@@ -242,7 +228,7 @@ func TestOAuthSecureCookie(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := echo.New()
+	app := httpfront.New(httpfront.Options{})
 	app.GET("/login/mstudio", o.Login)
 	rec := httptest.NewRecorder()
 	app.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/login/mstudio", nil))
@@ -257,8 +243,8 @@ func TestOAuthSecureCookie(t *testing.T) {
 
 func TestOAuthStateMismatch(t *testing.T) {
 	e := newOAuthEnv(t, extension.SQLite)
-	e.install(t, mstudiotest.InstanceSpec{})
-	b := oauthBrowser(t)
+	e.Install(t, mstudiotest.InstanceSpec{})
+	b := apptest.Browser(t)
 	cb := e.authorize(t, b, e.Ada.ID)
 	resp, body := e.get(t, b, withQuery(t, cb, "state", strings.Repeat("A", 43)))
 	e.refused(t, resp, body, http.StatusBadRequest, "does not belong to the sign-in started in this browser")
@@ -272,8 +258,8 @@ func TestOAuthStateMismatch(t *testing.T) {
 // the platform refuses it.
 func TestOAuthWrongVerifier(t *testing.T) {
 	e := newOAuthEnv(t, extension.SQLite)
-	e.install(t, mstudiotest.InstanceSpec{})
-	b := oauthBrowser(t)
+	e.Install(t, mstudiotest.InstanceSpec{})
+	b := apptest.Browser(t)
 	first, _ := url.Parse(e.authorize(t, b, e.Ada.ID))
 	second, _ := url.Parse(e.authorize(t, b, e.Ada.ID))
 	resp, body := e.get(t, b, withQuery(t, second.String(), "code", first.Query().Get("code")))
@@ -289,15 +275,15 @@ func (e *oauthEnv) logString() string { return e.Logs.String() }
 // who copied both would: the platform refuses the used code.
 func TestOAuthReusedCode(t *testing.T) {
 	e := newOAuthEnv(t, extension.SQLite)
-	e.install(t, mstudiotest.InstanceSpec{})
-	b := oauthBrowser(t)
+	e.Install(t, mstudiotest.InstanceSpec{})
+	b := apptest.Browser(t)
 	cb := e.authorize(t, b, e.Ada.ID)
 	appURL, _ := url.Parse(e.AppURL + "/login/mstudio")
 	cookies := b.Jar.Cookies(appURL)
 	if resp, _ := e.get(t, b, cb); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("first callback: status %d", resp.StatusCode)
 	}
-	replay := oauthBrowser(t)
+	replay := apptest.Browser(t)
 	replay.Jar.SetCookies(appURL, cookies)
 	resp, body := e.get(t, replay, cb)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "The control panel&#39;s answer was not complete.") {
@@ -328,8 +314,8 @@ func TestOAuthPreSessionCookie(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newOAuthEnv(t, extension.SQLite)
-			e.install(t, mstudiotest.InstanceSpec{})
-			b := oauthBrowser(t)
+			e.Install(t, mstudiotest.InstanceSpec{})
+			b := apptest.Browser(t)
 			cb := e.authorize(t, b, e.Ada.ID)
 			tc.cookie(e, b)
 			resp, body := e.get(t, b, cb)
@@ -345,25 +331,25 @@ func (e *oauthEnv) setCookie(b *http.Client, name, value string) {
 
 func TestOAuthDenied(t *testing.T) {
 	e := newOAuthEnv(t, extension.SQLite)
-	e.install(t, mstudiotest.InstanceSpec{})
-	b := oauthBrowser(t)
+	e.Install(t, mstudiotest.InstanceSpec{})
+	b := apptest.Browser(t)
 	resp, body := e.get(t, b, e.authorize(t, b, e.Ada.ID, "grant_consent=false"))
 	e.refused(t, resp, body, http.StatusForbidden, "The sign-in was cancelled")
 }
 
 func TestOAuthNoInstanceForUser(t *testing.T) {
 	e := newOAuthEnv(t, extension.SQLite)
-	e.install(t, mstudiotest.InstanceSpec{})
-	b := oauthBrowser(t)
+	e.Install(t, mstudiotest.InstanceSpec{})
+	b := apptest.Browser(t)
 	resp, body := e.get(t, b, e.authorize(t, b, e.Otto.ID))
 	e.refused(t, resp, body, http.StatusForbidden, "None of your projects and organisations has this extension installed.")
 }
 
 func TestOAuthChooser(t *testing.T) {
 	oauthForEachDialect(t, func(t *testing.T, e *oauthEnv) {
-		first := e.install(t, mstudiotest.InstanceSpec{})
-		second := e.install(t, mstudiotest.InstanceSpec{ContextKind: "customer"})
-		disabled := e.install(t, mstudiotest.InstanceSpec{})
+		first := e.Install(t, mstudiotest.InstanceSpec{})
+		second := e.Install(t, mstudiotest.InstanceSpec{ContextKind: "customer"})
+		disabled := e.Install(t, mstudiotest.InstanceSpec{})
 		if _, err := e.Store.ApplyLifecycle(t.Context(), extension.LifecycleEvent{Kind: extension.EventUpdated, RequestID: uuid.NewString(),
 			CreatedAt: e.Clock.Now().Add(time.Second), InstanceID: disabled.ID, ContextKind: disabled.ContextKind,
 			ContextID: disabled.ContextID, Scopes: disabled.Scopes, Enabled: new(false)}); err != nil {
@@ -372,7 +358,7 @@ func TestOAuthChooser(t *testing.T) {
 		if err := e.Store.SetContextName(t.Context(), first.ID, "Shop & Blog", e.Clock.Now()); err != nil {
 			t.Fatal(err)
 		}
-		b := oauthBrowser(t)
+		b := apptest.Browser(t)
 		resp, body := e.get(t, b, e.authorize(t, b, e.Ada.ID))
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("callback: status %d, page %q; want the chooser", resp.StatusCode, body)
@@ -390,7 +376,7 @@ func TestOAuthChooser(t *testing.T) {
 		}
 
 		// Without the choice cookie, a link is refused.
-		resp, body = e.get(t, oauthBrowser(t), "/login/mstudio/choose?instance="+second.ID)
+		resp, body = e.get(t, apptest.Browser(t), "/login/mstudio/choose?instance="+second.ID)
 		e.refused(t, resp, body, http.StatusBadRequest, "The sign-in has expired")
 		// A choice the user was not offered is refused.
 		resp, body = e.get(t, b, "/login/mstudio/choose?instance="+disabled.ID)
@@ -398,7 +384,7 @@ func TestOAuthChooser(t *testing.T) {
 
 		// A copy of the choice cookie, taken before the choice, as one who copied it would.
 		appURL, _ := url.Parse(e.AppURL + "/login/mstudio/choose")
-		copied := oauthBrowser(t)
+		copied := apptest.Browser(t)
 		copied.Jar.SetCookies(appURL, b.Jar.Cookies(appURL))
 
 		resp, _ = e.get(t, b, "/login/mstudio/choose?instance="+second.ID)

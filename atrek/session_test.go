@@ -13,7 +13,7 @@ import (
 	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/frontend"
-	"github.com/labstack/echo/v4"
+	"github.com/extension-backend/extension-backend/httpfront"
 )
 
 func TestSessionPresetCookieNotAdopted(t *testing.T) {
@@ -135,7 +135,7 @@ func TestSessionDisabledInstance(t *testing.T) {
 // browser enforce host-only and Path=/.
 func TestSessionCookieSecure(t *testing.T) {
 	e := newSSOEnvWith(t, apptest.Options{Frontend: func(c *frontend.Config) { c.PublicURL = "https://ext.example" }}, nil)
-	app := echo.New()
+	app := httpfront.New(httpfront.Options{})
 	app.GET("/mstudio/sso", e.Handler.Entry)
 	key := e.key(t, e.Instance.ID, e.Ada.ID)
 	rec := httptest.NewRecorder()
@@ -173,7 +173,7 @@ func TestSSOLogsIDsAndOutcome(t *testing.T) {
 	e.signIn(t, e.HTTP, e.Ada)
 	e.get(t, e.HTTP, ssoPath(e.key(t, e.Instance.ID, e.Bob.ID), e.Ada.ID, e.Instance.ID))
 	logs := e.Logs.String()
-	for _, want := range []string{"sso: signed in", "instance_id=" + e.Instance.ID, "user_id=" + e.Ada.ID, "platform refused the key"} {
+	for _, want := range []string{"sso: signed in", `"instance_id":"` + e.Instance.ID, `"user_id":"` + e.Ada.ID, "platform refused the key"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %q:\n%s", want, logs)
 		}

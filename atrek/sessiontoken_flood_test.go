@@ -16,6 +16,7 @@ import (
 	"github.com/extension-backend/extension-backend/atrek"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/extension-backend/extension-backend/httpfront"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -29,14 +30,13 @@ const (
 
 // fragmentFront serves the verifier's middleware through Echo as production does, with
 // the client address taken from the connection.
-func fragmentFront(v *atrek.SessionTokenVerifier) *echo.Echo {
-	ec := echo.New()
-	ec.IPExtractor = echo.ExtractIPDirect()
+func fragmentFront(v *atrek.SessionTokenVerifier) *httpfront.Front {
+	ec := httpfront.New(httpfront.Options{})
 	ec.GET("/f", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) }, v.Middleware())
 	return ec
 }
 
-func fragmentRequest(ec *echo.Echo, raw, addr string) int {
+func fragmentRequest(ec *httpfront.Front, raw, addr string) int {
 	req := httptest.NewRequest(http.MethodGet, "/f", nil)
 	req.RemoteAddr = addr
 	req.Header.Set(atrek.HeaderSessionToken, raw)
@@ -75,7 +75,7 @@ func TestSessionTokensDuringFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	genuine := e.token(t, e.Instance)
-	before := e.calls("GET /v2/public-keys")
+	before := e.SimHits(routeKeys)
 
 	start := time.Now()
 	var sent atomic.Int64
@@ -111,7 +111,7 @@ func TestSessionTokensDuringFlood(t *testing.T) {
 	stillFlooding := sent.Load() < flooders*perFlooder
 	wg.Wait()
 	elapsed := time.Since(start)
-	fetches := e.calls("GET /v2/public-keys") - before
+	fetches := e.SimHits(routeKeys) - before
 	t.Logf("%d forged tokens in %s; %d key fetches", sent.Load(), elapsed, fetches)
 	if !stillFlooding {
 		t.Log("the flood ended before the genuine requests did")

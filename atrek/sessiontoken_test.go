@@ -15,94 +15,49 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/atrek"
 	"github.com/extension-backend/extension-backend/extension"
-	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/extension-backend/extension-backend/httpfront"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 )
 
-// clock is the fake time of the simulator and the verifier.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// fragmentEnv is the simulator over HTTP, a migrated SQLite store, and a verifier that
-// fetches the simulator's session_token keys through the real client and key cache.
+// fragmentEnv is the shared app (apptest: the simulator over HTTP, a SQLite store, the
+// real client, one fake clock) and a verifier that fetches the simulator's session_token
+// keys through the real client and key cache.
 type fragmentEnv struct {
-	*installer
-	Sim      *mstudiotest.Server
-	SimURL   string
-	Store    *extension.Store
-	Client   *mstudio.Client
-	Clock    *clock
+	*apptest.App
 	Verifier *atrek.SessionTokenVerifier
 	Instance mstudiotest.Instance // installed at the simulator and here
 	User     mstudiotest.User     // has access to every context
-
-	mu   sync.Mutex
-	hits map[string]int // "GET /v2/public-keys" → requests
 }
+
+// routeKeys is the simulator's public-key route, any serial.
+const routeKeys = "GET /v2/public-keys/{serial}"
 
 func newFragmentEnv(t testing.TB) *fragmentEnv {
 	t.Helper()
-	e := &fragmentEnv{Clock: &clock{t: time.Now().Truncate(time.Second)}, hits: map[string]int{}}
-	sim, err := mstudiotest.New(mstudiotest.Options{Now: e.Clock.Now, SecretActivationDelay: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	e.Sim = sim
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route := r.Method + " " + r.URL.Path
-		if strings.HasPrefix(r.URL.Path, "/v2/public-keys/") {
-			route = r.Method + " /v2/public-keys"
-		}
-		e.mu.Lock()
-		e.hits[route]++
-		e.mu.Unlock()
-		sim.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	e.SimURL = srv.URL
-	e.Store = extensiontest.Open(t, extensiontest.SQLiteURL(t), extension.Options{Keys: extensiontest.Keyring(t)})
-	e.installer = &installer{sim: e.Sim, store: e.Store, now: e.Clock.Now}
-	e.Client = newClient(t, srv.URL)
-	e.Verifier = e.newVerifier(t, e.Client, atrek.VerifierOptions{Client: e.Client, ExtensionSecret: extension.Secret(sim.ExtensionSecret())})
-	e.Instance = e.install(t, mstudiotest.InstanceSpec{})
-	for _, u := range sim.Users() {
-		if u.Access {
-			e.User = u
-			break
-		}
-	}
+	e := &fragmentEnv{App: apptest.New(t, apptest.Options{})}
+	e.Verifier = e.newVerifier(t, e.Client, atrek.VerifierOptions{Client: e.Client, ExtensionSecret: extension.Secret(e.Sim.ExtensionSecret())})
+	e.Instance = e.Install(t, mstudiotest.InstanceSpec{})
+	e.User = e.App.User(t, "Ada Admin")
 	return e
 }
 
-func newClient(t testing.TB, url string) *mstudio.Client {
+// deadClient is a platform client of a platform that does not answer.
+func deadClient(t testing.TB) *mstudio.Client {
 	t.Helper()
-	c, err := mstudio.New(url, mstudio.Options{RetryMax: 1, RetryWait: time.Millisecond, Timeout: 5 * time.Second})
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	c, err := mstudio.New(dead.URL, mstudio.Options{RetryMax: 1, RetryWait: time.Millisecond, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,13 +81,13 @@ func (e *fragmentEnv) newVerifier(t testing.TB, keyClient *mstudio.Client, opts 
 // signs tokens for it, so the verifier's own check is what refuses.
 func (e *fragmentEnv) setEnabled(t testing.TB, in mstudiotest.Instance, enabled bool) {
 	t.Helper()
-	e.apply(t, extension.LifecycleEvent{Kind: extension.EventUpdated, InstanceID: in.ID,
+	e.Apply(t, extension.LifecycleEvent{Kind: extension.EventUpdated, InstanceID: in.ID,
 		ContextKind: in.ContextKind, ContextID: in.ContextID, Scopes: in.Scopes, Enabled: &enabled})
 }
 
 func (e *fragmentEnv) remove(t testing.TB, in mstudiotest.Instance) {
 	t.Helper()
-	e.apply(t, extension.LifecycleEvent{Kind: extension.EventRemoved, InstanceID: in.ID,
+	e.Apply(t, extension.LifecycleEvent{Kind: extension.EventRemoved, InstanceID: in.ID,
 		ContextKind: in.ContextKind, ContextID: in.ContextID, Enabled: new(false)})
 }
 
@@ -144,12 +99,6 @@ func (e *fragmentEnv) token(t testing.TB, in mstudiotest.Instance) string {
 		t.Fatal(err)
 	}
 	return raw
-}
-
-func (e *fragmentEnv) calls(route string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.hits[route]
 }
 
 // forge builds a token from a header and claims, signed by the method with the key.
@@ -230,7 +179,7 @@ func assertNoToken(t *testing.T, text, raw string) {
 
 func TestVerifyValid(t *testing.T) {
 	e := newFragmentEnv(t)
-	variant := e.install(t, mstudiotest.InstanceSpec{ContextKind: "customer", VariantKey: "premium", Scopes: []string{"customer:read"}})
+	variant := e.Install(t, mstudiotest.InstanceSpec{ContextKind: "customer", VariantKey: "premium", Scopes: []string{"customer:read"}})
 	for _, tc := range []struct {
 		name string
 		in   mstudiotest.Instance
@@ -516,7 +465,7 @@ func TestVerifyRefusesForgeries(t *testing.T) {
 			assertRefused(t, e.Verifier, tc.raw(t), tc.want)
 		})
 	}
-	if n := e.calls("GET /v2/public-keys"); n != 2 {
+	if n := e.SimHits(routeKeys); n != 2 {
 		// The genuine key once, the unknown serial once; never "latest" or a path.
 		t.Errorf("key server got %d requests, want 2", n)
 	}
@@ -561,10 +510,10 @@ func TestVerifyInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	disabled := e.install(t, mstudiotest.InstanceSpec{})
+	disabled := e.Install(t, mstudiotest.InstanceSpec{})
 	e.setEnabled(t, disabled, false)
-	removed := e.install(t, mstudiotest.InstanceSpec{})
-	reenabled := e.install(t, mstudiotest.InstanceSpec{})
+	removed := e.Install(t, mstudiotest.InstanceSpec{})
+	reenabled := e.Install(t, mstudiotest.InstanceSpec{})
 	e.setEnabled(t, reenabled, false)
 	e.setEnabled(t, reenabled, true)
 	// Tokens are minted before the removal: the simulator signs none for a removed instance.
@@ -600,9 +549,7 @@ func TestVerifyKeyServerDown(t *testing.T) {
 	if _, _, err := e.Verifier.Verify(t.Context(), raw); err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
-	dead := httptest.NewServer(http.NotFoundHandler())
-	dead.Close()
-	cold := e.newVerifier(t, newClient(t, dead.URL), atrek.VerifierOptions{})
+	cold := e.newVerifier(t, deadClient(t), atrek.VerifierOptions{})
 	_, _, err := cold.Verify(t.Context(), raw)
 	if !errors.Is(err, atrek.ErrSessionKeyUnavailable) {
 		t.Fatalf("Verify with the key server down: %v, want %v", err, atrek.ErrSessionKeyUnavailable)
@@ -640,10 +587,10 @@ func TestNewSessionTokenVerifierRefusesMisconfiguration(t *testing.T) {
 // user and instance; refusals get their status, and no answer quotes the token.
 func TestMiddleware(t *testing.T) {
 	e := newFragmentEnv(t)
-	disabled := e.install(t, mstudiotest.InstanceSpec{})
+	disabled := e.Install(t, mstudiotest.InstanceSpec{})
 	e.setEnabled(t, disabled, false)
 
-	ec := echo.New()
+	ec := httpfront.New(httpfront.Options{})
 	ec.GET("/fragment/whoami", func(c echo.Context) error {
 		claims, in, ok := atrek.FragmentFrom(c)
 		if !ok {
@@ -733,10 +680,8 @@ func TestMiddleware(t *testing.T) {
 		}
 	})
 	t.Run("key server down", func(t *testing.T) {
-		dead := httptest.NewServer(http.NotFoundHandler())
-		dead.Close()
-		cold := e.newVerifier(t, newClient(t, dead.URL), atrek.VerifierOptions{})
-		ec := echo.New()
+		cold := e.newVerifier(t, deadClient(t), atrek.VerifierOptions{})
+		ec := httpfront.New(httpfront.Options{})
 		ec.GET("/f", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) }, cold.Middleware())
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest(http.MethodGet, "/f", nil)
@@ -786,7 +731,7 @@ func TestAccessToken(t *testing.T) {
 	}
 
 	const route = "POST /v2/authenticate-session-token"
-	before := e.calls(route)
+	before := e.SimHits(route)
 	forged := e.resign(t, raw, func(c, _ map[string]any) { c["extensionId"] = uuid.NewString() })
 	tests := []struct {
 		name     string
@@ -802,7 +747,7 @@ func TestAccessToken(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			n := e.calls(route)
+			n := e.SimHits(route)
 			tok, _, err := tc.verifier.AccessToken(t.Context(), tc.raw)
 			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
 				t.Fatalf("AccessToken: error %v, want %v", err, tc.want)
@@ -816,12 +761,12 @@ func TestAccessToken(t *testing.T) {
 					t.Errorf("error text %q contains the secret", err)
 				}
 			}
-			if got := e.calls(route) - n; got != map[bool]int{false: 0, true: 1}[tc.exchange] {
+			if got := e.SimHits(route) - n; got != map[bool]int{false: 0, true: 1}[tc.exchange] {
 				t.Errorf("%d exchanges reached the platform, want reached=%v", got, tc.exchange)
 			}
 		})
 	}
-	if n := e.calls(route) - before; n != 1 {
+	if n := e.SimHits(route) - before; n != 1 {
 		t.Errorf("%d refused exchanges reached the platform, want 1", n)
 	}
 }

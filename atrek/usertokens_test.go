@@ -6,16 +6,14 @@ package atrek_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/atrek"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
@@ -30,74 +28,41 @@ const userTokenTTL = 10 * time.Minute
 
 const userTokenRefreshRoute = "PUT /v2/users/self/sessions"
 
-// userTokenEnv is the simulator and one or more backend replicas, each with a store of
-// its own over one database, sharing one fake clock.
+// userTokenEnv is the shared app (apptest) and one or more backend replicas, each with a
+// store of its own over the app's database, on the app's clock.
 type userTokenEnv struct {
-	Sim       *mstudiotest.Server
-	Client    *mstudio.Client
-	Clock     *clock
-	Stores    []*extension.Store
-	Tokens    []*atrek.UserTokens
-	Instance  mstudiotest.Instance
-	Users     []mstudiotest.User // with access to every context
-	refreshes atomic.Int64
+	*apptest.App
+	Stores   []*extension.Store
+	Tokens   []*atrek.UserTokens
+	Instance mstudiotest.Instance
+	Users    []mstudiotest.User // with access to every context
 }
 
 func newUserTokenEnv(t testing.TB, d extension.Dialect, replicas int) *userTokenEnv {
 	t.Helper()
-	// Whole microseconds: PostgreSQL keeps no more.
-	e := &userTokenEnv{Clock: &clock{t: time.Now().UTC().Truncate(time.Microsecond)}}
-	sim, err := mstudiotest.New(mstudiotest.Options{Now: e.Clock.Now, SecretActivationDelay: -1, UserTokenTTL: userTokenTTL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	e.Sim = sim
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method+" "+r.URL.Path == userTokenRefreshRoute {
-			e.refreshes.Add(1)
-		}
-		sim.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	e.Client = newClient(t, srv.URL)
-
-	url := extensiontest.URL(t, d)
-	keys := extensiontest.Keyring(t)
-	// Every log line of every replica goes here, and is scanned at the end for anything
-	// shaped like a token: the simulator's are 48 alphanumerics, and no id or message
-	// of ours has a run of 40.
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e := &userTokenEnv{App: apptest.New(t, apptest.Options{Dialect: d,
+		Sim: func(o *mstudiotest.Options) { o.UserTokenTTL = userTokenTTL }})}
+	// Every log line of every replica is scanned at the end for anything shaped like a
+	// token: the simulator's are 48 alphanumerics, and no id or message of ours has a
+	// run of 40.
 	t.Cleanup(func() {
-		if m := regexp.MustCompile(`[A-Za-z0-9]{40,}`).FindString(logs.String()); m != "" {
+		if m := regexp.MustCompile(`[A-Za-z0-9]{40,}`).FindString(e.Logs.String()); m != "" {
 			t.Errorf("a log line carries something shaped like a token: %.6s…", m)
 		}
 	})
 	for i := range replicas {
-		store := extensiontest.Open(t, url, extension.Options{Keys: keys, Now: e.Clock.Now})
+		store := e.Store
+		if i > 0 {
+			store = e.Replica(t)
+		}
 		e.Stores = append(e.Stores, store)
 		e.Tokens = append(e.Tokens, atrek.NewUserTokens(store, e.Client, atrek.UserTokenOptions{
-			Owner: "replica-" + string(rune('a'+i)), Now: e.Clock.Now, Logger: logger,
+			Owner: "replica-" + string(rune('a'+i)), Now: e.Clock.Now, Logger: e.Logger,
 		}))
 	}
-	e.Instance = e.install(t)
-	for _, u := range sim.Users() {
-		if u.Access {
-			e.Users = append(e.Users, u)
-		}
-	}
-	if len(e.Users) < 2 {
-		t.Fatalf("the simulator has %d users with access, want 2", len(e.Users))
-	}
+	e.Instance = e.Install(t, mstudiotest.InstanceSpec{})
+	e.Users = []mstudiotest.User{e.User(t, "Ada Admin"), e.User(t, "Bob Builder")}
 	return e
-}
-
-// install creates an instance at the simulator and applies its ExtensionAddedToContext
-// to the store, as the webhook would.
-func (e *userTokenEnv) install(t testing.TB) mstudiotest.Instance {
-	t.Helper()
-	return (&installer{sim: e.Sim, store: e.Stores[0], now: e.Clock.Now}).install(t, mstudiotest.InstanceSpec{})
 }
 
 // signIn redeems a fresh ATReK of the user in the instance and saves the user token
@@ -152,7 +117,7 @@ func TestUserTokensFreshTokenFromStore(t *testing.T) {
 			t.Errorf("after %v: got another token than the saved one", after)
 		}
 	}
-	if n := e.refreshes.Load(); n != 0 {
+	if n := e.SimHits(userTokenRefreshRoute); n != 0 {
 		t.Errorf("got %d refresh calls, want 0", n)
 	}
 }
@@ -169,7 +134,7 @@ func TestUserTokensRefreshWhenDue(t *testing.T) {
 		if got == saved.Token {
 			t.Fatal("got the saved token, want a refreshed one")
 		}
-		if n := e.refreshes.Load(); n != 1 {
+		if n := e.SimHits(userTokenRefreshRoute); n != 1 {
 			t.Errorf("got %d refresh calls, want 1", n)
 		}
 		if !e.accepted(got) {
@@ -193,7 +158,7 @@ func TestUserTokensRefreshWhenDue(t *testing.T) {
 		if again := e.token(t, user, e.Instance.ID); again != got {
 			t.Error("a second call got another token than the refreshed one")
 		}
-		if n := e.refreshes.Load(); n != 2 { // the refused call just above
+		if n := e.SimHits(userTokenRefreshRoute); n != 2 { // the refused call just above
 			t.Errorf("got %d refresh calls, want 2", n)
 		}
 	})
@@ -230,7 +195,7 @@ func TestUserTokensConcurrentCallsRefreshOnce(t *testing.T) {
 		saved := e.signIn(t, user, e.Instance.ID)
 		e.Clock.Advance(9 * time.Minute)
 		got := e.tokensConcurrently(t, user, e.Instance.ID, 100)
-		if n := e.refreshes.Load(); n != 1 {
+		if n := e.SimHits(userTokenRefreshRoute); n != 1 {
 			t.Errorf("got %d refresh calls, want 1", n)
 		}
 		if got == saved.Token || !e.accepted(got) {
@@ -246,7 +211,7 @@ func TestUserTokensReplicasRefreshOnce(t *testing.T) {
 		saved := e.signIn(t, user, e.Instance.ID)
 		e.Clock.Advance(9 * time.Minute)
 		got := e.tokensConcurrently(t, user, e.Instance.ID, 100)
-		if n := e.refreshes.Load(); n != 1 {
+		if n := e.SimHits(userTokenRefreshRoute); n != 1 {
 			t.Errorf("got %d refresh calls, want 1", n)
 		}
 		if got == saved.Token || !e.accepted(got) {
@@ -293,7 +258,7 @@ func TestUserTokensWaitsForOtherReplica(t *testing.T) {
 		if got != row.Token || got == saved.Token {
 			t.Error("got another token than the one the other replica stored")
 		}
-		if n := e.refreshes.Load(); n != 1 {
+		if n := e.SimHits(userTokenRefreshRoute); n != 1 {
 			t.Errorf("got %d refresh calls, want only the other replica's", n)
 		}
 	})
@@ -365,7 +330,7 @@ func TestUserTokensTransientFailureKeepsTokens(t *testing.T) {
 func TestUserTokensBoundToUserAndInstance(t *testing.T) {
 	e := newUserTokenEnv(t, extension.SQLite, 1)
 	ctx := context.Background()
-	other := e.install(t)
+	other := e.Install(t, mstudiotest.InstanceSpec{})
 	ada, bob := e.Users[0].ID, e.Users[1].ID
 	adaTok := e.signIn(t, ada, e.Instance.ID)
 	bobTok := e.signIn(t, bob, other.ID)
