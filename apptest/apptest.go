@@ -9,14 +9,12 @@
 package apptest
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,9 +52,8 @@ type App struct {
 	Clock  *extensiontest.Clock
 	Logs   *extensiontest.LogBuffer
 	Logger *slog.Logger
-	Sim    *mstudiotest.Server
-	SimURL string
-	Store  *extension.Store
+	*Platform
+	Store *extension.Store
 	// DatabaseURL is the store's database, for a replica's store or River.
 	DatabaseURL string
 	Client      *mstudio.Client
@@ -65,16 +62,8 @@ type App struct {
 
 	keys   *extension.Keyring
 	mu     sync.Mutex
-	calls  []SimCall // every request the simulator received, in order
 	events int
 	server *httptest.Server
-}
-
-// SimCall is one request the simulator received: "METHOD /path", the body, the status.
-type SimCall struct {
-	Route  string
-	Body   []byte
-	Status int
 }
 
 // New builds the app; everything it starts ends with the test.
@@ -90,23 +79,7 @@ func New(t testing.TB, opts Options) *App {
 	if opts.Sim != nil {
 		opts.Sim(&so)
 	}
-	sim, err := mstudiotest.New(so)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	a.Sim = sim
-	simSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		sim.ServeHTTP(sw, r)
-		a.mu.Lock()
-		a.calls = append(a.calls, SimCall{Route: r.Method + " " + r.URL.Path, Body: body, Status: sw.status})
-		a.mu.Unlock()
-	}))
-	t.Cleanup(simSrv.Close)
-	a.SimURL = simSrv.URL
+	a.Platform = NewPlatform(t, so)
 	d := opts.Dialect
 	if d == "" {
 		d = extension.SQLite
@@ -117,7 +90,8 @@ func New(t testing.TB, opts Options) *App {
 	if opts.Client != nil {
 		opts.Client(&co)
 	}
-	if a.Client, err = mstudio.New(simSrv.URL, co); err != nil {
+	var err error
+	if a.Client, err = mstudio.New(a.SimURL, co); err != nil {
 		t.Fatal(err)
 	}
 	fc := frontend.Config{Store: a.Store, PublicURL: PublicURL, Logger: a.Logger}
@@ -150,64 +124,9 @@ func (a *App) URL(t testing.TB) string {
 	if a.server == nil {
 		a.server = httptest.NewServer(a.Front)
 		t.Cleanup(a.server.Close)
+		t.Cleanup(a.Sim.Close) // first: no delivery of the simulator outlives the server
 	}
 	return a.server.URL
-}
-
-// SimHits returns how many requests the simulator received for route, "METHOD /path",
-// where a {name} segment stands for any one segment, as in the simulator's routes.
-func (a *App) SimHits(route string) int { return len(a.SimRequests(route)) }
-
-// SimRequests returns the requests the simulator received for route (as in SimHits), in
-// order.
-func (a *App) SimRequests(route string) []SimCall {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []SimCall
-	for _, c := range a.calls {
-		if routeMatches(route, c.Route) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// SimCalls returns how many requests the simulator received in all.
-func (a *App) SimCalls() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.calls)
-}
-
-// routeMatches reports whether the request "METHOD /path" fits the route pattern.
-func routeMatches(pattern, request string) bool {
-	ps, rs := strings.Split(pattern, "/"), strings.Split(request, "/")
-	if len(ps) != len(rs) {
-		return false
-	}
-	for i, p := range ps {
-		if p != rs[i] && (!strings.HasPrefix(p, "{") || !strings.HasSuffix(p, "}") || rs[i] == "") {
-			return false
-		}
-	}
-	return true
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(status int) {
-	w.status = status
-	w.ResponseWriter.WriteHeader(status)
-}
-
-// Flush lets the simulator's streamed answers through.
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
 }
 
 // Browser is a fresh browser: its own cookie jar; redirects are shown, not followed.

@@ -33,7 +33,7 @@ func BenchmarkBrokerTokenCached(b *testing.B) {
 			}
 		})
 	})
-	if n := env.Mints.count(); n != 1 {
+	if n := len(env.mints()); n != 1 {
 		b.Errorf("%d mints during the benchmark, want the first only", n)
 	}
 }

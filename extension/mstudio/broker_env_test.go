@@ -4,23 +4,18 @@ package mstudio_test
 // set) and the simulator over HTTP; instances arrive through the real webhook handler.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
 	"github.com/extension-backend/extension-backend/webhooks"
-	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -31,90 +26,66 @@ type brokerOptions struct {
 	Activation time.Duration // the simulator's secret activation delay; 0: at once
 	TokenTTL   time.Duration // the simulator's instance token lifetime; 0: 1 h
 	Grace      time.Duration
-	Clock      *brokerClock // the clock of the simulator, stores and brokers; nil: the wall clock
+	Standing   bool // the app's clock stands still until the test moves it; false: the wall clock
 }
 
-// brokerEnv is the simulator and one or more backend replicas on one database. Webhooks
-// reach replica 0, whose broker forgets tokens as cmd wires it.
+// brokerEnv is the shared app (apptest) and one or more backend replicas on its database.
+// Webhooks reach the app's front, whose handler makes replica 0's broker forget tokens
+// as cmd wires it.
 type brokerEnv struct {
-	Sim     *mstudiotest.Server
-	SimURL  string
-	Mints   *brokerMints
-	Client  *mstudio.Client
+	*apptest.App
 	Stores  []*extension.Store
 	Brokers []*mstudio.Broker
-	clock   *brokerClock
 }
 
 func newBrokerEnv(t testing.TB, opts brokerOptions) *brokerEnv {
 	t.Helper()
-	if opts.Dialect == "" {
-		opts.Dialect = extension.SQLite
-	}
 	if opts.Replicas == 0 {
 		opts.Replicas = 1
 	}
-	activation := opts.Activation
-	if activation == 0 {
-		activation = -1
+	if opts.Activation == 0 {
+		opts.Activation = -1
 	}
-	env := &brokerEnv{Mints: &brokerMints{}, clock: opts.Clock}
-	var now func() time.Time
-	if opts.Clock != nil {
-		now = opts.Clock.Now
+	clock := extensiontest.WallClock()
+	if opts.Standing {
+		clock = nil // apptest's
 	}
-	sim, err := mstudiotest.New(mstudiotest.Options{
-		SecretActivationDelay: activation, InstanceTokenTTL: opts.TokenTTL, Now: now,
-		RetryBase: 5 * time.Millisecond, RetryCap: 50 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.Sim = sim
-	simSrv := httptest.NewServer(env.Mints.wrap(sim))
-	t.Cleanup(simSrv.Close)
-	env.SimURL = simSrv.URL
-	if env.Client, err = mstudio.New(simSrv.URL, mstudio.Options{RetryMax: 1, RetryWait: time.Millisecond, Timeout: 5 * time.Second}); err != nil {
-		t.Fatal(err)
-	}
-
-	url := extensiontest.URL(t, opts.Dialect)
-	keys := extensiontest.Keyring(t)
+	env := &brokerEnv{App: apptest.New(t, apptest.Options{Dialect: opts.Dialect, Clock: clock, Sim: func(o *mstudiotest.Options) {
+		o.SecretActivationDelay, o.InstanceTokenTTL = opts.Activation, opts.TokenTTL
+		o.RetryBase, o.RetryCap = 5*time.Millisecond, 50*time.Millisecond
+	}})}
 	for i := range opts.Replicas {
-		store := extensiontest.Open(t, url, extension.Options{Keys: keys, Now: now})
+		store := env.Store
+		if i > 0 {
+			store = env.Replica(t)
+		}
 		env.Stores = append(env.Stores, store)
 		env.Brokers = append(env.Brokers, mstudio.NewBroker(store, env.Client, mstudio.BrokerOptions{
-			Owner: "replica-" + string(rune('a'+i)), Grace: opts.Grace, Now: now,
+			Owner: "replica-" + string(rune('a'+i)), Grace: opts.Grace, Now: env.Clock.Now,
 		}))
 	}
-
-	e := echo.New()
-	webhooks.New(webhooks.Config{
-		Store:         env.Stores[0],
+	h := webhooks.New(webhooks.Config{
+		Store:         env.Store,
 		Keys:          mstudio.NewKeyCache(env.Client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
-		ExtensionID:   sim.ExtensionID(),
-		ContributorID: sim.ContributorID(),
+		ExtensionID:   env.Sim.ExtensionID(),
+		ContributorID: env.Sim.ContributorID(),
 		Registerer:    prometheus.NewRegistry(),
 		Applied: func(_ context.Context, ev extension.LifecycleEvent) {
 			if ev.Kind != extension.EventAdded {
 				env.Brokers[0].Forget(ev.InstanceID)
 			}
 		},
-	}).Routes(e)
-	backend := httptest.NewServer(e)
-	t.Cleanup(backend.Close)
-	t.Cleanup(sim.Close) // first: no delivery outlives the backend
-	sim.SetWebhookURL(backend.URL + "/mstudio/webhooks")
+	})
+	env.Front.POST("/mstudio/webhooks", h.Receive)
+	env.Sim.SetWebhookURL(env.URL(t) + "/mstudio/webhooks")
 	return env
 }
 
-// trigger sends a lifecycle call through the simulator and wants it applied. A fake clock
+// trigger sends a lifecycle call through the simulator and wants it applied. The clock
 // moves on a second first, so two events never share a time.
 func (env *brokerEnv) trigger(t testing.TB, call string, req mstudiotest.CallRequest) string {
 	t.Helper()
-	if env.clock != nil {
-		env.clock.Advance(time.Second)
-	}
+	env.Clock.Advance(time.Second)
 	res, err := env.Sim.Trigger(context.Background(), call, req)
 	if err != nil {
 		t.Fatalf("%s: %v", call, err)
@@ -159,73 +130,17 @@ type brokerMint struct {
 	Status int
 }
 
-// brokerMints records the calls of the simulator's token endpoint.
-type brokerMints struct {
-	mu    sync.Mutex
-	calls []brokerMint
-}
-
-func (m *brokerMints) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/v2/extension-instances/") || !strings.HasSuffix(r.URL.Path, "/tokens") {
-			h.ServeHTTP(w, r)
-			return
-		}
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
+// mints returns the calls of the simulator's token endpoint so far.
+func (env *brokerEnv) mints() []brokerMint {
+	var out []brokerMint
+	for _, c := range env.SimRequests(brokerTokenRoute) {
 		var in struct {
 			Secret string `json:"extensionInstanceSecret"`
 		}
-		_ = json.Unmarshal(body, &in)
-		sw := &brokerStatusWriter{ResponseWriter: w, status: http.StatusOK}
-		h.ServeHTTP(sw, r)
-		m.mu.Lock()
-		m.calls = append(m.calls, brokerMint{in.Secret, sw.status})
-		m.mu.Unlock()
-	})
-}
-
-// all returns the calls so far.
-func (m *brokerMints) all() []brokerMint {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]brokerMint(nil), m.calls...)
-}
-
-// count returns how many calls were made.
-func (m *brokerMints) count() int { return len(m.all()) }
-
-type brokerStatusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *brokerStatusWriter) WriteHeader(status int) {
-	w.status = status
-	w.ResponseWriter.WriteHeader(status)
-}
-
-// brokerClock is a settable clock, safe for concurrent use.
-type brokerClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newBrokerClock() *brokerClock {
-	// Whole microseconds: PostgreSQL keeps no more.
-	return &brokerClock{t: time.Now().UTC().Truncate(time.Microsecond)}
-}
-
-func (c *brokerClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *brokerClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+		_ = json.Unmarshal(c.Body, &in)
+		out = append(out, brokerMint{in.Secret, c.Status})
+	}
+	return out
 }
 
 // brokerForEachDialect runs fn as a subtest per dialect.

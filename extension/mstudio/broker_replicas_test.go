@@ -31,7 +31,7 @@ func TestBrokerReplicasMintOnce(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		if got := env.Mints.count(); got != 1 {
+		if got := len(env.mints()); got != 1 {
 			t.Errorf("got %d mints at the simulator, want 1", got)
 		}
 		for i, tok := range tokens {
@@ -67,7 +67,7 @@ func TestBrokerReusesOtherReplicasToken(t *testing.T) {
 		if got.Token != theirs.Token || !got.Expiry.Equal(theirs.Expiry) {
 			t.Errorf("got a token expiring %v, want the other replica's (%v)", got.Expiry, theirs.Expiry)
 		}
-		if n := env.Mints.count(); n != 0 {
+		if n := len(env.mints()); n != 0 {
 			t.Errorf("%d mints, want none", n)
 		}
 	})
@@ -87,7 +87,7 @@ func TestBrokerTakesOverStaleLease(t *testing.T) {
 	if took := time.Since(start); took < ttl-50*time.Millisecond || took > ttl+5*time.Second {
 		t.Errorf("took %v, want about the %v the dead lease had left", took, ttl)
 	}
-	if n := env.Mints.count(); n != 1 || !env.accepted(t, id, tok) {
+	if n := len(env.mints()); n != 1 || !env.accepted(t, id, tok) {
 		t.Errorf("%d mints, want one accepted token", n)
 	}
 }
@@ -97,38 +97,37 @@ func TestBrokerTakesOverStaleLease(t *testing.T) {
 // mints with the new secret or refuses a disabled instance.
 func TestBrokerForgetReachesOtherReplicas(t *testing.T) {
 	brokerForEachDialect(t, func(t *testing.T, d extension.Dialect) {
-		clk := newBrokerClock()
-		env := newBrokerEnv(t, brokerOptions{Dialect: d, Replicas: 2, Clock: clk})
+		env := newBrokerEnv(t, brokerOptions{Dialect: d, Replicas: 2, Standing: true})
 		a, b := env.Brokers[0], env.Brokers[1]
 		id := env.install(t)
 		first := brokerToken(t, a, id)
-		if got := brokerToken(t, b, id); got != first || env.Mints.count() != 1 {
-			t.Fatalf("replica b: %d mints, want a's token", env.Mints.count())
+		if got := brokerToken(t, b, id); got != first || len(env.mints()) != 1 {
+			t.Fatalf("replica b: %d mints, want a's token", len(env.mints()))
 		}
 
 		env.trigger(t, mstudiotest.CallSecretRotated, mstudiotest.CallRequest{ExtensionInstanceID: id})
 		if got := brokerToken(t, b, id); got != first {
 			t.Error("replica b dropped its copy at once; it cannot know of the rotation yet")
 		}
-		clk.Advance(31 * time.Second)
+		env.Clock.Advance(31 * time.Second)
 		second := brokerToken(t, b, id)
-		mints := env.Mints.all()
+		mints := env.mints()
 		if second == first || len(mints) != 2 {
 			t.Fatalf("replica b after the row check: %d mints, want a new token", len(mints))
 		}
 		if rotated, _ := env.Sim.Instance(id); mints[1].Secret != rotated.Secret {
 			t.Error("the new token was minted with another secret than the rotated one")
 		}
-		if got := brokerToken(t, a, id); got != second || env.Mints.count() != 2 {
-			t.Errorf("replica a: %d mints, want b's new token from the shared row", env.Mints.count())
+		if got := brokerToken(t, a, id); got != second || len(env.mints()) != 2 {
+			t.Errorf("replica a: %d mints, want b's new token from the shared row", len(env.mints()))
 		}
 
 		env.setDisabled(t, id, true)
-		clk.Advance(31 * time.Second)
+		env.Clock.Advance(31 * time.Second)
 		if _, err := b.Token(context.Background(), id); !errors.Is(err, extension.ErrDisabled) {
 			t.Errorf("replica b after the disable: %v, want ErrDisabled", err)
 		}
-		if n := env.Mints.count(); n != 2 {
+		if n := len(env.mints()); n != 2 {
 			t.Errorf("%d mints, want no new one for a disabled instance", n)
 		}
 	})

@@ -35,7 +35,7 @@ func TestBrokerConcurrentCallsMintOnce(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		if got := env.Mints.count(); got != 1 {
+		if got := len(env.mints()); got != 1 {
 			t.Errorf("got %d mints at the simulator, want 1", got)
 		}
 		for i, tok := range tokens {
@@ -90,7 +90,7 @@ func TestBrokerNeverHandsOutExpiredToken(t *testing.T) {
 		wg.Wait()
 		// A 2 s token is refreshed after 0.8 to 1 s: one mint per refresh for both
 		// replicas, and the first.
-		mints := env.Mints.count()
+		mints := len(env.mints())
 		if most := int(run/(ttl*4/10)) + 1; mints < 3 || mints > most {
 			t.Errorf("got %d mints in %v, want 3 to %d", mints, run, most)
 		}
@@ -117,25 +117,24 @@ func TestBrokerRefreshSchedule(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clk := newBrokerClock()
-			env := newBrokerEnv(t, brokerOptions{TokenTTL: tt.ttl, Clock: clk})
+			env := newBrokerEnv(t, brokerOptions{TokenTTL: tt.ttl, Standing: true})
 			id := env.install(t)
-			issued := clk.Now()
+			issued := env.Clock.Now()
 			first := brokerToken(t, env.Brokers[0], id)
 			if want := issued.Add(tt.ttl); !first.Expiry.Equal(want) {
 				t.Fatalf("expiry %v, want %v", first.Expiry, want)
 			}
-			clk.Advance(tt.quiet)
-			if got := brokerToken(t, env.Brokers[0], id); got != first || env.Mints.count() != 1 {
-				t.Errorf("at %v of %v: a new token (%d mints), want the cached one", tt.quiet, tt.ttl, env.Mints.count())
+			env.Clock.Advance(tt.quiet)
+			if got := brokerToken(t, env.Brokers[0], id); got != first || len(env.mints()) != 1 {
+				t.Errorf("at %v of %v: a new token (%d mints), want the cached one", tt.quiet, tt.ttl, len(env.mints()))
 			}
-			clk.Advance(tt.due - tt.quiet)
+			env.Clock.Advance(tt.due - tt.quiet)
 			got := brokerToken(t, env.Brokers[0], id)
-			if got == first || env.Mints.count() != 2 {
-				t.Errorf("at %v of %v: %d mints, want a refresh %s", tt.due, tt.ttl, env.Mints.count(), tt.wantRefresh)
+			if got == first || len(env.mints()) != 2 {
+				t.Errorf("at %v of %v: %d mints, want a refresh %s", tt.due, tt.ttl, len(env.mints()), tt.wantRefresh)
 			}
-			if !got.Expiry.After(clk.Now()) {
-				t.Errorf("refreshed token expires %v, before now %v", got.Expiry, clk.Now())
+			if !got.Expiry.After(env.Clock.Now()) {
+				t.Errorf("refreshed token expires %v, before now %v", got.Expiry, env.Clock.Now())
 			}
 		})
 	}
@@ -153,7 +152,7 @@ func TestBrokerRotation(t *testing.T) {
 
 		// Right after the install the secret is not active yet either.
 		first := brokerToken(t, env.Brokers[0], id)
-		mints := env.Mints.all()
+		mints := env.mints()
 		if len(mints) < 2 || mints[0].Status != http.StatusForbidden || mints[len(mints)-1].Status != http.StatusCreated {
 			t.Errorf("mints after install: %+v, want refusals and then one success", brokerStatuses(mints))
 		}
@@ -167,7 +166,7 @@ func TestBrokerRotation(t *testing.T) {
 		if second == first {
 			t.Fatal("after the rotation the cached token was served, want a new mint")
 		}
-		after := env.Mints.all()[len(mints):]
+		after := env.mints()[len(mints):]
 		if len(after) < 2 || after[0].Status != http.StatusForbidden || after[len(after)-1].Status != http.StatusCreated {
 			t.Errorf("mints after rotation: %v, want refusals (activation delay) and then one success", brokerStatuses(after))
 		}
@@ -202,7 +201,7 @@ func TestBrokerGraceEnds(t *testing.T) {
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
 		t.Fatalf("Token: %v, want the platform's 403", err)
 	}
-	if n := env.Mints.count(); n < 2 {
+	if n := len(env.mints()); n < 2 {
 		t.Errorf("%d mint attempts, want retries within the grace window", n)
 	}
 	in, _ := env.Sim.Instance(id)
@@ -256,12 +255,12 @@ func TestBrokerRefusesUnusableInstances(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			env := newBrokerEnv(t, brokerOptions{})
 			id := tt.setup(t, env)
-			before := env.Mints.count()
+			before := len(env.mints())
 			tok, err := env.Brokers[0].Token(context.Background(), id)
 			if !errors.Is(err, tt.want) {
 				t.Errorf("Token = %v, %v; want an error wrapping %v", tok.Expiry, err, tt.want)
 			}
-			if got := env.Mints.count() - before; got != 0 {
+			if got := len(env.mints()) - before; got != 0 {
 				t.Errorf("%d calls to the token endpoint, want none", got)
 			}
 			if tok != (mstudio.InstanceToken{}) {
@@ -280,8 +279,8 @@ func TestBrokerReenabled(t *testing.T) {
 	env.setDisabled(t, id, true)
 	env.setDisabled(t, id, false)
 	second := brokerToken(t, env.Brokers[0], id)
-	if second == first || env.Mints.count() != 2 {
-		t.Errorf("after disable and enable: %d mints, want a new token", env.Mints.count())
+	if second == first || len(env.mints()) != 2 {
+		t.Errorf("after disable and enable: %d mints, want a new token", len(env.mints()))
 	}
 	if env.accepted(t, id, first) || !env.accepted(t, id, second) {
 		t.Error("the simulator should refuse the old token and accept the new one")
@@ -306,7 +305,7 @@ func TestBrokerDetachedFromCaller(t *testing.T) {
 		t.Errorf("the impatient caller waited %v for the shared mint, want its own 50 ms", took)
 	}
 	tok := brokerToken(t, env.Brokers[0], id)
-	if n := env.Mints.count(); n != 1 {
+	if n := len(env.mints()); n != 1 {
 		t.Errorf("got %d mints, want the one the first caller started", n)
 	}
 	if !env.accepted(t, id, tok) {

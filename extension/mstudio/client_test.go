@@ -1,15 +1,13 @@
 package mstudio_test
 
 import (
-	"bytes"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
@@ -124,15 +122,11 @@ func TestBaseURLPathPrefix(t *testing.T) {
 	}
 }
 
-// simEnv is the simulator served over HTTP with one installed instance whose secret works
-// at once. It counts the requests that reach it by method and path.
+// simEnv is the simulator over HTTP (apptest.Platform, on the wall clock) with one
+// installed instance whose secret works at once.
 type simEnv struct {
-	Sim      *mstudiotest.Server
-	URL      string
+	*apptest.Platform
 	Instance mstudiotest.Instance
-
-	mu   sync.Mutex
-	hits map[string]int
 }
 
 // newSimEnv starts a simulator and installs an instance as the call describes.
@@ -141,45 +135,19 @@ func newSimEnv(t *testing.T, opts mstudiotest.Options, install mstudiotest.CallR
 	receiver := newServer(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	opts.WebhookURL = receiver.URL
 	opts.SecretActivationDelay = -1
-	sim, err := mstudiotest.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	env := &simEnv{Sim: sim, hits: map[string]int{}}
-	env.URL = newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		env.mu.Lock()
-		env.hits[r.Method+" "+r.URL.Path]++
-		env.mu.Unlock()
-		// Reading the whole body lets the server notice a client that hangs up (it
-		// watches the connection only once the body is consumed), so an injected
-		// latency ends with the client's deadline instead of holding up Close.
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		sim.ServeHTTP(w, r)
-	}).URL
-	res, err := sim.Trigger(t.Context(), "extensionAddedToContext", install)
+	env := &simEnv{Platform: apptest.NewPlatform(t, opts)}
+	res, err := env.Sim.Trigger(t.Context(), "extensionAddedToContext", install)
 	if err != nil || !res.Successful {
 		t.Fatalf("install: %+v, %v", res, err)
 	}
-	env.Instance, _ = sim.Instance(res.InstanceID)
+	env.Instance, _ = env.Sim.Instance(res.InstanceID)
 	return env
-}
-
-// calls is how many requests with the method and path reached the simulator.
-func (e *simEnv) calls(method, path string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.hits[method+" "+path]
 }
 
 // instanceToken mints a token of the env's instance through the simulator's API.
 func (e *simEnv) instanceToken(t *testing.T) extension.Secret {
 	t.Helper()
-	tok, err := newClient(t, e.URL, mstudio.Options{}).InstanceToken(t.Context(), e.Instance.ID, extension.Secret(e.Instance.Secret))
+	tok, err := newClient(t, e.SimURL, mstudio.Options{}).InstanceToken(t.Context(), e.Instance.ID, extension.Secret(e.Instance.Secret))
 	if err != nil {
 		t.Fatalf("InstanceToken: %v", err)
 	}

@@ -21,7 +21,7 @@ func TestContexts(t *testing.T) {
 	customer := newSimEnv(t, mstudiotest.Options{}, mstudiotest.CallRequest{Context: "customer"})
 	pid, cid := project.Instance.ContextID, customer.Instance.ContextID
 	ptok, ctok := project.instanceToken(t), customer.instanceToken(t)
-	pc, cc := newClient(t, project.URL, mstudio.Options{}), newClient(t, customer.URL, mstudio.Options{})
+	pc, cc := newClient(t, project.SimURL, mstudio.Options{}), newClient(t, customer.SimURL, mstudio.Options{})
 
 	t.Run("project", func(t *testing.T) {
 		got, err := pc.Project(t.Context(), ptok, pid)
@@ -90,7 +90,7 @@ func TestInstance(t *testing.T) {
 		Context: "customer", ConsentedScopes: []string{"customer:read"}, VariantKey: &variant,
 	})
 	in := env.Instance
-	c := newClient(t, env.URL, mstudio.Options{})
+	c := newClient(t, env.SimURL, mstudio.Options{})
 	got, err := c.Instance(t.Context(), env.instanceToken(t), in.ID)
 	if err != nil {
 		t.Fatalf("Instance: %v", err)

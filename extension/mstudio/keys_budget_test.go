@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
@@ -139,43 +140,21 @@ func TestKeyCacheLookupJoinsFetchInFlight(t *testing.T) {
 	}
 }
 
-// simKeyServer is the simulator over HTTP, counting the key requests it gets by the
-// serial they name ("latest" or another).
+// simKeyServer is the simulator over HTTP (apptest.Platform) and a client of it.
 type simKeyServer struct {
-	Sim    *mstudiotest.Server
+	*apptest.Platform
 	Client *mstudio.Client
-
-	mu   sync.Mutex
-	hits map[string]int
 }
 
 func newSimKeyServer(t *testing.T) *simKeyServer {
 	t.Helper()
-	sim, err := mstudiotest.New(mstudiotest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	s := &simKeyServer{Sim: sim, hits: map[string]int{}}
-	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if serial, ok := strings.CutPrefix(r.URL.Path, publicKeysPath); ok {
-			if serial != "latest" {
-				serial = "by serial"
-			}
-			s.mu.Lock()
-			s.hits[serial]++
-			s.mu.Unlock()
-		}
-		sim.ServeHTTP(w, r)
-	})
-	s.Client = newTestClient(t, srv.URL)
-	return s
+	p := apptest.NewPlatform(t, mstudiotest.Options{})
+	return &simKeyServer{Platform: p, Client: newTestClient(t, p.SimURL)}
 }
 
-func (s *simKeyServer) fetches(serial string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.hits[serial]
+// fetchesBySerial counts the key requests that name a serial, not "latest".
+func (s *simKeyServer) fetchesBySerial() int {
+	return s.SimHits("GET "+publicKeysPath+"{serial}") - s.SimHits("GET "+publicKeysPath+"latest")
 }
 
 // keepCurrent runs kc.KeepCurrent until the test ends.
@@ -254,7 +233,7 @@ func TestKeyCacheKeepCurrent(t *testing.T) {
 			if got, err := kc.Key(from(t, spentClient), current.Serial); err != nil || !got.Equal(current.Public()) {
 				t.Errorf("the key before the rotation: %x, %v; want it kept", got, err)
 			}
-			if got := ks.fetches("by serial"); got != 1 { // spendBudget's
+			if got := ks.fetchesBySerial(); got != 1 { // spendBudget's
 				t.Errorf("fetches by serial = %d, want 1", got)
 			}
 			// The line is written just after the key is cached.

@@ -49,7 +49,7 @@ func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 func TestMetrics(t *testing.T) {
 	env := newSimEnv(t, mstudiotest.Options{RateLimit: 500}, mstudiotest.CallRequest{})
 	reg := prometheus.NewRegistry()
-	c := newClient(t, env.URL, mstudio.Options{Registerer: reg})
+	c := newClient(t, env.SimURL, mstudio.Options{Registerer: reg})
 	in := env.Instance
 
 	tok, err := c.InstanceToken(t.Context(), in.ID, extension.Secret(in.Secret)) // 201

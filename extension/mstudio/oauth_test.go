@@ -3,13 +3,13 @@ package mstudio_test
 import (
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
@@ -24,14 +24,8 @@ const (
 // oauthSim starts a simulator and returns it with a client of it.
 func oauthSim(t *testing.T) (*mstudiotest.Server, *mstudio.Client) {
 	t.Helper()
-	sim, err := mstudiotest.New(mstudiotest.Options{UserTokenTTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	return sim, newClient(t, srv.URL, mstudio.Options{})
+	p := apptest.NewPlatform(t, mstudiotest.Options{UserTokenTTL: time.Hour})
+	return p.Sim, newClient(t, p.SimURL, mstudio.Options{})
 }
 
 // oauthCode asks the simulator's authorize endpoint, which consents at once for the

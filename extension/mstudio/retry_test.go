@@ -105,14 +105,14 @@ func TestRetryByFault(t *testing.T) {
 				env.Sim.InjectFault(sc.route, fault)
 				// The simulator's 429 carries X-RateLimit-Reset of up to a minute; the cap
 				// keeps the test fast.
-				c := newClient(t, env.URL, mstudio.Options{MaxRetryWait: 20 * time.Millisecond})
+				c := newClient(t, env.SimURL, mstudio.Options{MaxRetryWait: 20 * time.Millisecond})
 				err := run(t.Context(), c)
 
 				wantCalls, wantOK := 1, false
 				if ft.retried && sc.idempotent {
 					wantCalls, wantOK = 2, true
 				}
-				if got := env.calls(method, path); got != wantCalls {
+				if got := env.SimHits(method + " " + path); got != wantCalls {
 					t.Errorf("simulator got %d requests, want %d", got, wantCalls)
 				}
 				switch {
@@ -135,11 +135,11 @@ func TestRetryGivesUp(t *testing.T) {
 	env := newSimEnv(t, mstudiotest.Options{}, mstudiotest.CallRequest{})
 	path, run := simCalls[0].prepare(t, env)
 	env.Sim.InjectFault(projectRoute, mstudiotest.Fault{Status: http.StatusServiceUnavailable})
-	err := run(t.Context(), newClient(t, env.URL, mstudio.Options{}))
+	err := run(t.Context(), newClient(t, env.SimURL, mstudio.Options{}))
 	if got := apiStatus(err); got != http.StatusServiceUnavailable {
 		t.Errorf("error %v: status %d, want %d", err, got, http.StatusServiceUnavailable)
 	}
-	if got, want := env.calls(http.MethodGet, path), 1+testRetryMax; got != want {
+	if got, want := env.SimHits(http.MethodGet+" "+path), 1+testRetryMax; got != want {
 		t.Errorf("simulator got %d requests, want %d", got, want)
 	}
 }
@@ -170,12 +170,12 @@ func TestRetrievalKeyExchangeSentOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			env.Sim.InjectFault(redeemRoute, tc.fault)
-			c := newClient(t, env.URL, mstudio.Options{RetryMax: 3, Timeout: tc.timeout})
+			c := newClient(t, env.SimURL, mstudio.Options{RetryMax: 3, Timeout: tc.timeout})
 			tok, err := c.RedeemRetrievalKey(t.Context(), key, user.ID)
 			if err == nil {
 				t.Fatalf("RedeemRetrievalKey = %+v, nil; want an error", tok)
 			}
-			if got := env.calls(http.MethodPost, "/v2/authenticate-token-retrieval-key"); got != 1 {
+			if got := env.SimHits("POST /v2/authenticate-token-retrieval-key"); got != 1 {
 				t.Errorf("simulator got %d exchanges, want exactly 1", got)
 			}
 			if tc.timeout > 0 && !errors.Is(err, context.DeadlineExceeded) {
@@ -246,7 +246,7 @@ func TestRetryConnectionRefused(t *testing.T) {
 			env := newSimEnv(t, mstudiotest.Options{}, mstudiotest.CallRequest{})
 			_, run := sc.prepare(t, env)
 			d := &countingDialer{refuse: 1 << 30, closed: closedAddr(t)}
-			c := newClient(t, env.URL, mstudio.Options{HTTPClient: d.client()})
+			c := newClient(t, env.SimURL, mstudio.Options{HTTPClient: d.client()})
 			err := run(t.Context(), c)
 			if !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("error = %v, want connection refused", err)
@@ -260,14 +260,14 @@ func TestRetryConnectionRefused(t *testing.T) {
 			path, run := sc.prepare(t, env)
 			method, _, _ := strings.Cut(sc.route, " ")
 			d := &countingDialer{refuse: 1, closed: closedAddr(t)}
-			c := newClient(t, env.URL, mstudio.Options{HTTPClient: d.client()})
+			c := newClient(t, env.SimURL, mstudio.Options{HTTPClient: d.client()})
 			if err := run(t.Context(), c); err != nil {
 				t.Fatalf("call after one refused connection: %v", err)
 			}
 			if got := d.dials.Load(); got != 2 {
 				t.Errorf("dials = %d, want 2", got)
 			}
-			if got := env.calls(method, path); got != 1 {
+			if got := env.SimHits(method + " " + path); got != 1 {
 				t.Errorf("simulator got %d requests, want 1", got)
 			}
 		})
@@ -361,10 +361,10 @@ func TestRetryAfterHonouredAndCapped(t *testing.T) {
 		env.Sim.InjectFault(projectRoute, mstudiotest.Fault{Status: http.StatusTooManyRequests, RetryAfter: 3600, Times: 1})
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
-		if err := run(ctx, newClient(t, env.URL, mstudio.Options{MaxRetryWait: maxWait})); err != nil {
+		if err := run(ctx, newClient(t, env.SimURL, mstudio.Options{MaxRetryWait: maxWait})); err != nil {
 			t.Fatalf("Project: %v", err)
 		}
-		if got := env.calls(http.MethodGet, path); got != 2 {
+		if got := env.SimHits(http.MethodGet + " " + path); got != 2 {
 			t.Errorf("simulator got %d requests, want 2", got)
 		}
 	})
@@ -427,11 +427,11 @@ func TestDeadline(t *testing.T) {
 					ctx, cancel = context.WithTimeout(ctx, tc.callerTimeout)
 					defer cancel()
 				}
-				err := run(ctx, newClient(t, env.URL, mstudio.Options{Timeout: tc.timeout}))
+				err := run(ctx, newClient(t, env.SimURL, mstudio.Options{Timeout: tc.timeout}))
 				if !errors.Is(err, context.DeadlineExceeded) {
 					t.Errorf("error = %v, want a deadline error", err)
 				}
-				if got := env.calls(method, path); got != 1 {
+				if got := env.SimHits(method + " " + path); got != 1 {
 					t.Errorf("simulator got %d requests, want 1", got)
 				}
 			})

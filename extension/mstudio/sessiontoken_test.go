@@ -28,7 +28,7 @@ func TestExchangeSessionToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(t, env.URL, mstudio.Options{})
+	c := newClient(t, env.SimURL, mstudio.Options{})
 	before := time.Now()
 	tok, err := c.ExchangeSessionToken(t.Context(), raw, extension.Secret(env.Sim.ExtensionSecret()))
 	if err != nil {
@@ -76,7 +76,7 @@ func TestExchangeSessionTokenRefused(t *testing.T) {
 		{"token not signed by the platform", testSessionToken, extension.Secret(env.Sim.ExtensionSecret()), http.StatusBadRequest},
 		{"token altered", raw[:len(raw)-4] + "AAAA", extension.Secret(env.Sim.ExtensionSecret()), http.StatusBadRequest},
 	}
-	c := newClient(t, env.URL, mstudio.Options{})
+	c := newClient(t, env.SimURL, mstudio.Options{})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tok, err := c.ExchangeSessionToken(t.Context(), tc.token, tc.secret)

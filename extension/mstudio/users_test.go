@@ -28,7 +28,7 @@ func (e *simEnv) userToken(t *testing.T) mstudio.UserToken {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := newClient(t, e.URL, mstudio.Options{}).RedeemRetrievalKey(t.Context(), key, user.ID)
+	tok, err := newClient(t, e.SimURL, mstudio.Options{}).RedeemRetrievalKey(t.Context(), key, user.ID)
 	if err != nil {
 		t.Fatalf("RedeemRetrievalKey: %v", err)
 	}
@@ -44,7 +44,7 @@ func TestRedeemRetrievalKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(t, env.URL, mstudio.Options{})
+	c := newClient(t, env.SimURL, mstudio.Options{})
 	before := time.Now()
 	tok, err := c.RedeemRetrievalKey(t.Context(), key, user.ID)
 	if err != nil {
@@ -72,7 +72,7 @@ func TestRedeemRetrievalKey(t *testing.T) {
 	if err != nil && strings.Contains(err.Error(), key) {
 		t.Errorf("error text %q contains the key", err)
 	}
-	if got := env.calls(http.MethodPost, "/v2/authenticate-token-retrieval-key"); got != 2 {
+	if got := env.SimHits("POST /v2/authenticate-token-retrieval-key"); got != 2 {
 		t.Errorf("simulator got %d exchanges, want 2", got)
 	}
 }
@@ -198,7 +198,7 @@ func TestUserTokenBadAnswer(t *testing.T) {
 func TestRefreshUserToken(t *testing.T) {
 	env := newSimEnv(t, mstudiotest.Options{}, mstudiotest.CallRequest{})
 	first := env.userToken(t)
-	c := newClient(t, env.URL, mstudio.Options{})
+	c := newClient(t, env.SimURL, mstudio.Options{})
 	second, err := c.RefreshUserToken(t.Context(), first.Token, first.RefreshToken)
 	if err != nil {
 		t.Fatalf("RefreshUserToken: %v", err)
@@ -279,7 +279,7 @@ func TestUser(t *testing.T) {
 	env := newSimEnv(t, mstudiotest.Options{}, mstudiotest.CallRequest{})
 	user := env.user(t)
 	tok := env.userToken(t)
-	c := newClient(t, env.URL, mstudio.Options{})
+	c := newClient(t, env.SimURL, mstudio.Options{})
 	first, last, _ := strings.Cut(user.Name, " ")
 	want := mstudio.User{ID: user.ID, Email: user.Email, FirstName: first, LastName: last}
 	var other string
