@@ -298,10 +298,10 @@ func benchDeliveriesWithJobs(b *testing.B, d extension.Dialect, withJobs bool, k
 		hook = j.AfterApply
 	}
 	e := echo.New()
-	webhooks.New(webhooks.Config{
+	e.POST("/mstudio/webhooks", webhooks.New(webhooks.Config{
 		Store: store, Keys: mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
 		ExtensionID: extensionID, Applied: hook,
-	}).Routes(e)
+	}).Receive)
 	type signed struct {
 		body   []byte
 		header http.Header

@@ -6,11 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
@@ -20,13 +20,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// env is a backend as cmd wires it: the store, the job queue, the webhook handler with
-// the queue's AfterApply hook, and the platform simulator that delivers to it.
+// env is a backend as cmd wires it, on the shared app (apptest, on the wall clock): the
+// store, the job queue, the webhook handler behind the production front with the queue's
+// AfterApply hook, and the platform simulator that delivers to it.
 type env struct {
-	Sim   *mstudiotest.Server
-	Store *extension.Store
-	Jobs  *Jobs
-	URL   string // the database URL
+	*apptest.App
+	Jobs *Jobs
 	// Backend is the URL of the backend's webhook route.
 	Backend string
 
@@ -52,27 +51,18 @@ type envOptions struct {
 func newEnv(t testing.TB, d extension.Dialect, o envOptions) *env {
 	t.Helper()
 	ctx := context.Background()
-	url := extensiontest.URL(t, d)
-	store := extensiontest.Open(t, url, extension.Options{Keys: extensiontest.Keyring(t)})
-	if _, err := Migrate(ctx, store, url); err != nil {
-		t.Fatal(err)
-	}
 	if o.activation == 0 {
 		o.activation = 150 * time.Millisecond
 	}
-	sim, err := mstudiotest.New(mstudiotest.Options{RetryBase: 5 * time.Millisecond, RetryCap: 50 * time.Millisecond, SecretActivationDelay: o.activation})
-	if err != nil {
+	en := &env{App: apptest.New(t, apptest.Options{Dialect: d, Clock: extensiontest.WallClock(), Sim: func(so *mstudiotest.Options) {
+		so.RetryBase, so.RetryCap, so.SecretActivationDelay = 5*time.Millisecond, 50*time.Millisecond, o.activation
+	}})}
+	if _, err := Migrate(ctx, en.Store, en.DatabaseURL); err != nil {
 		t.Fatal(err)
 	}
-	simSrv := httptest.NewServer(sim)
-	t.Cleanup(simSrv.Close)
-	client, err := mstudio.New(simSrv.URL, mstudio.Options{RetryMax: 1, RetryWait: time.Millisecond, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	broker := mstudio.NewBroker(store, client, mstudio.BrokerOptions{Grace: o.grace, Logger: testLogger(t)})
+	broker := mstudio.NewBroker(en.Store, en.Client, mstudio.BrokerOptions{Grace: o.grace, Logger: testLogger(t)})
 	cfg := Config{
-		Store: store, DatabaseURL: url, Tokens: broker, Client: client,
+		Store: en.Store, DatabaseURL: en.DatabaseURL, Tokens: broker, Client: en.Client,
 		Workers: o.workers, Logger: testLogger(t),
 		PostInstallDelay: -1, RetryWait: 50 * time.Millisecond, DisabledWait: 100 * time.Millisecond,
 		PollInterval: 50 * time.Millisecond, RefreshSpread: -1,
@@ -95,7 +85,7 @@ func newEnv(t testing.TB, d extension.Dialect, o envOptions) *env {
 	if o.register != nil {
 		o.register(j)
 	}
-	en := &env{Sim: sim, Store: store, Jobs: j, URL: url}
+	en.Jobs = j
 	// As cmd wires it: the broker forgets what an event makes stale, the queue enqueues.
 	hook := func(ctx context.Context, ev extension.LifecycleEvent) {
 		switch ev.Kind {
@@ -110,20 +100,17 @@ func newEnv(t testing.TB, d extension.Dialect, o envOptions) *env {
 			}
 		}
 	}
-	e := echo.New()
-	webhooks.New(webhooks.Config{
-		Store:         store,
-		Keys:          mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
-		ExtensionID:   sim.ExtensionID(),
-		ContributorID: sim.ContributorID(),
+	h := webhooks.New(webhooks.Config{
+		Store:         en.Store,
+		Keys:          mstudio.NewKeyCache(en.Client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
+		ExtensionID:   en.Sim.ExtensionID(),
+		ContributorID: en.Sim.ContributorID(),
 		Registerer:    prometheus.NewRegistry(),
 		Applied:       hook,
-	}).Routes(e)
-	backend := httptest.NewServer(en.recording(e))
-	t.Cleanup(backend.Close)
-	t.Cleanup(sim.Close) // first: no delivery outlives the backend
-	en.Backend = backend.URL + "/mstudio/webhooks"
-	sim.SetWebhookURL(en.Backend)
+	})
+	en.Front.POST("/mstudio/webhooks", h.Receive, en.recording)
+	en.Backend = en.URL(t) + "/mstudio/webhooks"
+	en.Sim.SetWebhookURL(en.Backend)
 	if !o.noStart {
 		if err := j.Start(ctx); err != nil {
 			t.Fatal(err)
@@ -132,16 +119,17 @@ func newEnv(t testing.TB, d extension.Dialect, o envOptions) *env {
 	return en
 }
 
-// recording keeps a copy of every request, so a test can deliver one again.
-func (en *env) recording(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// recording keeps a copy of every delivery, so a test can deliver one again.
+func (en *env) recording(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		en.mu.Lock()
 		en.deliveries = append(en.deliveries, delivery{r.Header.Clone(), body})
 		en.mu.Unlock()
-		next.ServeHTTP(w, r)
-	})
+		return next(c)
+	}
 }
 
 // redeliver sends the nth delivery the backend received again, as the platform would

@@ -244,7 +244,7 @@ func TestBadDeliveries(t *testing.T) {
 // accepted, one a byte longer is refused, with a Content-Length and chunked.
 func TestBodyLimitOverTheWire(t *testing.T) {
 	env := newTestEnv(t, extension.SQLite)
-	srv := httptest.NewServer(env.Echo)
+	srv := httptest.NewServer(env.Front)
 	t.Cleanup(srv.Close)
 
 	sized := func(n int) []byte {

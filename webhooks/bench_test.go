@@ -128,11 +128,11 @@ func BenchmarkDeliveries(b *testing.B) {
 			b.Fatal(err)
 		}
 		e := echo.New()
-		webhooks.New(webhooks.Config{
+		e.POST("/mstudio/webhooks", webhooks.New(webhooks.Config{
 			Store:       store,
 			Keys:        mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
 			ExtensionID: benchExtensionID,
-		}).Routes(e)
+		}).Receive)
 		runParallel(b, deliveries, func(d signedDelivery) error {
 			req := httptest.NewRequest(http.MethodPost, "/mstudio/webhooks", bytes.NewReader(d.body))
 			req.Header = d.header.Clone()

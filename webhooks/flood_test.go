@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
-	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
@@ -140,8 +141,7 @@ func TestFloodOfMadeUpSerials(t *testing.T) {
 		t.Errorf("key fetches = %d in %s, want at most %d (the flooder's budget and the platform's two keys)", got, elapsed, max)
 	}
 
-	// The handler's own lines: a few refusals, no error. (The test's request log writes
-	// a line per request; the server's request log is the HTTP front's.)
+	// The handler's and the front's lines: a few refusals, no error.
 	var refusals int
 	for l := range strings.Lines(logs.String()) {
 		var line struct{ Level, Msg string }

@@ -83,11 +83,6 @@ func New(cfg Config) *Handler {
 // Receive serves POST /mstudio/webhooks (cmd's route table registers it).
 func (h *Handler) Receive(c echo.Context) error { return h.receive(c) }
 
-// Routes registers the handler's route on a bare Echo, for the package's tests.
-func (h *Handler) Routes(e *echo.Echo) {
-	e.POST("/mstudio/webhooks", h.receive)
-}
-
 func (h *Handler) receive(c echo.Context) error {
 	req := c.Request()
 	if req.ContentLength > MaxBodyBytes {

@@ -22,11 +22,9 @@ import (
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/httpfront"
 	"github.com/extension-backend/extension-backend/webhooks"
 	"github.com/google/uuid"
-	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The ids our test extension is configured with.
@@ -121,14 +119,15 @@ type handlerOptions struct {
 	KeyCache      mstudio.KeyCacheOptions // negative TTL, clock
 }
 
-// newTestHandler returns an Echo instance with the webhook handler routed, wired as
-// production wires it, against the platform API at apiURL.
-func newTestHandler(t testing.TB, store *extension.Store, apiURL string, extensionID string) *echo.Echo {
+// newTestHandler returns the production front (httpfront: error handler, request log,
+// metrics, client address) with the webhook handler routed as cmd's route table routes
+// it, wired as production wires it, against the platform API at apiURL.
+func newTestHandler(t testing.TB, store *extension.Store, apiURL string, extensionID string) *httpfront.Front {
 	t.Helper()
 	return newTestHandlerWith(t, handlerOptions{Store: store, APIURL: apiURL, ExtensionID: extensionID})
 }
 
-func newTestHandlerWith(t testing.TB, o handlerOptions) *echo.Echo {
+func newTestHandlerWith(t testing.TB, o handlerOptions) *httpfront.Front {
 	t.Helper()
 	// Short waits: a failing key server must not make a test slow, but the retries run.
 	client, err := mstudio.New(o.APIURL, mstudio.Options{
@@ -140,63 +139,27 @@ func newTestHandlerWith(t testing.TB, o handlerOptions) *echo.Echo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := webhooks.New(webhooks.Config{
+	front := httpfront.New(httpfront.Options{Logger: o.Logger,
+		LogAttrs: []string{webhooks.LogKeyInstanceID, webhooks.LogKeyEventKind, webhooks.LogKeyRequestID, webhooks.LogKeyOutcome}})
+	front.POST(webhookPath, webhooks.New(webhooks.Config{
 		Store:         o.Store,
 		Keys:          mstudio.NewKeyCache(client, mstudio.PurposeWebhook, o.KeyCache),
 		ExtensionID:   o.ExtensionID,
 		ContributorID: o.ContributorID,
 		Logger:        o.Logger,
-		Registerer:    prometheus.NewRegistry(),
-	})
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	// As in production without trusted proxies: the client is the connection's peer.
-	e.IPExtractor = echo.ExtractIPDirect()
-	if o.Logger != nil {
-		e.Use(requestLogger(o.Logger))
-	}
-	h.Routes(e)
-	return e
-}
-
-// requestLogger writes one line per request, as cmd does: the URI (query included here,
-// to catch a leak through it), the status, the error and what the handler left in the
-// context under the webhooks.LogKey… names.
-func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
-	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
-		HandleError: true,
-		LogURI:      true,
-		LogMethod:   true,
-		LogStatus:   true,
-		LogError:    true,
-		LogLatency:  true,
-		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
-			attrs := []slog.Attr{
-				slog.String("method", v.Method), slog.String("uri", v.URI),
-				slog.Int("status", v.Status), slog.Duration("latency", v.Latency),
-			}
-			if v.Error != nil {
-				attrs = append(attrs, slog.String("error", v.Error.Error()))
-			}
-			for _, k := range []string{webhooks.LogKeyInstanceID, webhooks.LogKeyEventKind, webhooks.LogKeyRequestID, webhooks.LogKeyOutcome} {
-				if s, ok := c.Get(k).(string); ok {
-					attrs = append(attrs, slog.String(k, s))
-				}
-			}
-			logger.LogAttrs(c.Request().Context(), slog.LevelInfo, "request", attrs...)
-			return nil
-		},
-	})
+		Registerer:    front.Registry,
+	}).Receive)
+	return front
 }
 
 // testEnv is a handler on a real store of one dialect, with a key server that holds Key.
 type testEnv struct {
 	Store      *extension.Store
-	Echo       *echo.Echo
+	Front      *httpfront.Front
 	Key        testKey // the platform's current webhook key, held by KeyServer
 	KeyServer  *httptest.Server
 	KeyFetches *atomic.Int64
-	Logs       *syncBuffer // the handler's and the request log's JSON lines
+	Logs       *syncBuffer // the handler's and the front's JSON lines
 }
 
 // newTestEnv builds a testEnv for the dialect; opts may adjust the handler options
@@ -214,22 +177,22 @@ func newTestEnv(t testing.TB, d extension.Dialect, opts ...func(*handlerOptions)
 	for _, f := range opts {
 		f(&o)
 	}
-	env.Echo = newTestHandlerWith(t, o)
+	env.Front = newTestHandlerWith(t, o)
 	return env
 }
 
 // withContributor configures the contributor id check.
 func withContributor(o *handlerOptions) { o.ContributorID = testContributorID }
 
-// serve runs one request through the Echo instance.
-func serve(e *echo.Echo, req *http.Request) *httptest.ResponseRecorder {
+// serve runs one request through the front.
+func serve(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
-	e.ServeHTTP(rec, req)
+	h.ServeHTTP(rec, req)
 	return rec
 }
 
-// serve runs one request through the env's handler.
-func (env *testEnv) serve(req *http.Request) *httptest.ResponseRecorder { return serve(env.Echo, req) }
+// serve runs one request through the env's front.
+func (env *testEnv) serve(req *http.Request) *httptest.ResponseRecorder { return serve(env.Front, req) }
 
 // deliver signs p with the env's key and delivers it.
 func (env *testEnv) deliver(t testing.TB, p testPayload) *httptest.ResponseRecorder {

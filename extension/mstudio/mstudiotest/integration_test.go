@@ -15,11 +15,10 @@ import (
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/httpfront"
 	"github.com/extension-backend/extension-backend/webhooks"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
-	"github.com/labstack/echo/v4"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // senderBackend is the backend side of an integration test.
@@ -51,15 +50,16 @@ func newSenderBackendWith(t *testing.T, opts Options) *senderBackend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := echo.New()
-	webhooks.New(webhooks.Config{
+	// The production front (apptest would import this package).
+	front := httpfront.New(httpfront.Options{})
+	front.POST("/mstudio/webhooks", webhooks.New(webhooks.Config{
 		Store:         store,
 		Keys:          mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
 		ExtensionID:   sim.ExtensionID(),
 		ContributorID: sim.ContributorID(),
-		Registerer:    prometheus.NewRegistry(),
-	}).Routes(e)
-	backend := httptest.NewServer(e)
+		Registerer:    front.Registry,
+	}).Receive)
+	backend := httptest.NewServer(front)
 	t.Cleanup(backend.Close)
 	t.Cleanup(sim.Close) // first: no delivery outlives the backend
 	sim.SetWebhookURL(backend.URL + "/mstudio/webhooks")
