@@ -6,13 +6,13 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 
 	"github.com/extension-backend/extension-backend/extension"
@@ -26,26 +26,6 @@ const (
 	flooderAddr  = "203.0.113.66:40000"
 	platformAddr = "198.51.100.1:443"
 )
-
-// countingSim is the simulator over HTTP as the platform's key server, counting the key
-// requests it answers.
-func countingSim(t *testing.T) (*mstudiotest.Server, *httptest.Server, *atomic.Int64) {
-	t.Helper()
-	sim, err := mstudiotest.New(mstudiotest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	fetches := new(atomic.Int64)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v2/public-keys/") {
-			fetches.Add(1)
-		}
-		sim.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return sim, srv, fetches
-}
 
 // forgedRequest is a delivery signed by a made-up key under a made-up serial.
 func forgedRequest(t testing.TB, body []byte) *http.Request {
@@ -76,11 +56,12 @@ func TestFloodOfMadeUpSerials(t *testing.T) {
 		clientMissBurst  = 5               // KeyCacheOptions' default
 		clientMissPeriod = 5 * time.Second // likewise
 	)
-	sim, keyServer, fetches := countingSim(t)
+	platform := apptest.NewPlatform(t, mstudiotest.Options{}) // the key server
+	sim, fetches := platform.Sim, func() int64 { return int64(platform.SimHits("GET /v2/public-keys/{serial}")) }
 	store := extensiontest.NewStore(t, extension.SQLite)
 	logs := new(syncBuffer)
 	e := newTestHandlerWith(t, handlerOptions{
-		Store: store, APIURL: keyServer.URL, ExtensionID: testExtensionID,
+		Store: store, APIURL: platform.SimURL, ExtensionID: testExtensionID,
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 
@@ -123,7 +104,7 @@ func TestFloodOfMadeUpSerials(t *testing.T) {
 	stillFlooding := sent.Load() < flooders*floodPerFlooder
 	wg.Wait()
 	elapsed := time.Since(start)
-	t.Logf("%d flooded requests in %s; %d key fetches", sent.Load(), elapsed, fetches.Load())
+	t.Logf("%d flooded requests in %s; %d key fetches", sent.Load(), elapsed, fetches())
 	if !stillFlooding {
 		t.Log("the flood ended before the platform's deliveries did")
 	}
@@ -137,7 +118,7 @@ func TestFloodOfMadeUpSerials(t *testing.T) {
 		return true
 	})
 	budget := clientMissBurst + int64(elapsed/clientMissPeriod) + 1
-	if got, max := fetches.Load(), budget+2; got > max {
+	if got, max := fetches(), budget+2; got > max {
 		t.Errorf("key fetches = %d in %s, want at most %d (the flooder's budget and the platform's two keys)", got, elapsed, max)
 	}
 
