@@ -16,9 +16,6 @@ import (
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
 )
 
-// syncBuffer collects log output written concurrently.
-type syncBuffer = extensiontest.LogBuffer
-
 // ssoEnv is the shared app (apptest: the simulator over HTTP, a store of one dialect, the
 // real client, the production front with the frontend's pages and sessions, one fake
 // clock) with the SSO routes. Every key, token and cookie value it sees is collected, and
