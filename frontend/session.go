@@ -113,15 +113,24 @@ func (s *Sessions) End(c echo.Context, instanceID string) error {
 	return nil
 }
 
+// maxSessionCookies bounds how many session cookies of one request are looked at: each
+// costs a query, and a request may carry thousands of made-up ones. A browser holds one
+// per instance it is signed in to.
+const maxSessionCookies = 32
+
 // EndAll ends every session this browser holds, of any instance.
 func (s *Sessions) EndAll(c echo.Context) error {
 	prefix := sessionCookiePrefix
 	if s.secure {
 		prefix = hostPrefix + prefix
 	}
+	seen := 0
 	for _, ck := range c.Request().Cookies() {
 		if !strings.HasPrefix(ck.Name, prefix) || ck.Value == "" {
 			continue
+		}
+		if seen++; seen > maxSessionCookies {
+			break
 		}
 		if err := s.store.DeleteSession(c.Request().Context(), extension.Secret(ck.Value)); err != nil {
 			return err
@@ -194,6 +203,9 @@ func (s *Sessions) instancesOf(r *http.Request) []string {
 		id := hex[:8] + "-" + hex[8:12] + "-" + hex[12:16] + "-" + hex[16:20] + "-" + hex[20:]
 		if uuidPattern.MatchString(id) {
 			ids = append(ids, id)
+		}
+		if len(ids) == maxSessionCookies {
+			break
 		}
 	}
 	return ids
