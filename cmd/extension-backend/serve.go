@@ -134,17 +134,13 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	return serveHTTP(ctx, ln, e, logger)
 }
 
-// afterApply is what follows a committed lifecycle event: a rotated secret, a disable or
-// a removal makes the cached instance token useless, so the broker drops its copy (the
-// shared row went in the event's transaction); an install
-// enqueues the post-install job (after the commit: River cannot join our transaction, and
-// the reconciler repairs an enqueue lost in a crash in between).
+// afterApply is what follows a committed lifecycle event: the broker drops what the
+// event made stale, then the queue enqueues the follow-up work (after the commit: River
+// cannot join our transaction, and the reconciler repairs an enqueue lost in a crash in
+// between).
 func afterApply(broker *mstudio.Broker, jb *jobs.Jobs) func(context.Context, extension.LifecycleEvent) {
 	return func(ctx context.Context, ev extension.LifecycleEvent) {
-		switch ev.Kind {
-		case extension.EventSecretRotated, extension.EventRemoved, extension.EventUpdated:
-			broker.ForgetCached(ev.InstanceID)
-		}
+		broker.Applied(ctx, ev)
 		jb.AfterApply(ctx, ev)
 	}
 }
