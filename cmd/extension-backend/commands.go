@@ -156,8 +156,10 @@ func runInstances(ctx context.Context, args []string, getenv func(string) string
 		if name == "" {
 			name = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s:%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.ContextKind, in.ContextID, name, state,
-			strings.Join(in.Scopes, ","), variant, in.LastEventAt.Format(time.RFC3339Nano), in.UpdatedAt.Format(time.RFC3339))
+		// Names and the rest come from the platform: no terminal control sequence gets through.
+		fmt.Fprintf(tw, "%s\t%s:%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(in.ID), printable(in.ContextKind), printable(in.ContextID),
+			printable(name), state, printable(strings.Join(in.Scopes, ",")), printable(variant),
+			in.LastEventAt.Format(time.RFC3339Nano), in.UpdatedAt.Format(time.RFC3339))
 	}
 	return tw.Flush()
 }
@@ -269,8 +271,8 @@ func runJobs(ctx context.Context, args []string, getenv func(string) string, std
 				lastErr = string(r)
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, j.Kind, instance, j.State, j.Attempts, j.MaxAttempts,
-			j.ScheduledAt.UTC().Format(time.RFC3339), lastErr)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, printable(j.Kind), printable(instance), j.State, j.Attempts, j.MaxAttempts,
+			j.ScheduledAt.UTC().Format(time.RFC3339), printable(lastErr))
 	}
 	return tw.Flush()
 }
