@@ -119,7 +119,11 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 		})
 	}
 	db, err := gorm.Open(dialector, &gorm.Config{
-		Logger:                 gl,
+		// Silent while opening: GORM logs a failed open itself, through a format string
+		// that the slog adapter does not expand (a garbled "%v" line before our error).
+		// The connection is tried below, with the caller's context.
+		Logger:                 glogger.Discard,
+		DisableAutomaticPing:   true,
 		TranslateError:         true,
 		SkipDefaultTransaction: true, // every write we make is already in an explicit transaction or a single statement
 		NowFunc:                func() time.Time { return time.Now().UTC() },
@@ -127,6 +131,7 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", dialect, err)
 	}
+	db.Logger = gl
 	sqlDB, err := db.DB()
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", dialect, err)
