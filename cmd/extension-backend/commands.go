@@ -33,6 +33,12 @@ func openMigratedStore(ctx context.Context, getenv func(string) string, n needs,
 		store.Close()
 		return nil, nil, err
 	}
+	if n.keys {
+		if err := checkKeys(ctx, store, cfg); err != nil {
+			store.Close()
+			return nil, nil, err
+		}
+	}
 	return cfg, store, nil
 }
 
@@ -183,6 +189,9 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer store.Close()
+	if err := checkPlatform(ctx, store, cfg); err != nil {
+		return err
+	}
 	logger := newLogger(stderr, cfg.LogLevel)
 	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger})
 	if err != nil {

@@ -29,6 +29,10 @@ type Config struct {
 	// Sessions of signed-in users.
 	SessionIdle, SessionAbsolute time.Duration
 	DefaultRole                  string // of users who sign in after an instance's first
+
+	// devSimulator is set by dev, never from the environment: MStudioAPIURL is dev's
+	// simulator, and the database is marked as holding its instances (checkPlatform).
+	devSimulator bool
 }
 
 // needs says which settings a subcommand requires.

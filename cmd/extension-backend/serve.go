@@ -71,6 +71,12 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	} else if err := migrateUp(ctx, store, cfg.DatabaseURL.Reveal(), logger); err != nil {
 		return err
 	}
+	if err := checkKeys(ctx, store, cfg); err != nil {
+		return err
+	}
+	if err := checkPlatform(ctx, store, cfg); err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger, Registerer: reg})
