@@ -95,11 +95,7 @@ func newBrokerEnv(t testing.TB, opts brokerOptions) *brokerEnv {
 		ExtensionID:   sim.ExtensionID(),
 		ContributorID: sim.ContributorID(),
 		Registerer:    prometheus.NewRegistry(),
-		Applied: func(_ context.Context, ev extension.LifecycleEvent) {
-			if ev.Kind != extension.EventAdded {
-				env.Brokers[0].Forget(ev.InstanceID)
-			}
-		},
+		Applied:       env.Brokers[0].Applied,
 	}).Routes(e)
 	backend := httptest.NewServer(e)
 	t.Cleanup(backend.Close)
