@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -119,7 +120,11 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 		})
 	}
 	db, err := gorm.Open(dialector, &gorm.Config{
-		Logger:                 gl,
+		// Silent while opening: GORM logs a failed open itself, through a format string
+		// that the slog adapter does not expand (a garbled "%v" line before our error).
+		// The connection is tried below, with the caller's context.
+		Logger:                 glogger.Discard,
+		DisableAutomaticPing:   true,
 		TranslateError:         true,
 		SkipDefaultTransaction: true, // every write we make is already in an explicit transaction or a single statement
 		NowFunc:                func() time.Time { return time.Now().UTC() },
@@ -127,6 +132,7 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", dialect, err)
 	}
+	db.Logger = gl
 	sqlDB, err := db.DB()
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", dialect, err)
@@ -144,7 +150,7 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	}
 	if err := sqlDB.PingContext(ctx); err != nil {
 		sqlDB.Close()
-		return nil, fmt.Errorf("connect to %s database: %w", dialect, err)
+		return nil, fmt.Errorf("connect to %s database: %w", dialect, oneLine{err})
 	}
 	now := opts.Now
 	if now == nil {
@@ -156,6 +162,26 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	}
 	return s, nil
 }
+
+// oneLine shows an error on one line. pgx reports each connection attempt on a line of its
+// own (with sslmode=prefer, one with TLS and one without, often the same words), which
+// would break the one-line failure that every command promises.
+type oneLine struct{ err error }
+
+func (e oneLine) Error() string {
+	var parts []string
+	for _, l := range strings.Split(e.err.Error(), "\n") {
+		if l = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(l), ":")); l != "" && !slices.Contains(parts, l) {
+			parts = append(parts, l)
+		}
+	}
+	if len(parts) < 2 {
+		return strings.Join(parts, "")
+	}
+	return parts[0] + ": " + strings.Join(parts[1:], "; ") // what failed: each attempt
+}
+
+func (e oneLine) Unwrap() error { return e.err }
 
 // Close stops the store's writer and closes the database.
 func (s *Store) Close() error {

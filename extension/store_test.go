@@ -3,6 +3,7 @@ package extension_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,18 +153,34 @@ func TestOpenRejectsBadURL(t *testing.T) {
 	}
 }
 
-// TestOpenUnreachablePostgres needs no server: nothing listens on port 1.
+// TestOpenUnreachablePostgres needs no server: nothing listens on port 1. The failure is
+// one clean line, and nothing is logged beside it (GORM used to log a garbled "%v" line).
 func TestOpenUnreachablePostgres(t *testing.T) {
 	const password = "hunter2-Qx7mT2vLp9Rk"
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s, err := extension.Open(ctx, "postgres://ext:"+password+"@127.0.0.1:1/ext?sslmode=disable&connect_timeout=5", extension.Options{})
-	if err == nil {
-		s.Close()
-		t.Fatal("Open of an unreachable server got nil error, want one")
-	}
-	if strings.Contains(err.Error(), password) {
-		t.Errorf("got error %q, which contains the password", err)
+	// sslmode=prefer (the default) tries twice, with TLS and without: pgx reports each
+	// attempt on a line of its own.
+	for _, query := range []string{"?sslmode=disable&connect_timeout=5", "?connect_timeout=5"} {
+		var logged extensiontest.LogBuffer
+		s, err := extension.Open(ctx, "postgres://ext:"+password+"@127.0.0.1:1/ext"+query,
+			extension.Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+		if err == nil {
+			s.Close()
+			t.Fatal("Open of an unreachable server got nil error, want one")
+		}
+		if strings.Contains(err.Error(), password) {
+			t.Errorf("got error %q, which contains the password", err)
+		}
+		if !strings.HasPrefix(err.Error(), "connect to postgres database: ") || strings.ContainsAny(err.Error(), "\n\t") {
+			t.Errorf("%s: got error %q, want one line starting with what failed", query, err)
+		}
+		if !strings.Contains(err.Error(), "connection refused") {
+			t.Errorf("%s: got error %q, want the cause", query, err)
+		}
+		if logged.String() != "" {
+			t.Errorf("Open logged %q beside its error, want nothing", logged.String())
+		}
 	}
 }
 

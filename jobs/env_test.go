@@ -88,10 +88,7 @@ func newEnv(t testing.TB, d extension.Dialect, o envOptions) *env {
 	en.Jobs = j
 	// As cmd wires it: the broker forgets what an event makes stale, the queue enqueues.
 	hook := func(ctx context.Context, ev extension.LifecycleEvent) {
-		switch ev.Kind {
-		case extension.EventSecretRotated, extension.EventRemoved, extension.EventUpdated:
-			broker.Forget(ev.InstanceID)
-		}
+		broker.Applied(ctx, ev)
 		if !o.noHook {
 			j.AfterApply(ctx, ev)
 			// AfterApply does not wait for the insert; the tests want to see the job.

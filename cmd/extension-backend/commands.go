@@ -33,6 +33,12 @@ func openMigratedStore(ctx context.Context, getenv func(string) string, n needs,
 		store.Close()
 		return nil, nil, err
 	}
+	if n.keys {
+		if err := checkKeys(ctx, store, cfg); err != nil {
+			store.Close()
+			return nil, nil, err
+		}
+	}
 	return cfg, store, nil
 }
 
@@ -156,8 +162,10 @@ func runInstances(ctx context.Context, args []string, getenv func(string) string
 		if name == "" {
 			name = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s:%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.ContextKind, in.ContextID, name, state,
-			strings.Join(in.Scopes, ","), variant, in.LastEventAt.Format(time.RFC3339Nano), in.UpdatedAt.Format(time.RFC3339))
+		// Names and the rest come from the platform: no terminal control sequence gets through.
+		fmt.Fprintf(tw, "%s\t%s:%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(in.ID), printable(in.ContextKind), printable(in.ContextID),
+			printable(name), state, printable(strings.Join(in.Scopes, ",")), printable(variant),
+			in.LastEventAt.Format(time.RFC3339Nano), in.UpdatedAt.Format(time.RFC3339))
 	}
 	return tw.Flush()
 }
@@ -181,6 +189,9 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer store.Close()
+	if err := checkPlatform(ctx, store, cfg); err != nil {
+		return err
+	}
 	logger := newLogger(stderr, cfg.LogLevel)
 	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger})
 	if err != nil {
@@ -269,8 +280,8 @@ func runJobs(ctx context.Context, args []string, getenv func(string) string, std
 				lastErr = string(r)
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, j.Kind, instance, j.State, j.Attempts, j.MaxAttempts,
-			j.ScheduledAt.UTC().Format(time.RFC3339), lastErr)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, printable(j.Kind), printable(instance), j.State, j.Attempts, j.MaxAttempts,
+			j.ScheduledAt.UTC().Format(time.RFC3339), printable(lastErr))
 	}
 	return tw.Flush()
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/base64"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 )
@@ -120,5 +122,68 @@ func TestLoadConfigDefaultsAndFiles(t *testing.T) {
 	}
 	if got := cfg.DatabaseURL.Reveal(); got != "sqlite:data/extension.db" {
 		t.Errorf("default database url: got %q", got)
+	}
+}
+
+// Each reader on its own: the value it returns, and the one-line error naming the
+// variable when the value is wrong.
+func TestEnvReaders(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secretFile, []byte("  from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		vars    map[string]string
+		read    func(r *envReader) any
+		want    any
+		wantErr string // prefix; empty: no error
+	}{
+		{"str default", nil, func(r *envReader) any { return r.str("X", "d") }, "d", ""},
+		{"str set", map[string]string{"X": "v"}, func(r *envReader) any { return r.str("X", "d") }, "v", ""},
+		{"secret default", nil, func(r *envReader) any { return r.secret("X", "d").Reveal() }, "d", ""},
+		{"secret from file, trimmed", map[string]string{"X_FILE": secretFile}, func(r *envReader) any { return r.secret("X", "d").Reveal() }, "from-file", ""},
+		{"secret both", map[string]string{"X": "a", "X_FILE": secretFile}, func(r *envReader) any { return r.secret("X", "").Reveal() }, "", "X and X_FILE are both set"},
+		{"database url from file", map[string]string{"X_FILE": secretFile}, func(r *envReader) any { return r.databaseURL("X", "sqlite:a").Reveal() }, "", "X: want"},
+		{"http url trims the slash", map[string]string{"X": "https://h/"}, func(r *envReader) any { return r.httpURL("X", "") }, "https://h", ""},
+		{"http url without host", map[string]string{"X": "https://"}, func(r *envReader) any { return r.httpURL("X", "") }, "https:/", "X: "},
+		{"uuid lower-cased", map[string]string{"X": strings.ToUpper(testExtensionID)}, func(r *envReader) any { return r.uuid("X", true, "") }, testExtensionID, ""},
+		{"uuid optional", nil, func(r *envReader) any { return r.uuid("X", false, "") }, "", ""},
+		{"uuid required", nil, func(r *envReader) any { return r.uuid("X", true, "the id") }, "", "X: required: the id"},
+		{"keys optional", nil, func(r *envReader) any { return len(r.keys("X", false)) }, 0, ""},
+		{"duration default", nil, func(r *envReader) any { return r.duration("X", "3m", "2m") }, 3 * time.Minute, ""},
+		{"duration at the minimum", map[string]string{"X": "2m"}, func(r *envReader) any { return r.duration("X", "3m", "2m") }, 2 * time.Minute, ""},
+		{"duration below", map[string]string{"X": "119s"}, func(r *envReader) any { return r.duration("X", "3m", "2m") }, 119 * time.Second, `X: "119s": want a duration of at least 2m`},
+		{"cidrs empty", nil, func(r *envReader) any { return len(r.cidrs("X")) }, 0, ""},
+		{"cidrs masked, address as host prefix", map[string]string{"X": "10.1.2.3/8, ::1"}, func(r *envReader) any { return fmt.Sprint(r.cidrs("X")) }, "[10.0.0.0/8 ::1/128]", ""},
+		{"log level", map[string]string{"X": "warn"}, func(r *envReader) any { return r.logLevel("X", "info") }, slog.LevelWarn, ""},
+		{"role", map[string]string{"X": "viewer"}, func(r *envReader) any { return r.role("X", "member") }, "viewer", ""},
+		{"role owner", map[string]string{"X": "owner"}, func(r *envReader) any { return r.role("X", "member") }, "owner", `X: "owner"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &envReader{getenv: env(tt.vars)}
+			got := tt.read(r)
+			switch {
+			case tt.wantErr == "" && r.err != nil:
+				t.Fatalf("got error %v, want none", r.err)
+			case tt.wantErr != "" && (r.err == nil || !strings.HasPrefix(r.err.Error(), tt.wantErr)):
+				t.Fatalf("got error %v, want one starting %q", r.err, tt.wantErr)
+			case tt.wantErr == "" && got != tt.want:
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// The first problem sticks: a later wrong variable does not replace it, so the message
+// names the first.
+func TestEnvReaderFirstErrorSticks(t *testing.T) {
+	r := &envReader{getenv: env(map[string]string{"A": "nonsense", "B": "loud"})}
+	r.duration("A", "2h", "2m")
+	r.logLevel("B", "info")
+	r.check("C", false, "never reported")
+	if r.err == nil || !strings.HasPrefix(r.err.Error(), `A: "nonsense"`) {
+		t.Errorf("got %v, want the error about A", r.err)
 	}
 }

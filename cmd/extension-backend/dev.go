@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -114,6 +115,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	cfg.Addr = backendLn.Addr().String()
+	cfg.devSimulator = true
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -161,8 +163,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fmt.Fprintf(stdout, "backend on %s, simulator on %s (Ctrl-C stops both)\n\n", backendURL, simURL)
 	fmt.Fprintf(stdout, "open the demo instance as a hosting customer would from the control panel (signs you in):\n  %s\n\n",
 		sim.OpenURL(simURL, instance.ID, ""))
-	fmt.Fprintf(stdout, "next: mint an instance token for the demo instance:\n  %sextension-backend token --instance %s\n\n",
-		tokenEnv(getenv, vars["EXT_DATABASE_URL"], keyFile, ownKeyFile, simURL), instance.ID)
+	fmt.Fprintf(stdout, "next: mint an instance token for the demo instance:\n  %s%s token --instance %s\n\n",
+		tokenEnv(getenv, vars["EXT_DATABASE_URL"], keyFile, ownKeyFile, simURL), selfCommand(os.Args[0], exec.LookPath, os.Executable), instance.ID)
 
 	// Run until Ctrl-C or until one side fails, which stops the other too.
 	select {
@@ -190,6 +192,45 @@ func tokenEnv(getenv func(string) string, databaseURL, keyFile string, ownKeyFil
 	}
 	fmt.Fprintf(&b, "EXT_MSTUDIO_API_URL=%s ", simURL)
 	return b.String()
+}
+
+// selfCommand is how to run this program again from the shell that started it: after
+// go run, whose binary lies in a temporary go-build folder and is deleted when it exits,
+// "go run ./cmd/extension-backend" (from the repository's root, where the quick start
+// runs it); the name as typed when the shell found it on PATH; otherwise the absolute path
+// of the executable.
+func selfCommand(arg0 string, lookPath func(string) (string, error), executable func() (string, error)) string {
+	for _, dir := range strings.Split(filepath.ToSlash(filepath.Dir(arg0)), "/") {
+		if strings.HasPrefix(dir, "go-build") {
+			return "go run ./cmd/extension-backend"
+		}
+	}
+	if !strings.ContainsRune(arg0, filepath.Separator) && !strings.ContainsRune(arg0, '/') {
+		if _, err := lookPath(arg0); err == nil {
+			return shellQuote(arg0)
+		}
+		path, err := executable()
+		if err != nil {
+			return "extension-backend"
+		}
+		return shellQuote(path)
+	}
+	path, err := filepath.Abs(arg0)
+	if err != nil {
+		return shellQuote(arg0)
+	}
+	return shellQuote(path)
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but plain path characters.
+func shellQuote(s string) string {
+	plain := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@%+=,", r))
+	}) < 0
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // demoInstance installs a demo instance through the real webhook path on the first run,

@@ -72,6 +72,12 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	} else if err := migrateUp(ctx, store, cfg.DatabaseURL.Reveal(), logger); err != nil {
 		return err
 	}
+	if err := checkKeys(ctx, store, cfg); err != nil {
+		return err
+	}
+	if err := checkPlatform(ctx, store, cfg); err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger, Registerer: reg})
@@ -104,17 +110,13 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	return serveHTTP(ctx, ln, front, logger)
 }
 
-// afterApply is what follows a committed lifecycle event: a rotated secret, a disable or
-// a removal makes the cached instance token useless, so the broker drops its copy (the
-// shared row went in the event's transaction); an install
-// enqueues the post-install job (after the commit: River cannot join our transaction, and
-// the reconciler repairs an enqueue lost in a crash in between).
+// afterApply is what follows a committed lifecycle event: the broker drops what the
+// event made stale, then the queue enqueues the follow-up work (after the commit: River
+// cannot join our transaction, and the reconciler repairs an enqueue lost in a crash in
+// between).
 func afterApply(broker *mstudio.Broker, jb *jobs.Jobs) func(context.Context, extension.LifecycleEvent) {
 	return func(ctx context.Context, ev extension.LifecycleEvent) {
-		switch ev.Kind {
-		case extension.EventSecretRotated, extension.EventRemoved, extension.EventUpdated:
-			broker.ForgetCached(ev.InstanceID)
-		}
+		broker.Applied(ctx, ev)
 		jb.AfterApply(ctx, ev)
 	}
 }

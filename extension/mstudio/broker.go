@@ -153,8 +153,8 @@ func (b *Broker) Token(ctx context.Context, instanceID string) (InstanceToken, e
 }
 
 // Forget drops the cached token of an instance, here and in the shared row, so the next
-// Token mints with the instance's current secret. The webhook path calls it on
-// SecretRotated, disable and removal. Other replicas keep serving their cached copy until
+// Token mints with the instance's current secret: for a caller that finds a token dead
+// (a 401); lifecycle events go through Applied. Other replicas keep serving their cached copy until
 // they next check the row, within rowCheckInterval (30 s): for a disabled or removed
 // instance that copy is dead at the platform anyway, and after a rotation the old token
 // stays valid until its expiry.
@@ -169,10 +169,17 @@ func (b *Broker) Forget(instanceID string) {
 	b.drop(instanceID)
 }
 
-// ForgetCached drops this replica's cached token of an instance, for when the shared row
-// is gone already: the store deletes it in the transaction that applies a rotation, an
-// update or a removal, so the webhook path needs no second write.
-func (b *Broker) ForgetCached(instanceID string) { b.drop(instanceID) }
+// Applied is the webhook path's hook after a lifecycle event was committed: a rotated
+// secret, an update (which may disable the instance or change its scopes) and a removal
+// make the cached token useless, so this replica drops its copy. The shared row needs no
+// second write: the store deletes it in the transaction that applies the event. An
+// install changes nothing here: there is no token yet.
+func (b *Broker) Applied(_ context.Context, ev extension.LifecycleEvent) {
+	switch ev.Kind {
+	case extension.EventSecretRotated, extension.EventRemoved, extension.EventUpdated:
+		b.drop(ev.InstanceID)
+	}
+}
 
 // drop removes the instance's cache slot and marks it dead for flights that hold it.
 func (b *Broker) drop(instanceID string) {

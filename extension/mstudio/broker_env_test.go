@@ -70,11 +70,7 @@ func newBrokerEnv(t testing.TB, opts brokerOptions) *brokerEnv {
 		ExtensionID:   env.Sim.ExtensionID(),
 		ContributorID: env.Sim.ContributorID(),
 		Registerer:    prometheus.NewRegistry(),
-		Applied: func(_ context.Context, ev extension.LifecycleEvent) {
-			if ev.Kind != extension.EventAdded {
-				env.Brokers[0].Forget(ev.InstanceID)
-			}
-		},
+		Applied:       env.Brokers[0].Applied,
 	})
 	env.Front.POST("/mstudio/webhooks", h.Receive)
 	env.Sim.SetWebhookURL(env.URL(t) + "/mstudio/webhooks")

@@ -335,3 +335,35 @@ func TestBrokerFailedMintReleasesLease(t *testing.T) {
 		t.Error("the simulator refuses the token minted after the failure")
 	}
 }
+
+// TestBrokerAppliedDropsWhatEventsMakeStale: after a rotation, an update or a removal the
+// next Token does not come from this replica's cache; after an install it does. The
+// shared row is deleted first, as the event's transaction does, so a dropped cache shows
+// as a new mint.
+func TestBrokerAppliedDropsWhatEventsMakeStale(t *testing.T) {
+	env := newBrokerEnv(t, brokerOptions{})
+	id := env.install(t)
+	b := env.Brokers[0]
+	for _, tt := range []struct {
+		kind     extension.EventKind
+		wantMint bool
+	}{
+		{extension.EventAdded, false},
+		{extension.EventSecretRotated, true},
+		{extension.EventUpdated, true},
+		{extension.EventRemoved, true},
+	} {
+		t.Run(string(tt.kind), func(t *testing.T) {
+			brokerToken(t, b, id) // cached now
+			if err := env.Stores[0].DeleteSharedToken(context.Background(), id); err != nil {
+				t.Fatal(err)
+			}
+			before := len(env.mints())
+			b.Applied(context.Background(), extension.LifecycleEvent{Kind: tt.kind, InstanceID: id})
+			brokerToken(t, b, id)
+			if minted := len(env.mints()) > before; minted != tt.wantMint {
+				t.Errorf("after %s: minted %v, want %v", tt.kind, minted, tt.wantMint)
+			}
+		})
+	}
+}
