@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -12,76 +11,71 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
 )
 
 // syncBuffer collects log output written concurrently.
 type syncBuffer = extensiontest.LogBuffer
 
-// platform is a minimal stand-in for the platform's API: one webhook key, and the
-// instance token endpoint, which checks the secret it is sent.
-type platform struct {
-	*httptest.Server
-	serial     string
-	priv       ed25519.PrivateKey
-	keyDelay   time.Duration
-	wantSecret atomic.Value // string
-	minted     atomic.Int64
-	token      string
+// newPlatform is the platform simulator over HTTP (apptest.Platform), for our extension:
+// the key server and token endpoint every other test uses, with its fault API.
+func newPlatform(t *testing.T) *apptest.Platform {
+	t.Helper()
+	return apptest.NewPlatform(t, mstudiotest.Options{ExtensionID: testExtensionID, SecretActivationDelay: -1})
 }
 
-func newPlatform(t *testing.T) *platform {
+// install has the platform install the instance at the backend at base, through the
+// webhook, and returns it with its secret.
+func install(t *testing.T, base string, p *apptest.Platform, id string) mstudiotest.Instance {
 	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	p.Sim.SetWebhookURL(base + "/mstudio/webhooks")
+	res, err := p.Sim.Trigger(context.Background(), mstudiotest.CallExtensionAddedToContext, mstudiotest.CallRequest{ExtensionInstanceID: id})
+	if err != nil || res.StatusCode != http.StatusNoContent {
+		t.Fatalf("install: %+v, %v", res, err)
+	}
+	in, _ := p.Sim.Instance(id)
+	return in
+}
+
+// minted counts the instance tokens the platform handed out.
+func minted(p *apptest.Platform) int {
+	n := 0
+	for _, c := range p.SimRequests("POST /v2/extension-instances/{id}/tokens") {
+		if c.Status == http.StatusCreated {
+			n++
+		}
+	}
+	return n
+}
+
+// accepted reports whether the platform takes tok for a call on the instance.
+func accepted(t *testing.T, p *apptest.Platform, instanceID, tok string) bool {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, p.SimURL+"/v2/extension-instances/"+instanceID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &platform{serial: "0b9c6d1e-6a55-4f0e-9d0a-3f0c6f5b2a10", priv: priv, token: "tok-" + rand.Text()}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v2/public-keys/{serial}", func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(p.keyDelay)
-		if r.PathValue("serial") != p.serial || r.URL.Query().Get("purpose") != "webhook" {
-			w.WriteHeader(http.StatusNotFound)
-			fmt.Fprint(w, `{"type":"NotFound","message":"no such key"}`)
-			return
-		}
-		json.NewEncoder(w).Encode(map[string]string{"serial": p.serial, "algorithm": "Ed25519", "key": base64.StdEncoding.EncodeToString(pub)})
-	})
-	mux.HandleFunc("POST /v2/extension-instances/{id}/tokens", func(w http.ResponseWriter, r *http.Request) {
-		var in struct {
-			Secret string `json:"extensionInstanceSecret"`
-		}
-		if r.PathValue("id") == unknownAtPlatform {
-			w.WriteHeader(http.StatusNotFound)
-			fmt.Fprint(w, `{"type":"NotFound","message":"extension instance not found"}`)
-			return
-		}
-		if err := json.NewDecoder(r.Body).Decode(&in); err != nil || in.Secret != p.wantSecret.Load() {
-			w.WriteHeader(http.StatusForbidden)
-			fmt.Fprint(w, `{"type":"PermissionDenied","message":"secret is not valid"}`)
-			return
-		}
-		p.minted.Add(1)
-		w.WriteHeader(http.StatusCreated)
-		json.NewEncoder(w).Encode(map[string]any{"publicToken": p.token, "expiry": time.Now().Add(time.Hour)})
-	})
-	p.Server = httptest.NewServer(mux)
-	t.Cleanup(p.Close)
-	return p
+	req.Header.Set("X-Access-Token", tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 const (
 	testExtensionID = "3f1e6c2a-8b4d-4e59-9a7c-2d5b8e1f4a60"
 	testInstanceID  = "b2a4c6e8-1d3f-4a5b-8c7d-9e0f1a2b3c4d"
-	// unknownAtPlatform is an instance our store knows but the test platform does not.
+	// unknownAtPlatform is an instance our store knows but the platform does not.
 	unknownAtPlatform = "c0ffee00-1d3f-4a5b-8c7d-9e0f1a2b3c4d"
 )
 
@@ -137,14 +131,16 @@ func startServe(t *testing.T, vars map[string]string) (string, *syncBuffer, func
 	return "", nil, nil
 }
 
-func deliver(t *testing.T, base string, p *platform, body []byte) int {
+// deliver signs body with the platform's webhook key and delivers it.
+func deliver(t *testing.T, base string, p *apptest.Platform, body []byte) int {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, base+"/mstudio/webhooks", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	mstudio.Sign(req.Header, p.serial, p.priv, body)
+	k := p.Sim.WebhookKey()
+	mstudio.Sign(req.Header, k.Serial, k.Private, body)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +169,7 @@ func runCmd(vars map[string]string, args ...string) (string, string, error) {
 
 func TestEndToEnd(t *testing.T) {
 	p := newPlatform(t)
-	vars := testEnv(t, p.URL)
+	vars := testEnv(t, p.SimURL)
 	base, logs, stop := startServe(t, vars)
 
 	if got := get(t, base+"/healthz"); got != http.StatusOK {
@@ -182,12 +178,7 @@ func TestEndToEnd(t *testing.T) {
 	if got := get(t, base+"/readyz"); got != http.StatusOK {
 		t.Errorf("readyz: got %d, want 200", got)
 	}
-	secret := "instance-secret-" + rand.Text()
-	p.wantSecret.Store(secret)
-	body := addedBody(testInstanceID, secret, time.Now())
-	if got := deliver(t, base, p, body); got != http.StatusNoContent {
-		t.Fatalf("delivery: got %d, want 204\n%s", got, logs)
-	}
+	secret := install(t, base, p, testInstanceID).Secret
 
 	out, _, err := runCmd(vars, "instances", "--json")
 	if err != nil {
@@ -208,10 +199,11 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("token: %v\n%s", err, errOut)
 	}
-	if got := strings.TrimSpace(out); got != p.token {
-		t.Errorf("token: got %q, want the platform's token", got)
+	token := strings.TrimSpace(out)
+	if !accepted(t, p, testInstanceID, token) {
+		t.Errorf("token: got %q, want a token the platform accepts", token)
 	}
-	if got := p.minted.Load(); got != 1 {
+	if got := minted(p); got != 1 {
 		t.Errorf("tokens minted with the right secret: got %d, want 1", got)
 	}
 
@@ -236,7 +228,7 @@ func TestEndToEnd(t *testing.T) {
 	if strings.Contains(logs.String(), secret) {
 		t.Error("the server log contains the instance secret")
 	}
-	if strings.Contains(logs.String(), p.token) {
+	if strings.Contains(logs.String(), token) {
 		t.Error("the server log contains a token")
 	}
 	var sawRequest bool
@@ -264,8 +256,11 @@ func TestEndToEnd(t *testing.T) {
 // A delivery in flight when SIGTERM arrives still commits and is acknowledged.
 func TestShutdownFinishesDeliveries(t *testing.T) {
 	p := newPlatform(t)
-	p.keyDelay = 700 * time.Millisecond // holds the delivery inside the handler
-	vars := testEnv(t, p.URL)
+	// Slow key fetches (the current key's at start, too) hold the delivery inside the handler.
+	if err := p.Sim.InjectFault("GET /v2/public-keys/{serial}", mstudiotest.Fault{Latency: 700 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	vars := testEnv(t, p.SimURL)
 	base, _, stop := startServe(t, vars)
 
 	status := make(chan int, 1)
@@ -288,12 +283,9 @@ func TestShutdownFinishesDeliveries(t *testing.T) {
 
 func TestRekeyCommand(t *testing.T) {
 	p := newPlatform(t)
-	vars := testEnv(t, p.URL)
+	vars := testEnv(t, p.SimURL)
 	base, _, stop := startServe(t, vars)
-	secret := "s-" + rand.Text()
-	if got := deliver(t, base, p, addedBody(testInstanceID, secret, time.Now())); got != http.StatusNoContent {
-		t.Fatalf("delivery: got %d", got)
-	}
+	install(t, base, p, testInstanceID)
 	stop()
 
 	oldKey := vars["EXT_ENCRYPTION_KEYS"]
@@ -304,9 +296,8 @@ func TestRekeyCommand(t *testing.T) {
 		t.Fatalf("rekey: got %q, %v; want 1 resealed", out, err)
 	}
 	vars["EXT_ENCRYPTION_KEYS"] = newKey // the old key is gone: the secret must still open
-	p.wantSecret.Store(secret)
 	out, errOut, err := runCmd(vars, "token", "--instance", testInstanceID)
-	if err != nil || strings.TrimSpace(out) != p.token {
+	if err != nil || !accepted(t, p, testInstanceID, strings.TrimSpace(out)) {
 		t.Errorf("token after rekey with only the new key: got %q, %v\n%s", out, err, errOut)
 	}
 }
