@@ -71,6 +71,10 @@ type OAuth struct {
 	now          func() time.Time
 	logger       *slog.Logger
 	pages        Pages
+	// refusals logs the callbacks a client brings about itself (no sign-in of this
+	// browser, a wrong state, an error in the query) at a bounded rate: nothing limits
+	// how often the callback is called.
+	refusals *mstudio.RefusalLog
 }
 
 // NewOAuth checks cfg and returns the OAuth2 sign-in.
@@ -106,6 +110,7 @@ func NewOAuth(cfg OAuthConfig) (*OAuth, error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
+	o.refusals = mstudio.NewRefusalLog(o.logger, "oauth sign-in refused", slog.LevelInfo, 0)
 	return o, nil
 }
 
@@ -162,19 +167,21 @@ func (o *OAuth) Callback(c echo.Context) error {
 	ctx := c.Request().Context()
 	var pre oauthPreSession
 	if !o.openSealed(c, o.preCookie, oauthPreAAD, &pre) || o.now().Unix() >= pre.Expires {
-		o.logger.InfoContext(ctx, "oauth sign-in refused: no valid pre-session cookie")
+		o.refusals.Refused(ctx, "no valid pre-session cookie", c.RealIP())
 		return o.fail(c, oauthProblemExpired)
 	}
 	q := c.QueryParams()
 	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(pre.State)) != 1 {
-		o.logger.InfoContext(ctx, "oauth sign-in refused: state mismatch")
+		o.refusals.Refused(ctx, "state mismatch", c.RealIP())
 		return o.fail(c, oauthProblemState)
 	}
 	if e := q.Get("error"); e != "" {
-		o.logger.InfoContext(ctx, "oauth sign-in: the platform answered an error", "oauth_error", clip(e))
 		if e == "access_denied" {
+			o.refusals.Refused(ctx, "the platform answered access_denied", c.RealIP())
 			return o.fail(c, oauthProblemDenied)
 		}
+		// The error's text is the sender's: only that there was one is logged.
+		o.refusals.Refused(ctx, "the platform answered an error", c.RealIP())
 		return o.fail(c, oauthProblemIncomplete)
 	}
 	code := q.Get("code")

@@ -56,6 +56,8 @@ type Handler struct {
 	defaultRole string
 	limiter     *addrLimiter
 	logger      *slog.Logger
+	// refusals logs the refusals a client brings about itself at a bounded rate.
+	refusals *mstudio.RefusalLog
 }
 
 // New checks the configuration and returns the handler.
@@ -88,6 +90,7 @@ func New(cfg Config) (*Handler, error) {
 		now = time.Now
 	}
 	h.limiter = newAddrLimiter(limit, burst, now)
+	h.refusals = mstudio.NewRefusalLog(h.logger, "sso: refused", slog.LevelInfo, 0)
 	if h.tokens == nil {
 		h.tokens = NewUserTokens(cfg.Store, cfg.Client, UserTokenOptions{Now: now, Logger: h.logger})
 	}
@@ -109,7 +112,7 @@ func (h *Handler) Entry(c echo.Context) error {
 	ctx := c.Request().Context()
 
 	if !h.limiter.allow(c.RealIP()) {
-		h.logger.WarnContext(ctx, "sso: rate limited", "client", c.RealIP())
+		h.refusals.Refused(ctx, "rate limited", c.RealIP())
 		return h.fail(c, problemTooMany)
 	}
 

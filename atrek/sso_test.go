@@ -301,3 +301,25 @@ func TestSSOLostAccessEndsEarlierSignIn(t *testing.T) {
 		t.Errorf("after losing access: the old tokens are still stored (%v)", err)
 	}
 }
+
+// A flood of click-throughs past the rate limit writes one refusal line, not one per
+// request, and reaches the platform not at all.
+func TestSSOFloodLoggedBounded(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, func(c *atrek.Config) {
+		c.RateLimit, c.RateBurst = rate.Every(time.Hour), 1
+	})
+	path := ssoPath(strings.Repeat("k", 37), e.Ada.ID, e.Instance.ID)
+	e.get(t, e.HTTP, path) // the burst
+	before := e.SimCalls()
+	for range 300 {
+		if resp, _ := e.get(t, e.HTTP, path); resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("past the limit: %d", resp.StatusCode)
+		}
+	}
+	if n := strings.Count(e.Logs.String(), "rate limited"); n != 1 {
+		t.Errorf("%d log lines for 300 limited requests, want 1", n)
+	}
+	if n := e.SimCalls() - before; n != 0 {
+		t.Errorf("%d platform calls while limited", n)
+	}
+}

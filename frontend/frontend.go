@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 )
 
 // Defaults of Config.
@@ -33,8 +33,10 @@ type Frontend struct {
 	*Engine
 	Sessions *Sessions
 	store    *extension.Store
-	origin   string // scheme://host[:port] of PublicURL
+	origin   string // scheme://host[:port] of PublicURL, without a default port
 	logger   *slog.Logger
+	// refusals logs the refusals a client brings about itself at a bounded rate.
+	refusals *mstudio.RefusalLog
 }
 
 // New checks cfg and parses every page.
@@ -63,15 +65,17 @@ func New(cfg Config) (*Frontend, error) {
 		return nil, errors.New("frontend: the session idle timeout must be at least 2 minutes, and the absolute one at least as long")
 	}
 	secure := u.Scheme == "https"
+	refusals := mstudio.NewRefusalLog(logger, "frontend: refused", slog.LevelInfo, 0)
 	eng, err := newEngine(secure, logger)
 	if err != nil {
 		return nil, err
 	}
 	return &Frontend{
 		Engine:   eng,
-		Sessions: &Sessions{store: cfg.Store, idle: idle, absolute: absolute, secure: secure, logger: logger},
+		Sessions: &Sessions{store: cfg.Store, idle: idle, absolute: absolute, secure: secure, refusals: refusals},
 		store:    cfg.Store,
-		origin:   strings.ToLower(u.Scheme + "://" + u.Host),
+		origin:   originOf(u),
 		logger:   logger,
+		refusals: refusals,
 	}, nil
 }

@@ -94,6 +94,11 @@ func TestTwoInstancesOneBrowser(t *testing.T) {
 					t.Fatalf("instance %s after signing in to both: %d\n%s", in.ID, resp.StatusCode, body)
 				}
 			}
+			// /app lets the browser pick one of its two instances.
+			if resp, body := e.do(t, b, http.MethodGet, "/app", nil, nil); resp.StatusCode != http.StatusOK ||
+				!strings.Contains(body, `href="`+frontend.AppPath(two.ID)+`"`) {
+				t.Errorf("/app with two sessions: %d\n%s", resp.StatusCode, body)
+			}
 			resp, _ := e.do(t, b, http.MethodPost, "/logout", sameOrigin, url.Values{"instance": {one.ID}})
 			if resp.StatusCode != http.StatusSeeOther {
 				t.Fatalf("logout: %d", resp.StatusCode)
@@ -136,7 +141,7 @@ func TestSessionOfAnotherInstanceRefused(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != frontend.LoginPath(two.ID) {
 		t.Errorf("a session of another instance: %d to %q, want 303 to the sign-in page", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	if !strings.Contains(e.Logs.String(), "session of another instance refused") {
+	if !strings.Contains(e.Logs.String(), "session of another instance") {
 		t.Error("the refusal was not logged")
 	}
 }
@@ -156,6 +161,7 @@ func TestSameOrigin(t *testing.T) {
 		{"sec-fetch-site cross-site", http.Header{"Sec-Fetch-Site": {"cross-site"}, "Origin": {apptest.PublicURL}}, false},
 		{"sec-fetch-site same-site", http.Header{"Sec-Fetch-Site": {"same-site"}}, false},
 		{"our origin", http.Header{"Origin": {apptest.PublicURL}}, true},
+		{"our origin in capitals", http.Header{"Origin": {strings.ToUpper(apptest.PublicURL)}}, true},
 		{"our origin, other scheme", http.Header{"Origin": {strings.Replace(apptest.PublicURL, "http:", "https:", 1)}}, false},
 		{"our host, other port", http.Header{"Origin": {"http://127.0.0.1:8081"}}, false},
 		{"other origin", http.Header{"Origin": {"https://evil.example"}}, false},
@@ -231,5 +237,43 @@ func TestLoginAndAppIndex(t *testing.T) {
 	e.signIn(t, b, in, e.User(t, "Ada Admin"))
 	if resp, _ := e.do(t, b, http.MethodGet, "/app", nil, nil); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != frontend.AppPath(in.ID) {
 		t.Errorf("/app with one session: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+// The origin compared is the one browsers send: a default port in EXT_PUBLIC_URL does not
+// make our own forms cross-site.
+func TestSameOriginDefaultPort(t *testing.T) {
+	for _, c := range []struct{ public, origin string }{
+		{"https://ext.example:443", "https://ext.example"},
+		{"http://ext.example:80/base", "http://ext.example"},
+		{"https://EXT.example", "https://ext.example"},
+	} {
+		app := apptest.New(t, apptest.Options{Frontend: func(fc *frontend.Config) { fc.PublicURL = c.public }})
+		app.Front.POST("/logout", app.Pages.Logout, app.Pages.SameOrigin())
+		req, _ := http.NewRequest(http.MethodPost, app.URL(t)+"/logout", nil)
+		req.Header.Set("Origin", c.origin)
+		resp, err := apptest.Browser(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("public URL %s, Origin %s: %d, want 303", c.public, c.origin, resp.StatusCode)
+		}
+	}
+}
+
+// A flood of cross-site posts writes one refusal line, not one per request.
+func TestRefusalsLoggedBounded(t *testing.T) {
+	e := newPagesEnv(t, extension.SQLite)
+	b := apptest.Browser(t)
+	for range 200 {
+		resp, _ := e.do(t, b, http.MethodPost, "/logout", http.Header{"Sec-Fetch-Site": {"cross-site"}}, url.Values{})
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("cross-site logout: %d", resp.StatusCode)
+		}
+	}
+	if n := strings.Count(e.Logs.String(), "cross-site request"); n != 1 {
+		t.Errorf("%d log lines for 200 refusals, want 1", n)
 	}
 }

@@ -24,7 +24,7 @@ func (f *Frontend) SameOrigin() echo.MiddlewareFunc {
 			if f.sameOrigin(r) {
 				return next(c)
 			}
-			f.logger.InfoContext(r.Context(), "cross-site request refused", "path", r.URL.Path)
+			f.refusals.Refused(r.Context(), "cross-site request", c.RealIP())
 			return f.Problem(c, http.StatusForbidden, "problem.cross_site", "")
 		}
 	}
@@ -39,11 +39,28 @@ func (f *Frontend) sameOrigin(r *http.Request) bool {
 		return false
 	}
 	if o := r.Header.Get("Origin"); o != "" && o != "null" {
-		return strings.EqualFold(o, f.origin)
+		u, err := url.Parse(o)
+		return err == nil && originOf(u) == f.origin
 	}
 	if ref := r.Header.Get("Referer"); ref != "" {
 		u, err := url.Parse(ref)
-		return err == nil && strings.EqualFold(u.Scheme+"://"+u.Host, f.origin)
+		return err == nil && originOf(u) == f.origin
 	}
 	return false
+}
+
+// originOf is a URL's origin as browsers serialise it: scheme and host in lower case, and
+// the port only when it is not the scheme's default (https://host:443 is https://host).
+func originOf(u *url.URL) string {
+	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
+	if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // an IPv6 address
+	}
+	if port != "" {
+		host += ":" + port
+	}
+	return scheme + "://" + host
 }

@@ -116,20 +116,30 @@ func (f *Frontend) Login(c echo.Context) error {
 	return f.renderReloadable(c, http.StatusOK, pageLogin, struct{ PlatformLogin string }{"/login/mstudio"})
 }
 
-// AppIndex serves GET /app, where old links and bookmarks land: with exactly one
-// instance's session in this browser it goes there, otherwise it says how to get in.
+// AppIndex serves GET /app, where old links and bookmarks land: with one instance's
+// session in this browser it goes there, with several it lets the user pick one, and
+// otherwise it says how to get in.
 func (f *Frontend) AppIndex(c echo.Context) error {
-	c.Response().Header().Set("Cache-Control", "no-store")
-	var ids []string
+	c.Response().Header().Set("Cache-Control", "private, no-store")
+	type entry struct {
+		Name     string
+		Customer bool
+		URL      string
+	}
+	var live []entry
 	for _, id := range f.Sessions.instancesOf(c.Request()) {
-		if _, err := f.Sessions.Read(c, id); err == nil {
-			ids = append(ids, id)
+		if s, err := f.Sessions.Read(c, id); err == nil {
+			cv := contextOf(s.Instance)
+			live = append(live, entry{Name: cv.Name, Customer: cv.Customer, URL: AppPath(s.Instance.ID)})
 		}
 	}
-	if len(ids) == 1 {
-		return c.Redirect(http.StatusSeeOther, AppPath(ids[0]))
+	switch len(live) {
+	case 0:
+		return f.renderReloadable(c, http.StatusOK, pageNoInstance, struct{ PlatformLogin string }{"/login/mstudio"})
+	case 1:
+		return c.Redirect(http.StatusSeeOther, live[0].URL)
 	}
-	return f.renderReloadable(c, http.StatusOK, pageNoInstance, struct{ PlatformLogin string }{"/login/mstudio"})
+	return f.renderReloadable(c, http.StatusOK, pageChoose, live)
 }
 
 // Logout serves POST /logout: it ends this browser's session of the instance named by the

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/labstack/echo/v4"
 )
 
@@ -53,7 +53,7 @@ type Sessions struct {
 	idle     time.Duration
 	absolute time.Duration
 	secure   bool
-	logger   *slog.Logger
+	refusals *mstudio.RefusalLog
 }
 
 // cookieName is the session cookie of an instance. Instance ids are UUIDs; the name
@@ -163,7 +163,7 @@ func (s *Sessions) Read(c echo.Context, instanceID string) (SignedIn, error) {
 	if !strings.EqualFold(sess.InstanceID, instanceID) {
 		// A session of another instance under this instance's cookie name: it was copied
 		// there. It is no session of this instance.
-		s.logger.WarnContext(ctx, "session of another instance refused", "instance_id", instanceID)
+		s.refusals.Refused(ctx, "session of another instance", c.RealIP())
 		return SignedIn{}, ErrNoSession
 	}
 	acc, err := s.store.AccountByID(ctx, sess.AccountID)

@@ -65,10 +65,14 @@ func New(opts Options) *Front {
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = errorHandler(opts.Logger, opts.Pages)
+	logger := opts.Logger
+	gate := newRepeatGate(time.Minute, func(key string, held int) {
+		logger.Info("requests like the one before", "kind", key, "repeated", held, "within", time.Minute.String())
+	})
+	e.HTTPErrorHandler = errorHandler(opts.Logger, opts.Pages, gate)
 	e.IPExtractor = IPExtractor(opts.TrustedProxies)
 	// The request log wraps panic recovery, so a request that panicked is logged too.
-	e.Use(requestLog(e, opts), recoverPanics(opts.Logger))
+	e.Use(requestLog(e, opts, gate), recoverPanics(opts.Logger))
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -103,7 +107,7 @@ func WantsHTML(r *http.Request) bool {
 // errorHandler is the one place that turns a handler's error into an answer. A 4xx says
 // what was wrong; a 5xx is logged in detail and answered with generic words only. A browser
 // gets a page, anybody else JSON.
-func errorHandler(logger *slog.Logger, pages ErrorPages) echo.HTTPErrorHandler {
+func errorHandler(logger *slog.Logger, pages ErrorPages, gate *repeatGate) echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
@@ -124,7 +128,7 @@ func errorHandler(logger *slog.Logger, pages ErrorPages) echo.HTTPErrorHandler {
 			c.Response().Status = 499
 			return
 		}
-		if status >= 500 {
+		if status >= 500 && gate.pass("failed "+c.Path()+" "+statusLabel(status)) {
 			logger.ErrorContext(c.Request().Context(), "request failed",
 				"method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "error", err.Error())
 		}
@@ -222,7 +226,7 @@ func statusLabel(status int) string {
 
 // requestLog writes one line per request with fixed keys, and observes its duration. It
 // logs the path, never the query: query strings may carry single-use keys.
-func requestLog(e *echo.Echo, opts Options) echo.MiddlewareFunc {
+func requestLog(e *echo.Echo, opts Options, gate *repeatGate) echo.MiddlewareFunc {
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "extension_http_request_duration_seconds",
 		Help:    "HTTP requests by route, method and status.",
@@ -231,7 +235,6 @@ func requestLog(e *echo.Echo, opts Options) echo.MiddlewareFunc {
 	opts.Registry.MustRegister(duration)
 	routes := &routeLabels{e: e}
 	logger := opts.Logger
-	refusals := &repeatGate{interval: time.Minute, last: map[string]*gateWindow{}, now: time.Now}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start := time.Now()
@@ -265,16 +268,10 @@ func requestLog(e *echo.Echo, opts Options) echo.MiddlewareFunc {
 					attrs = append(attrs, slog.String(k, v))
 				}
 			}
-			if status >= 400 && status < 500 {
-				// A refusal of the client's own making: a flood of them writes one line
-				// per route, status and minute, and the next line counts those left out.
-				pass, skipped := refusals.pass(route + " " + method + " " + statusLabel(status))
-				if !pass {
-					return nil
-				}
-				if skipped > 0 {
-					attrs = append(attrs, slog.Int("repeated", skipped))
-				}
+			if status >= 400 && !gate.pass(route+" "+method+" "+statusLabel(status)) {
+				// A failure like one a moment ago: a flood of them writes one line per
+				// route, method, status and minute, and a line that counts the rest.
+				return nil
 			}
 			logger.LogAttrs(req.Context(), level, "request", attrs...)
 			return nil
@@ -282,37 +279,47 @@ func requestLog(e *echo.Echo, opts Options) echo.MiddlewareFunc {
 	}
 }
 
-// repeatGate lets the first of a kind of line through, and then one per interval; each
-// line let through says how many were held back since the one before. Its keys are built
-// from bounded labels only.
+// repeatGate lets the first line of a kind through at once and holds back the ones that
+// follow within the interval; when the interval ends, one line counts what it held back,
+// and the next interval begins if there were any. A flood of identical failures writes a
+// line a minute, and its tail is counted too. Keys are built from bounded labels only.
 type repeatGate struct {
 	interval time.Duration
-	now      func() time.Time
+	flush    func(key string, held int) // writes the count of a closed interval
 	mu       sync.Mutex
-	last     map[string]*gateWindow
+	open     map[string]int // key → lines held back in its current interval
 }
 
-type gateWindow struct {
-	at      time.Time
-	skipped int
+func newRepeatGate(interval time.Duration, flush func(key string, held int)) *repeatGate {
+	return &repeatGate{interval: interval, flush: flush, open: map[string]int{}}
 }
 
-func (g *repeatGate) pass(key string) (bool, int) {
+// pass reports whether a line of the key may be written now.
+func (g *repeatGate) pass(key string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	now := g.now()
-	w, ok := g.last[key]
-	if !ok {
-		g.last[key] = &gateWindow{at: now}
-		return true, 0
+	if held, ok := g.open[key]; ok {
+		g.open[key] = held + 1
+		return false
 	}
-	if now.Sub(w.at) < g.interval {
-		w.skipped++
-		return false, 0
+	g.open[key] = 0
+	time.AfterFunc(g.interval, func() { g.close(key) })
+	return true
+}
+
+func (g *repeatGate) close(key string) {
+	g.mu.Lock()
+	held := g.open[key]
+	if held > 0 {
+		g.open[key] = 0
+		time.AfterFunc(g.interval, func() { g.close(key) })
+	} else {
+		delete(g.open, key)
 	}
-	skipped := w.skipped
-	w.at, w.skipped = now, 0
-	return true, skipped
+	g.mu.Unlock()
+	if held > 0 {
+		g.flush(key, held)
+	}
 }
 
 // clip bounds a logged value taken from the request.

@@ -179,3 +179,23 @@ func TestRefusalsLoggedBounded(t *testing.T) {
 		t.Errorf("%d lines for 500 refusals and %d for 3 successes; want 1 and 3:\n%s", notFound, ok, logs.String())
 	}
 }
+
+// Failures of ours (5xx) are gated too: a flood of identical ones writes one request line
+// and one error line, not two per request.
+func TestFailuresLoggedBounded(t *testing.T) {
+	var logs extensiontest.LogBuffer
+	f := httpfront.New(httpfront.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	f.GET("/down", func(c echo.Context) error { return echo.NewHTTPError(http.StatusServiceUnavailable) })
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	for range 300 {
+		resp, err := http.Get(srv.URL + "/down")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if n := strings.Count(logs.String(), `"status":503`); n != 2 {
+		t.Errorf("%d lines name status 503 after 300 failures, want 2 (the request, the error):\n%s", n, logs.String())
+	}
+}

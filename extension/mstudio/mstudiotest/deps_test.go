@@ -11,7 +11,7 @@ import (
 // and the command. The simulator is the platform's side, so it may use the platform's
 // client and the domain, never them: a simulator that imports the webhook handler would
 // test that handler against itself, and drags Echo into every tool built on it.
-var edgePackages = []string{"webhooks", "atrek", "frontend", "jobs", "cmd"}
+var edgePackages = []string{"webhooks", "atrek", "frontend", "jobs", "httpfront", "apptest", "cmd"}
 
 // TestImportsNoEdgePackage asks the go tool for everything the simulator's non-test code
 // is built from, and fails on any edge package among it.
