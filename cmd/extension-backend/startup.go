@@ -22,7 +22,8 @@ func checkStartup(ctx context.Context, store *extension.Store, cfg *Config, logg
 }
 
 // checkedSchemaVersion is the first version of our schema that holds every table the
-// start-up checks read: the sealed columns (up to 00003_sso) and store_meta (00004).
+// start-up checks read: the sealed columns (up to 00003_sso) and store_meta (00004). Raise
+// it when a check comes to read a table or column that a later migration adds.
 const checkedSchemaVersion = 4
 
 // canCheckBeforeMigrating reports whether the schema already holds what the start-up
