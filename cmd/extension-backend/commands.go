@@ -189,10 +189,10 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer store.Close()
-	if err := checkPlatform(ctx, store, cfg); err != nil {
+	logger := newLogger(stderr, cfg.LogLevel)
+	if err := checkPlatform(ctx, store, cfg, logger); err != nil {
 		return err
 	}
-	logger := newLogger(stderr, cfg.LogLevel)
 	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger})
 	if err != nil {
 		return err

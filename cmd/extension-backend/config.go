@@ -33,6 +33,9 @@ type Config struct {
 	// devSimulator is set by dev, never from the environment: MStudioAPIURL is dev's
 	// simulator, and the database is marked as holding its instances (checkPlatform).
 	devSimulator bool
+	// devOwnDatabase is set by dev when the database is its own under --data (no
+	// EXT_DATABASE_URL given): one with instances but no mark is from before the mark.
+	devOwnDatabase bool
 }
 
 // needs says which settings a subcommand requires.

@@ -116,6 +116,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	cfg.Addr = backendLn.Addr().String()
 	cfg.devSimulator = true
+	cfg.devOwnDatabase = getenv("EXT_DATABASE_URL") == "" && getenv("EXT_DATABASE_URL_FILE") == ""
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

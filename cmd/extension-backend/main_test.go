@@ -97,14 +97,15 @@ func testEnv(t *testing.T, apiURL string) map[string]string {
 	}
 }
 
-// startServe runs `serve` on a free port and returns its base URL, its log, and a stop
-// function that cancels it and returns run's error.
-func startServe(t *testing.T, vars map[string]string) (string, *syncBuffer, func() error) {
+// startServe runs `serve` on a free port, with flags if given, and returns its base URL,
+// its log, and a stop function that cancels it and returns run's error.
+func startServe(t *testing.T, vars map[string]string, flags ...string) (string, *syncBuffer, func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0"}, env(vars), stdout, stderr) }()
+	args := append([]string{"serve", "--addr", "127.0.0.1:0"}, flags...)
+	go func() { done <- run(ctx, args, env(vars), stdout, stderr) }()
 	var once sync.Once
 	var runErr error
 	stop := func() error {

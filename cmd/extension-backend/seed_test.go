@@ -18,6 +18,13 @@ func seedInstance(t *testing.T, vars map[string]string, id, secret string) *exte
 	if _, errOut, err := runCmd(vars, "migrate", "up"); err != nil {
 		t.Fatalf("migrate up: %v\n%s", err, errOut)
 	}
+	return installInstance(t, vars, id, secret)
+}
+
+// installInstance installs an instance in the database of vars as seedInstance does, but
+// migrates only our schema, not the job queue's.
+func installInstance(t *testing.T, vars map[string]string, id, secret string) *extension.Store {
+	t.Helper()
 	var keys [][]byte
 	for _, k := range splitList(vars["EXT_ENCRYPTION_KEYS"]) {
 		b, err := base64.StdEncoding.DecodeString(k)

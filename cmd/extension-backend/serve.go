@@ -65,18 +65,30 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 		return err
 	}
 	defer store.Close()
+	checked := false
 	if !migrate {
 		if err := requireMigrated(ctx, store, cfg.DatabaseURL.Reveal()); err != nil {
 			return err
 		}
-	} else if err := migrateUp(ctx, store, cfg.DatabaseURL.Reveal(), logger); err != nil {
-		return err
+	} else {
+		// The checks come first where the schema lets them, so that a start they refuse
+		// (another key, the simulator's database) migrates nothing either.
+		if checked, err = canCheckBeforeMigrating(ctx, store); err != nil {
+			return err
+		}
+		if checked {
+			if err := checkStartup(ctx, store, cfg, logger); err != nil {
+				return err
+			}
+		}
+		if err := migrateUp(ctx, store, cfg.DatabaseURL.Reveal(), logger); err != nil {
+			return err
+		}
 	}
-	if err := checkKeys(ctx, store, cfg); err != nil {
-		return err
-	}
-	if err := checkPlatform(ctx, store, cfg); err != nil {
-		return err
+	if !checked {
+		if err := checkStartup(ctx, store, cfg, logger); err != nil {
+			return err
+		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
