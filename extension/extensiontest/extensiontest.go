@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,10 +153,10 @@ func (b *LogBuffer) String() string {
 // for tests whose parts wait in real time (River, a secret's activation delay), and is
 // moved by Set and Advance all the same.
 type Clock struct {
+	running bool         // set at construction: the time is the wall clock's plus off
+	off     atomic.Int64 // a running clock's lead over the wall clock, in ns: no lock on Now, which benchmarks call
 	mu      sync.Mutex
-	t       time.Time     // a standing clock's time
-	running bool          // the time is the wall clock's plus off
-	off     time.Duration // a running clock's lead over the wall clock
+	t       time.Time // a standing clock's time
 }
 
 // NewClock returns a clock that stands at t.
@@ -166,24 +167,32 @@ func WallClock() *Clock { return &Clock{running: true} }
 
 // Now returns the clock's time.
 func (c *Clock) Now() time.Time {
+	if c.running {
+		return time.Now().Add(time.Duration(c.off.Load()))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.running {
-		return time.Now().Add(c.off)
-	}
 	return c.t
 }
 
 // Set moves the clock to t.
 func (c *Clock) Set(t time.Time) {
+	if c.running {
+		c.off.Store(int64(time.Until(t)))
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t, c.off = t, time.Until(t)
+	c.t = t
 }
 
 // Advance moves the clock on by d.
 func (c *Clock) Advance(d time.Duration) {
+	if c.running {
+		c.off.Add(int64(d))
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t, c.off = c.t.Add(d), c.off+d
+	c.t = c.t.Add(d)
 }
