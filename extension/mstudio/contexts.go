@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/extension-backend/extension-backend/extension"
 )
@@ -38,6 +39,24 @@ func (c *Client) Project(ctx context.Context, token extension.Secret, id string)
 		return Project{}, errors.New("get project: answer has no id")
 	}
 	return p, nil
+}
+
+// UpdateProjectDescription sets a project's description, the name its users know it by
+// (PATCH /v2/projects/{id}); an instance token needs the scope project:write. Setting a
+// value is idempotent, so the call is retried like a read.
+func (c *Client) UpdateProjectDescription(ctx context.Context, token extension.Secret, id, description string) error {
+	if err := requireUUID("project id", id); err != nil {
+		return fmt.Errorf("update project description: %w", err)
+	}
+	if token.IsZero() {
+		return fmt.Errorf("update project description: %w: no access token", ErrInvalidArgument)
+	}
+	_, err := c.do(ctx, call{method: http.MethodPatch, route: "/v2/projects/{id}", params: []string{id},
+		token: token.Reveal(), in: map[string]string{"description": description}, idempotent: true})
+	if err != nil {
+		return fmt.Errorf("update project description: %w", err)
+	}
+	return nil
 }
 
 // Customer reads a customer (GET /v2/customers/{id}); an instance token needs the scope

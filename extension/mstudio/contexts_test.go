@@ -141,3 +141,37 @@ func TestResourceIDsRefused(t *testing.T) {
 		t.Errorf("server got %d requests, want none", n)
 	}
 }
+
+// TestUpdateProjectDescription renames a project with the instance's token, as the
+// worked domain action does; without project:write the platform refuses with 403.
+func TestUpdateProjectDescription(t *testing.T) {
+	withWrite := newSimEnv(t, mstudiotest.Options{}, mstudiotest.CallRequest{Context: "project",
+		ConsentedScopes: []string{"project:read", "project:write"}})
+	readOnly := newSimEnv(t, mstudiotest.Options{}, mstudiotest.CallRequest{Context: "project",
+		ConsentedScopes: []string{"project:read"}})
+
+	c := newClient(t, withWrite.SimURL, mstudio.Options{})
+	tok, pid := withWrite.instanceToken(t), withWrite.Instance.ContextID
+	if err := c.UpdateProjectDescription(t.Context(), tok, pid, "Shop & Blog"); err != nil {
+		t.Fatalf("UpdateProjectDescription: %v", err)
+	}
+	if got, err := c.Project(t.Context(), tok, pid); err != nil || got.Description != "Shop & Blog" {
+		t.Errorf("after the update: %+v, %v", got, err)
+	}
+	for _, bad := range []string{"", "   ", string(make([]rune, 256))} {
+		var apiErr *mstudio.Error
+		if err := c.UpdateProjectDescription(t.Context(), tok, pid, bad); !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest {
+			t.Errorf("description %q: %v, want a 400", bad, err)
+		}
+	}
+
+	rc := newClient(t, readOnly.SimURL, mstudio.Options{})
+	err := rc.UpdateProjectDescription(t.Context(), readOnly.instanceToken(t), readOnly.Instance.ContextID, "x")
+	var apiErr *mstudio.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
+		t.Errorf("without project:write: %v, want a 403", err)
+	}
+	if err := rc.UpdateProjectDescription(t.Context(), "", readOnly.Instance.ContextID, "x"); !errors.Is(err, mstudio.ErrInvalidArgument) {
+		t.Errorf("without a token: %v", err)
+	}
+}

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -264,15 +266,50 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 	if !s.authorizeContext(w, r, "project", id, "project:read") {
 		return
 	}
+	s.mu.Lock()
+	description, ok := s.descriptions[id]
+	s.mu.Unlock()
+	if !ok {
+		description = "Project " + id[:8]
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id":          id,
 		"shortId":     "p-" + id[:6],
-		"description": "Project " + id[:8],
+		"description": description,
 		"customerId":  deriveID(id, "customer"),
 		"enabled":     true,
 		"readiness":   "ready",
 		"createdAt":   time.Date(2024, 1, 15, 9, 30, 0, 0, time.UTC),
 	})
+}
+
+// maxProjectDescription bounds a project's description, as the platform's form does.
+const maxProjectDescription = 255
+
+// patchProject serves PATCH /v2/projects/{id} with {"description": "…"}: the project's
+// name as users see it. An instance token needs the scope project:write on the project;
+// the answer is 204, as the platform's.
+func (s *Server) patchProject(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !s.authorizeContext(w, r, "project", id, "project:write") {
+		return
+	}
+	var body struct {
+		Description *string `json:"description"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body); err != nil || body.Description == nil {
+		writeError(w, http.StatusBadRequest, "ValidationError", "the body must be {\"description\": \"…\"}")
+		return
+	}
+	d := strings.TrimSpace(*body.Description)
+	if d == "" || utf8.RuneCountInString(d) > maxProjectDescription || !utf8.ValidString(d) {
+		writeError(w, http.StatusBadRequest, "ValidationError", "description: 1 to 255 characters")
+		return
+	}
+	s.mu.Lock()
+	s.descriptions[id] = d
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // getCustomer serves GET /v2/customers/{id} like getProject does projects.

@@ -98,10 +98,13 @@ type Server struct {
 
 	mu        sync.Mutex
 	instances map[string]*Instance
-	users     []*User
-	grants    map[string]*grant // access token → who it stands for
-	issued    int               // tokens issued, to pace the sweep of expired grants
-	patterns  []string          // registered patterns, which faults may name
+	// descriptions are the projects' descriptions set through PATCH /v2/projects/{id};
+	// a project not in it has the one derived from its id. Kept in memory only.
+	descriptions map[string]string
+	users        []*User
+	grants       map[string]*grant // access token → who it stands for
+	issued       int               // tokens issued, to pace the sweep of expired grants
+	patterns     []string          // registered patterns, which faults may name
 
 	sso    *ssoState // ATReKs, refresh tokens, OAuth2 codes and sessions
 	sender *sender
@@ -115,14 +118,15 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		opts:      opts,
-		mux:       http.NewServeMux(),
-		keys:      keys,
-		faults:    newFaults(),
-		limit:     &rateWindow{limit: opts.RateLimit, now: opts.Now},
-		instances: map[string]*Instance{},
-		users:     defaultUsers(),
-		grants:    map[string]*grant{},
+		opts:         opts,
+		mux:          http.NewServeMux(),
+		keys:         keys,
+		faults:       newFaults(),
+		limit:        &rateWindow{limit: opts.RateLimit, now: opts.Now},
+		instances:    map[string]*Instance{},
+		descriptions: map[string]string{},
+		users:        defaultUsers(),
+		grants:       map[string]*grant{},
 	}
 	for _, u := range s.users {
 		u.Token = randomToken(48)
@@ -188,6 +192,7 @@ func (s *Server) routes() {
 	s.handle("GET /v2/extension-instances/{id}", s.getInstance)
 	s.handle("POST /v2/extension-instances/{id}/tokens", s.postInstanceToken)
 	s.handle("GET /v2/projects/{id}", s.getProject)
+	s.handle("PATCH /v2/projects/{id}", s.patchProject)
 	s.handle("GET /v2/customers/{id}", s.getCustomer)
 	s.handle("GET /v2/users/{id}", s.getUser)
 
