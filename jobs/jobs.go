@@ -129,6 +129,7 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	}
 	j := &Jobs{cfg: cfg, store: cfg.Store, logger: cfg.Logger, workers: river.NewWorkers()}
 	j.registerBuiltins()
+	j.registerActions()
 	rc := &river.Config{
 		Logger:            cfg.Logger,
 		Workers:           j.workers,
