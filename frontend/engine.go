@@ -29,9 +29,11 @@ const (
 	pageLogin      = "login"
 	pageChoose     = "choose"
 	pageNoInstance = "noinstance"
+	pageRename     = "rename"
+	pageAction     = "action"
 )
 
-var pageNames = []string{pageProblem, pageSignedOut, pageDashboard, pageLogin, pageChoose, pageNoInstance}
+var pageNames = []string{pageProblem, pageSignedOut, pageDashboard, pageLogin, pageChoose, pageNoInstance, pageRename, pageAction}
 
 // contentSecurityPolicy is the same on every page: the pages load our stylesheet and
 // nothing else, run no script, post forms to us only, and are never framed.

@@ -25,7 +25,10 @@ type Config struct {
 	PublicURL       string
 	SessionIdle     time.Duration // 0: 2 h
 	SessionAbsolute time.Duration // 0: 24 h
-	Logger          *slog.Logger
+	// Actions starts domain actions (the job queue); nil: the action pages say the
+	// action is not available.
+	Actions ActionStarter
+	Logger  *slog.Logger
 }
 
 // Frontend is the page engine, the browser sessions and the pages built on them.
@@ -33,6 +36,7 @@ type Frontend struct {
 	*Engine
 	Sessions *Sessions
 	store    *extension.Store
+	actions  ActionStarter
 	origin   string // scheme://host[:port] of PublicURL, without a default port
 	logger   *slog.Logger
 	// refusals logs the refusals a client brings about itself at a bounded rate.
@@ -74,6 +78,7 @@ func New(cfg Config) (*Frontend, error) {
 		Engine:   eng,
 		Sessions: &Sessions{store: cfg.Store, idle: idle, absolute: absolute, secure: secure, refusals: refusals},
 		store:    cfg.Store,
+		actions:  cfg.Actions,
 		origin:   originOf(u),
 		logger:   logger,
 		refusals: refusals,

@@ -133,3 +133,7 @@ func (j *Jobs) renameProject(ctx context.Context, in *extension.Instance, api In
 	}
 	return end(extension.ActionDone, extension.OutcomeOK)
 }
+
+// BadInput reports whether err is the caller's mistake in starting an action (such as a
+// name the platform would refuse), as opposed to a failure of ours.
+func (j *Jobs) BadInput(err error) bool { return errors.Is(err, ErrBadProjectName) }

@@ -114,7 +114,7 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	if err := jb.Start(ctx); err != nil {
 		return err
 	}
-	front, err := newHTTP(ctx, cfg, logger, reg, store, client, afterApply(broker, jb))
+	front, err := newHTTP(ctx, cfg, logger, reg, store, client, afterApply(broker, jb), jb)
 	if err != nil {
 		return err
 	}
@@ -250,9 +250,9 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 
 // newHTTP builds the HTTP front and every handler behind it, and registers the routes.
 func newHTTP(ctx context.Context, cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store, client *mstudio.Client,
-	applied func(context.Context, extension.LifecycleEvent)) (*httpfront.Front, error) {
+	applied func(context.Context, extension.LifecycleEvent), actions frontend.ActionStarter) (*httpfront.Front, error) {
 	pages, err := frontend.New(frontend.Config{Store: store, PublicURL: cfg.PublicURL,
-		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, Logger: logger})
+		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, Actions: actions, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
