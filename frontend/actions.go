@@ -35,7 +35,9 @@ func ActionPath(instanceID, actionID string) string {
 }
 
 // RenameProjectPath is the page that starts the rename action.
-func RenameProjectPath(instanceID string) string { return AppPath(instanceID) + "/actions/rename-project" }
+func RenameProjectPath(instanceID string) string {
+	return AppPath(instanceID) + "/actions/rename-project"
+}
 
 // renameView is what the rename page shows.
 type renameView struct {
