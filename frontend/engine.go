@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -18,8 +19,10 @@ import (
 //go:embed templates/*.html
 var templateFS embed.FS
 
-//go:embed static/style.css
-var stylesheet []byte
+// staticFS holds the stylesheet and the fonts it names.
+//
+//go:embed static/style.css static/fonts/*.woff2
+var staticFS embed.FS
 
 // Page names: each is the layout plus templates/NAME.html.
 const (
@@ -58,8 +61,10 @@ type Engine struct {
 	pages    map[string]map[string]*template.Template // language → page → template
 	catalogs catalogs
 	cssPath  string
-	secure   bool
-	logger   *slog.Logger
+	// assets are the static files by the path they are served at.
+	assets map[string]asset
+	secure bool
+	logger *slog.Logger
 }
 
 // StylesheetPath is where the stylesheet is served: its name carries a hash of its
@@ -71,9 +76,12 @@ func newEngine(secure bool, logger *slog.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(stylesheet)
+	assets, cssPath, err := loadAssets()
+	if err != nil {
+		return nil, err
+	}
 	e := &Engine{pages: map[string]map[string]*template.Template{}, catalogs: cs,
-		cssPath: "/static/style." + hex.EncodeToString(sum[:6]) + ".css", secure: secure, logger: logger}
+		cssPath: cssPath, assets: assets, secure: secure, logger: logger}
 	for _, lang := range languages {
 		e.pages[lang] = map[string]*template.Template{}
 		cat := cs[lang]
@@ -208,10 +216,63 @@ func (e *Engine) HasCopy(key string) bool {
 	return true
 }
 
-// Stylesheet serves the stylesheet under its content-hash path, cached for a year.
-func (e *Engine) Stylesheet(c echo.Context) error {
+// StaticPrefix is the path under which Static serves: route StaticPrefix+"*" to it.
+const StaticPrefix = "/static/"
+
+// asset is a static file as it is served.
+type asset struct {
+	contentType string
+	body        []byte
+}
+
+// fontURL is how the stylesheet names a font: url("fonts/NAME.woff2"), relative, so the
+// file also works opened straight from the source tree.
+var fontURL = regexp.MustCompile(`url\("fonts/([a-z0-9-]+)\.woff2"\)`)
+
+// loadAssets gives every static file a path that carries a hash of its content, so each
+// can be cached for ever and a new version is a new URL. The stylesheet's font URLs are
+// rewritten to the fonts' hashed paths first, and the stylesheet hashed after, so a new
+// font also gives the stylesheet a new URL. A font the stylesheet names but the binary
+// lacks fails the start.
+func loadAssets() (map[string]asset, string, error) {
+	hashed := func(name, ext string, body []byte) string {
+		sum := sha256.Sum256(body)
+		return StaticPrefix + name + "." + hex.EncodeToString(sum[:6]) + ext
+	}
+	assets := map[string]asset{}
+	css, err := staticFS.ReadFile("static/style.css")
+	if err != nil {
+		return nil, "", fmt.Errorf("frontend: stylesheet: %w", err)
+	}
+	var missing error
+	css = fontURL.ReplaceAllFunc(css, func(m []byte) []byte {
+		name := "fonts/" + string(fontURL.FindSubmatch(m)[1])
+		font, err := staticFS.ReadFile("static/" + name + ".woff2")
+		if err != nil {
+			missing = fmt.Errorf("frontend: stylesheet names %s: %w", name, err)
+			return m
+		}
+		p := hashed(name, ".woff2", font)
+		assets[p] = asset{contentType: "font/woff2", body: font}
+		return []byte(`url("` + p + `")`)
+	})
+	if missing != nil {
+		return nil, "", missing
+	}
+	cssPath := hashed("style", ".css", css)
+	assets[cssPath] = asset{contentType: "text/css; charset=utf-8", body: css}
+	return assets, cssPath, nil
+}
+
+// Static serves the stylesheet and its fonts under their content-hash paths, cached for
+// a year; any other path under StaticPrefix is the front's 404.
+func (e *Engine) Static(c echo.Context) error {
+	a, ok := e.assets[c.Request().URL.Path]
+	if !ok {
+		return echo.ErrNotFound
+	}
 	h := c.Response().Header()
 	h.Set("Cache-Control", "public, max-age=31536000, immutable")
 	h.Set("X-Content-Type-Options", "nosniff")
-	return c.Blob(http.StatusOK, "text/css; charset=utf-8", stylesheet)
+	return c.Blob(http.StatusOK, a.contentType, a.body)
 }

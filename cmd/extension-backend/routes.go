@@ -35,7 +35,7 @@ func routes(f *httpfront.Front, h handlers) {
 	// Pages. Every page of an instance sits under /app/:instanceId, behind that
 	// instance's session; every state-changing form behind SameOrigin.
 	p := h.pages
-	e.GET(p.StylesheetPath(), p.Stylesheet)
+	e.GET(frontend.StaticPrefix+"*", p.Static)
 	e.GET("/app", p.AppIndex)
 	e.GET("/app/:instanceId", p.Dashboard, p.RequireSession())
 	e.GET("/app/:instanceId/login", p.Login)

@@ -129,7 +129,8 @@ func TestErrorsJSONForAPIClients(t *testing.T) {
 	}
 }
 
-// The stylesheet is served under its content hash, cacheable for ever.
+// The stylesheet and its fonts are served under their content hashes, cacheable for ever;
+// any other path under /static is the front's 404.
 func TestStylesheet(t *testing.T) {
 	_, base, _ := routedApp(t)
 	_, page := fetch(t, http.DefaultClient, http.MethodGet, base+"/signed-out", nil)
@@ -139,8 +140,21 @@ func TestStylesheet(t *testing.T) {
 	}
 	resp, body := fetch(t, http.DefaultClient, http.MethodGet, base+css[1], nil)
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/css") ||
-		!strings.Contains(resp.Header.Get("Cache-Control"), "immutable") || !strings.Contains(body, "--color-primary") {
+		!strings.Contains(resp.Header.Get("Cache-Control"), "immutable") || !strings.Contains(body, "--primary:") {
 		t.Errorf("stylesheet: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"))
+	}
+	font := regexp.MustCompile(`url\("(/static/fonts/[a-z0-9.-]+\.woff2)"\)`).FindStringSubmatch(body)
+	if font == nil {
+		t.Fatal("the stylesheet names no font")
+	}
+	resp, _ = fetch(t, http.DefaultClient, http.MethodGet, base+font[1], nil)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "font/woff2" ||
+		!strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
+		t.Errorf("font: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"))
+	}
+	resp, _ = fetch(t, http.DefaultClient, http.MethodGet, base+"/static/style.css", nil)
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/static/style.css: %d, want 404", resp.StatusCode)
 	}
 }
 
