@@ -31,6 +31,14 @@ var axeSource = sync.OnceValues(func() (string, error) {
 	return string(b), err
 })
 
+// HasAxe reports whether axe-core is installed. A test that does more than check
+// accessibility on a page may go on without it, and call Unavailable(t, MissingAxe) at its
+// end.
+func HasAxe() bool {
+	_, err := axeSource()
+	return err == nil
+}
+
 // Violation is one axe-core rule the page breaks, with the elements that break it.
 type Violation struct {
 	ID      string `json:"id"`
@@ -60,7 +68,7 @@ func (p *Page) Axe() []Violation {
 	p.t.Helper()
 	src, err := axeSource()
 	if err != nil {
-		unavailable(p.t, MissingAxe)
+		Unavailable(p.t, MissingAxe)
 	}
 	p.do("inject axe-core", chromedp.Evaluate[chromedp.Void](src))
 	tags, _ := json.Marshal(WCAGTags)

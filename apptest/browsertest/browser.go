@@ -48,8 +48,9 @@ func Chromium() string {
 	return ""
 }
 
-// unavailable skips the test, or fails it under CI, where every page test must run.
-func unavailable(t testing.TB, msg string) {
+// Unavailable skips the test with msg (what to install), or fails it under CI=true, where
+// every page test must run.
+func Unavailable(t testing.TB, msg string) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg + " (CI=true: the page tests must run, not skip)")
@@ -68,7 +69,7 @@ func New(t testing.TB) *Browser {
 	t.Helper()
 	path := Chromium()
 	if path == "" {
-		unavailable(t, MissingChromium)
+		Unavailable(t, MissingChromium)
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
