@@ -27,7 +27,7 @@ func browserApp(t *testing.T) (*apptest.App, string) {
 	srv := httptest.NewUnstartedServer(nil)
 	base := "http://" + srv.Listener.Addr().String()
 	cfg := &Config{PublicURL: base, ExtensionID: app.Sim.ExtensionID(), DefaultRole: "member"}
-	front, err := newHTTP(t.Context(), cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil)
+	front, err := newHTTP(t.Context(), cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +143,7 @@ func TestPagesInBrowser(t *testing.T) {
 				status int
 			}{
 				{"dashboard", customer, atrek.AppPath(in.ID), http.StatusOK},
+				{"rename-project", customer, frontend.RenameProjectPath(in.ID), http.StatusOK}, // without project:write: what to do
 				{"not-found", customer, "/this/page/does/not/exist", http.StatusNotFound},
 				{"sso-error", customer, "/mstudio/sso?atrek=short", http.StatusBadRequest},
 				{"oauth-error", customer, "/login/mstudio/callback?state=x&code=y", http.StatusBadRequest},
