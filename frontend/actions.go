@@ -90,6 +90,9 @@ func (f *Frontend) renderRename(c echo.Context, status int, name, problem string
 	for _, a := range recent {
 		v.Recent = append(v.Recent, viewAction(a))
 	}
+	if status == http.StatusOK {
+		return f.renderReloadable(c, status, pageRename, v)
+	}
 	return f.Render(c, status, pageRename, v)
 }
 
