@@ -47,11 +47,11 @@ func NormalizeEmail(raw string) (string, error) {
 	if err := checkEmailLocal(local); err != nil {
 		return "", err
 	}
-	ascii, err := idna.Lookup.ToASCII(domain)
-	if err != nil || !validDomainLabels(ascii) {
+	ascii, ok := asciiDomain(domain)
+	if !ok {
 		return "", fmt.Errorf("%w: not a domain name", ErrInvalidEmail)
 	}
-	out := local + "@" + strings.ToLower(ascii)
+	out := local + "@" + ascii
 	if len(out) > maxEmail {
 		return "", fmt.Errorf("%w: longer than %d bytes", ErrInvalidEmail, maxEmail)
 	}
@@ -75,6 +75,25 @@ func checkEmailLocal(local string) error {
 		}
 	}
 	return nil
+}
+
+// asciiDomain returns a domain name in lower-case ASCII (IDNA 2008, lookup profile) and
+// whether it is one we accept: valid UTF-8, labels within limits, and stable, so that the
+// ASCII form maps to itself (an undecodable byte would otherwise become U+FFFD and then a
+// label that no longer validates).
+func asciiDomain(d string) (string, bool) {
+	if !utf8.ValidString(d) {
+		return "", false
+	}
+	ascii, err := idna.Lookup.ToASCII(d)
+	if err != nil || !validDomainLabels(ascii) || len(ascii) > 253 {
+		return "", false
+	}
+	ascii = strings.ToLower(ascii)
+	if again, err := idna.Lookup.ToASCII(ascii); err != nil || again != ascii {
+		return "", false
+	}
+	return ascii, true
 }
 
 // validDomainLabels reports whether an ASCII domain has at least two labels, each of 1 to

@@ -2,15 +2,14 @@ package extension
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
-	"golang.org/x/net/idna"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // ErrDomainNotAllowed is returned for an e-mail address outside the instance's allowed
@@ -85,11 +84,11 @@ func ParseAllowedDomains(raw string) ([]string, error) {
 
 // normalizeDomain returns a domain as NormalizeEmail writes it in an address.
 func normalizeDomain(d string) (string, error) {
-	ascii, err := idna.Lookup.ToASCII(d)
-	if err != nil || !validDomainLabels(ascii) || len(ascii) > 253 {
+	ascii, ok := asciiDomain(d)
+	if !ok {
 		return "", errors.New("allowed domains: not a domain name")
 	}
-	return strings.ToLower(ascii), nil
+	return ascii, nil
 }
 
 // InstanceSettings returns an instance's sign-in settings, the defaults when none were
@@ -142,12 +141,19 @@ func (s *Store) UpdateInstanceSettings(ctx context.Context, instanceID, actorID 
 			return err
 		}
 		now := s.now().UTC()
-		row := settingsRow{InstanceID: instanceID, DefaultRole: set.DefaultRole, AllowedDomains: domains,
-			PasswordLogin: set.PasswordLogin, UpdatedAt: now}
-		if err := tx.Clauses(clause.OnConflict{UpdateAll: true}).Create(&row).Error; err != nil {
+		domainsJSON, err := json.Marshal(domains)
+		if err != nil {
+			return err
+		}
+		// Raw, as GORM's upsert would stamp updated_at with the wall clock.
+		err = tx.Exec(`INSERT INTO instance_settings (instance_id, default_role, allowed_domains, password_login, updated_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (instance_id) DO UPDATE SET default_role = excluded.default_role, allowed_domains = excluded.allowed_domains,
+	password_login = excluded.password_login, updated_at = excluded.updated_at`,
+			instanceID, set.DefaultRole, string(domainsJSON), set.PasswordLogin, now).Error
+		if err != nil {
 			return translateRef(err)
 		}
-		out = InstanceSettings{DefaultRole: row.DefaultRole, AllowedDomains: domains, PasswordLogin: row.PasswordLogin, Stored: true, UpdatedAt: now}
+		out = InstanceSettings{DefaultRole: set.DefaultRole, AllowedDomains: domains, PasswordLogin: set.PasswordLogin, Stored: true, UpdatedAt: now}
 		detail := map[string]string{
 			"default_role":    before.DefaultRole + " → " + out.DefaultRole,
 			"allowed_domains": strings.Join(before.AllowedDomains, ",") + " → " + strings.Join(domains, ","),
