@@ -161,6 +161,9 @@ func (s *Store) createInvitation(ctx context.Context, instanceID, actorID, email
 	}
 	var inv Invitation
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := liveInstance(tx, instanceID); err != nil {
+			return err
+		}
 		actor, err := s.checkActor(tx, instanceID, actorID, func(r string) bool { return CanGrant(r, role) })
 		if err != nil {
 			return err
@@ -309,6 +312,11 @@ func (s *Store) AcceptInvitation(ctx context.Context, token Secret, name, passwo
 			}
 			return ErrInvitationUsed
 		}
+		// A removed or disabled instance takes no new accounts; the claim is rolled back,
+		// so the link works again if the instance is enabled again.
+		if err := liveInstance(tx, row.InstanceID); err != nil {
+			return err
+		}
 		account := accountRow{ID: uuid.NewString(), InstanceID: row.InstanceID, Email: row.Email,
 			EmailNormalized: row.EmailNormalized, PasswordHash: passwordHash, Name: name, Role: row.Role,
 			CreatedAt: now, UpdatedAt: now}
@@ -375,6 +383,41 @@ func (s *Store) ReissueInvitation(ctx context.Context, instanceID, actorID, invi
 	inv, token, err := s.createInvitation(ctx, instanceID, actorID, old.Email, old.Role, old.ID, AuditInvitationReissued)
 	return inv, token, roleError("reissue invitation "+invitationID, err)
 }
+
+// liveInstance checks inside tx that an instance exists (ErrNotFound), is not removed
+// (ErrRemoved) and is enabled (ErrDisabled).
+func liveInstance(tx *gorm.DB, instanceID string) error {
+	var in Instance
+	if err := tx.Select("removed_at", "enabled").Take(&in, "id = ?", instanceID).Error; err != nil {
+		return translate(err)
+	}
+	switch {
+	case in.Removed():
+		return ErrRemoved
+	case !in.Enabled:
+		return ErrDisabled
+	}
+	return nil
+}
+
+// PruneLinks deletes password-reset links past their expiry and invitations that expired
+// more than a month before now (kept that long so that an old link still tells who
+// invited), and returns how many of each.
+func (s *Store) PruneLinks(ctx context.Context, now time.Time) (resets, invitations int64, err error) {
+	res := s.db.WithContext(ctx).Exec(`DELETE FROM password_resets WHERE expires_at < ?`, now.UTC())
+	if res.Error != nil {
+		return 0, 0, fmt.Errorf("prune password resets: %w", translate(res.Error))
+	}
+	resets = res.RowsAffected
+	res = s.db.WithContext(ctx).Exec(`DELETE FROM invitations WHERE expires_at < ?`, now.UTC().Add(-invitationKeep))
+	if res.Error != nil {
+		return resets, 0, fmt.Errorf("prune invitations: %w", translate(res.Error))
+	}
+	return resets, res.RowsAffected, nil
+}
+
+// invitationKeep is how long after its expiry an invitation is kept.
+const invitationKeep = 30 * 24 * time.Hour
 
 // revokeInvitationsBeyond revokes, inside tx, the open invitations an account made at
 // roles that newRole may not grant (all of them when newRole is "": the account goes), so

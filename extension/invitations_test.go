@@ -335,3 +335,74 @@ func TestInvitationRaces(t *testing.T) {
 		}
 	})
 }
+
+// TestLinksOfDisabledAndRemovedInstances: a disabled instance takes no new accounts and
+// resets no password until it is enabled again; a removed one never again.
+func TestLinksOfDisabledAndRemovedInstances(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		member := tm.invite(t, tm.owner, "member@example.com", extension.RoleMember)
+		_, tok, err := tm.s.CreateInvitation(ctx, "i-1", tm.owner.ID, "new@example.com", extension.RoleMember)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reset, _, err := tm.s.IssuePasswordReset(ctx, "i-1", tm.owner.ID, member.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply := func(ev extension.LifecycleEvent) {
+			t.Helper()
+			if res, err := tm.s.ApplyLifecycle(ctx, ev); err != nil || res.Outcome != extension.OutcomeApplied {
+				t.Fatalf("apply %s: %+v, %v", ev.Kind, res, err)
+			}
+		}
+		apply(updatedEvent("i-1", at(2), false, "default", "project:read"))
+		if _, err := tm.s.AcceptInvitation(ctx, tok, "New", fakeHash); !errors.Is(err, extension.ErrDisabled) {
+			t.Errorf("accepting in a disabled instance: %v, want ErrDisabled", err)
+		}
+		if _, err := tm.s.ConsumePasswordReset(ctx, reset, "$argon2id$x"); !errors.Is(err, extension.ErrDisabled) {
+			t.Errorf("resetting in a disabled instance: %v, want ErrDisabled", err)
+		}
+		if _, _, err := tm.s.CreateInvitation(ctx, "i-1", tm.owner.ID, "other@example.com", extension.RoleMember); !errors.Is(err, extension.ErrDisabled) {
+			t.Errorf("inviting into a disabled instance: %v, want ErrDisabled", err)
+		}
+		apply(updatedEvent("i-1", at(3), true, "default", "project:read"))
+		if _, err := tm.s.AcceptInvitation(ctx, tok, "New", fakeHash); err != nil {
+			t.Errorf("accepting after the instance was enabled again: %v", err)
+		}
+		_, tok2, err := tm.s.CreateInvitation(ctx, "i-1", tm.owner.ID, "later@example.com", extension.RoleMember)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply(removedEvent("i-1", at(4)))
+		if _, err := tm.s.AcceptInvitation(ctx, tok2, "Later", fakeHash); !errors.Is(err, extension.ErrRemoved) {
+			t.Errorf("accepting in a removed instance: %v, want ErrRemoved", err)
+		}
+		if _, err := tm.s.ConsumePasswordReset(ctx, reset, "$argon2id$x"); !errors.Is(err, extension.ErrRemoved) {
+			t.Errorf("resetting in a removed instance: %v, want ErrRemoved", err)
+		}
+	})
+}
+
+func TestPruneLinks(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		member := tm.invite(t, tm.owner, "member@example.com", extension.RoleMember)
+		if _, _, err := tm.s.IssuePasswordReset(ctx, "i-1", tm.owner.ID, member.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := tm.s.CreateInvitation(ctx, "i-1", tm.owner.ID, "open@example.com", extension.RoleMember); err != nil {
+			t.Fatal(err)
+		}
+		r, i, err := tm.s.PruneLinks(ctx, ssoStart.Add(extension.PasswordResetTTL-time.Second))
+		if err != nil || r != 0 || i != 0 {
+			t.Errorf("pruning before any expiry: %d resets, %d invitations, %v", r, i, err)
+		}
+		r, i, err = tm.s.PruneLinks(ctx, ssoStart.Add(extension.InvitationTTL+31*24*time.Hour))
+		if err != nil || r != 1 || i != 2 {
+			t.Errorf("pruning long after: %d resets, %d invitations, %v; want 1 and 2", r, i, err)
+		}
+	})
+}

@@ -173,6 +173,9 @@ func (s *Store) ConsumePasswordReset(ctx context.Context, token Secret, password
 			}
 			return ErrResetUsed
 		}
+		if err := liveInstance(tx, row.InstanceID); err != nil {
+			return err
+		}
 		if err := s.setPassword(tx, row.InstanceID, row.AccountID, passwordHash, ""); err != nil {
 			return err
 		}

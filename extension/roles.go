@@ -281,7 +281,8 @@ func (s *Store) checkActor(tx *gorm.DB, instanceID, actorID string, allowed func
 func roleError(what string, err error) error {
 	for _, sentinel := range []error{ErrNotFound, ErrForbidden, ErrLastOwner, ErrInvalidRole, ErrEmailTaken,
 		ErrInvalidEmail, ErrDomainNotAllowed, ErrInvitationPending, ErrInvitationUsed, ErrInvitationExpired,
-		ErrInvitationRevoked, ErrNotLocalAccount, ErrResetUsed, ErrResetExpired, ErrInvalidName, ErrNoPassword} {
+		ErrInvitationRevoked, ErrNotLocalAccount, ErrResetUsed, ErrResetExpired, ErrInvalidName, ErrNoPassword,
+		ErrRemoved, ErrDisabled} {
 		if errors.Is(err, sentinel) {
 			return err
 		}

@@ -17,11 +17,10 @@ const fakeHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYX
 
 // team is an instance "i-1" with a platform owner, and another instance "i-2" with its own.
 type team struct {
-	s      *extension.Store
-	clk    *extensiontest.Clock
-	owner  extension.Account // a platform user, the first account of i-1
-	other  extension.Account // the owner of i-2
-	tokens map[string]extension.Secret
+	s     *extension.Store
+	clk   *extensiontest.Clock
+	owner extension.Account // a platform user, the first account of i-1
+	other extension.Account // the owner of i-2
 }
 
 func newTeam(t *testing.T, d extension.Dialect) *team {
