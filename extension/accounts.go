@@ -10,45 +10,69 @@ import (
 	"gorm.io/gorm"
 )
 
-// Roles of an account in its instance. The first account of an instance is its owner.
-const (
-	RoleOwner  = "owner"
-	RoleMember = "member"
-)
-
-// Account is a local account of an instance: a platform user provisioned at their first
-// sign-in, or (later) a local user of the extension's own frontend.
+// Account is an account of an instance: a platform user provisioned at their first
+// sign-in (PlatformUserID set), or a local user of the extension's own frontend, who signs
+// in with an e-mail address and a password. Its password hash is not part of it: only
+// LocalCredentials hands that out, to the sign-in.
 type Account struct {
 	ID             string
 	InstanceID     string
-	PlatformUserID string // the platform's user id; empty for an account not from the platform
-	Email          string
+	PlatformUserID string // the platform's user id; empty for a local account
+	Email          string // as entered (local) or as the platform sent it
 	Name           string
 	Role           string
+	Language       string    // the account's chosen page language; empty: none chosen
+	FailedLogins   int       // failed password sign-ins since the last success (local accounts)
+	LockedUntil    time.Time // password sign-in is refused before this; zero: not locked
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 }
 
+// Local reports whether the account signs in with e-mail and password rather than
+// through the platform.
+func (a Account) Local() bool { return a.PlatformUserID == "" }
+
+// SignInMethod names how the account signs in: "password" or "platform".
+func (a Account) SignInMethod() string {
+	if a.Local() {
+		return "password"
+	}
+	return "platform"
+}
+
+// Locked reports whether password sign-in is locked at now.
+func (a Account) Locked(now time.Time) bool { return now.Before(a.LockedUntil) }
+
 // accountRow maps the accounts table; platform_user_id is NULL for local accounts, so the
-// unique (instance_id, platform_user_id) index holds only for platform users.
+// unique (instance_id, platform_user_id) index holds only for platform users, and the
+// unique (instance_id, email_normalized) index only for local accounts.
 type accountRow struct {
-	ID             string `gorm:"primaryKey"`
-	InstanceID     string
-	PlatformUserID *string
-	Email          string
-	Name           string
-	Role           string
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	ID              string `gorm:"primaryKey"`
+	InstanceID      string
+	PlatformUserID  *string
+	Email           string
+	EmailNormalized string
+	PasswordHash    string
+	Name            string
+	Role            string
+	Language        string
+	FailedLogins    int
+	LockedUntil     *time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 func (accountRow) TableName() string { return "accounts" }
 
 func (r accountRow) account() Account {
 	a := Account{ID: r.ID, InstanceID: r.InstanceID, Email: r.Email, Name: r.Name, Role: r.Role,
+		Language: r.Language, FailedLogins: r.FailedLogins,
 		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
 	if r.PlatformUserID != nil {
 		a.PlatformUserID = *r.PlatformUserID
+	}
+	if r.LockedUntil != nil {
+		a.LockedUntil = r.LockedUntil.UTC()
 	}
 	return a
 }
@@ -97,22 +121,8 @@ func (s *Store) EnsurePlatformAccount(ctx context.Context, instanceID, platformU
 	}
 	var created bool
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		// Serialise the provisioning of an instance's accounts on its row. On SQLite the
-		// transaction itself does (_txlock=immediate takes the write lock at BEGIN). On
-		// PostgreSQL, FOR NO KEY UPDATE excludes another provisioner but not the key-share
-		// locks that inserts referencing the instance take; read committed then lets each
-		// statement below see what the previous lock holder committed. Whatever else may
-		// create an instance's first account must take the same lock.
-		lock := `SELECT id FROM instances WHERE id = ?`
-		if s.dialect == Postgres {
-			lock += ` FOR NO KEY UPDATE`
-		}
-		var ids []string
-		if err := tx.Raw(lock, instanceID).Scan(&ids).Error; err != nil {
-			return translate(err)
-		}
-		if len(ids) == 0 {
-			return ErrNotFound
+		if err := s.lockInstanceAccounts(tx, instanceID); err != nil {
+			return err
 		}
 		// The user's own first sign-in may have raced this one and won.
 		found, err := s.updatePlatformAccount(tx, instanceID, platformUserID, email, name)
@@ -144,6 +154,29 @@ func (s *Store) EnsurePlatformAccount(ctx context.Context, instanceID, platformU
 		return Account{}, false, fmt.Errorf("provision account of user %s in instance %s: %w", platformUserID, instanceID, translate(err))
 	}
 	return acc, created, nil
+}
+
+// lockInstanceAccounts serialises changes to an instance's accounts that depend on the
+// others (the first owner, the last owner) on the instance's row, inside the transaction
+// tx. On SQLite the transaction itself does (_txlock=immediate takes the write lock at
+// BEGIN). On PostgreSQL, FOR NO KEY UPDATE excludes another holder but not the key-share
+// locks that inserts referencing the instance take; read committed then lets each
+// statement after it see what the previous lock holder committed. Whatever may create an
+// instance's first account or change or remove an owner takes this lock. It fails with
+// ErrNotFound when the instance does not exist.
+func (s *Store) lockInstanceAccounts(tx *gorm.DB, instanceID string) error {
+	lock := `SELECT id FROM instances WHERE id = ?`
+	if s.dialect == Postgres {
+		lock += ` FOR NO KEY UPDATE`
+	}
+	var ids []string
+	if err := tx.Raw(lock, instanceID).Scan(&ids).Error; err != nil {
+		return translate(err)
+	}
+	if len(ids) == 0 {
+		return ErrNotFound
+	}
+	return nil
 }
 
 // updatePlatformAccount loads a platform user's account through db (the store's handle or

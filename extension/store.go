@@ -1,7 +1,9 @@
 // Package extension owns the domain of an extension backend: the installed extension
-// instances and their sealed secrets, the journal of lifecycle deliveries, and the Store
-// that keeps them in SQLite or PostgreSQL through GORM. Callers see this package's sentinel
-// errors, never GORM's.
+// instances and their sealed secrets, the journal of lifecycle deliveries, the accounts of
+// an instance (platform users and local users) with their roles, sessions, invitations,
+// password resets and lock-out, the instances' sign-in settings and audit log, the hashing
+// of local users' passwords, and the Store that keeps all of it in SQLite or PostgreSQL
+// through GORM. Callers see this package's sentinel errors, never GORM's.
 package extension
 
 import (
