@@ -21,6 +21,13 @@ import (
 // with the instance token, and the action's row carries progress and result back to the
 // page.
 
+// Audit kinds of domain actions: started by an account, and ended (done or failed, with
+// the outcome), attributed to the account that started it.
+const (
+	AuditActionStarted = "action.started"
+	AuditActionEnded   = "action.ended"
+)
+
 // KindRenameProject is the rename action's job kind.
 const KindRenameProject = "rename_project"
 
@@ -59,6 +66,12 @@ func (j *Jobs) StartRenameProject(ctx context.Context, instanceID, accountID, na
 	if err != nil {
 		return extension.Action{}, err
 	}
+	// Local users act through the instance token: the audit log is where the platform's
+	// change is tied to the account that asked for it.
+	if err := j.store.Audit(ctx, extension.AuditEvent{InstanceID: instanceID, AccountID: accountID, Kind: AuditActionStarted,
+		Detail: map[string]string{"action": KindRenameProject, "action_id": a.ID, "name": name}}); err != nil {
+		return extension.Action{}, err
+	}
 	if err := j.Enqueue(ctx, renameProjectArgs{For: For{instanceID}, ActionID: a.ID, Name: name}); err != nil {
 		// The action cannot run: say so on its row rather than leave it queued for ever.
 		_ = j.store.SetActionState(context.WithoutCancel(ctx), instanceID, a.ID, extension.ActionFailed, extension.OutcomePlatformError)
@@ -92,6 +105,11 @@ func (w *renameWorker) Work(ctx context.Context, job *river.Job[renameProjectArg
 		if serr := w.j.store.SetActionState(ctx, in.ID, args.ActionID, state, extension.OutcomePlatformError); serr != nil {
 			return serr
 		}
+		if final {
+			if aerr := w.j.auditEnd(ctx, in.ID, args.ActionID, state, extension.OutcomePlatformError); aerr != nil {
+				return aerr
+			}
+		}
 		return err
 	})
 }
@@ -101,7 +119,13 @@ func (w *renameWorker) Work(ctx context.Context, job *river.Job[renameProjectArg
 // outcome, then calls the platform and stores the new name on the instance.
 func (j *Jobs) renameProject(ctx context.Context, in *extension.Instance, api InstanceAPI, args renameProjectArgs) error {
 	end := func(state, outcome string) error {
-		return j.store.SetActionState(ctx, in.ID, args.ActionID, state, outcome)
+		if err := j.store.SetActionState(ctx, in.ID, args.ActionID, state, outcome); err != nil {
+			return err
+		}
+		if state != extension.ActionDone && state != extension.ActionFailed {
+			return nil
+		}
+		return j.auditEnd(ctx, in.ID, args.ActionID, state, outcome)
 	}
 	switch {
 	case in.ContextKind != extension.ContextProject:
@@ -116,8 +140,11 @@ func (j *Jobs) renameProject(ctx context.Context, in *extension.Instance, api In
 	if err != nil {
 		return err
 	}
-	at := time.Now()
 	err = api.Client.UpdateProjectDescription(ctx, token, in.ContextID, args.Name)
+	// The name holds at the platform from the answer on: a read that began before it
+	// (a post-install or refresh job) may still bring the old name, with an earlier time,
+	// and so cannot overwrite this one.
+	at := time.Now()
 	var apiErr *mstudio.Error
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusForbidden:
@@ -137,3 +164,13 @@ func (j *Jobs) renameProject(ctx context.Context, in *extension.Instance, api In
 // BadInput reports whether err is the caller's mistake in starting an action (such as a
 // name the platform would refuse), as opposed to a failure of ours.
 func (j *Jobs) BadInput(err error) bool { return errors.Is(err, ErrBadProjectName) }
+
+// auditEnd records how an action ended, attributed to the account that started it.
+func (j *Jobs) auditEnd(ctx context.Context, instanceID, actionID, state, outcome string) error {
+	a, err := j.store.ActionByID(ctx, instanceID, actionID)
+	if err != nil {
+		return err
+	}
+	return j.store.Audit(ctx, extension.AuditEvent{InstanceID: instanceID, AccountID: a.AccountID, Kind: AuditActionEnded,
+		Detail: map[string]string{"action": a.Kind, "action_id": a.ID, "state": state, "outcome": outcome}})
+}

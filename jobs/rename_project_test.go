@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,20 @@ func TestRenameProject(t *testing.T) {
 			}
 			if got := en.waitAction(t, id, a.ID); got.State != extension.ActionDone || got.Outcome != extension.OutcomeOK {
 				t.Fatalf("action %+v, want done", got)
+			}
+			// The audit log ties the platform's change to the account that asked for it.
+			evs, _, err := en.Store.AuditEvents(t.Context(), id, extension.AuditFilter{AccountID: "acc-1"}, extension.AuditPage{Limit: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kinds []string
+			for _, ev := range evs {
+				if ev.Detail["action_id"] == a.ID {
+					kinds = append(kinds, ev.Kind+"/"+ev.Detail["outcome"])
+				}
+			}
+			if want := []string{AuditActionEnded + "/" + extension.OutcomeOK, AuditActionStarted + "/"}; !slices.Equal(kinds, want) {
+				t.Errorf("audit events of the action %v, want %v", kinds, want)
 			}
 			in := en.instance(t, id)
 			if in.ContextName != "Shop & Blog" {
