@@ -9,6 +9,7 @@ import (
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"golang.org/x/time/rate"
 )
 
 // Defaults of Config.
@@ -28,7 +29,10 @@ type Config struct {
 	// Actions starts domain actions (the job queue); nil: the action pages say the
 	// action is not available.
 	Actions ActionStarter
-	Logger  *slog.Logger
+	// Hasher verifies local users' passwords, bounded; nil: one with OWASP's parameters,
+	// as many at once as there are CPUs.
+	Hasher *extension.PasswordHasher
+	Logger *slog.Logger
 }
 
 // Frontend is the page engine, the browser sessions and the pages built on them.
@@ -40,7 +44,9 @@ type Frontend struct {
 	origin   string // scheme://host[:port] of PublicURL, without a default port
 	logger   *slog.Logger
 	// refusals logs the refusals a client brings about itself at a bounded rate.
-	refusals *mstudio.RefusalLog
+	refusals   *mstudio.RefusalLog
+	hasher     *extension.PasswordHasher
+	loginLimit *loginLimiter
 }
 
 // New checks cfg and parses every page.
@@ -69,18 +75,24 @@ func New(cfg Config) (*Frontend, error) {
 		return nil, errors.New("frontend: the session idle timeout must be at least 2 minutes, and the absolute one at least as long")
 	}
 	secure := u.Scheme == "https"
+	hasher := cfg.Hasher
+	if hasher == nil {
+		hasher = extension.NewPasswordHasher(extension.PasswordOWASP, 0, -1)
+	}
 	refusals := mstudio.NewRefusalLog(logger, "frontend: refused", slog.LevelInfo, 0)
 	eng, err := newEngine(secure, logger)
 	if err != nil {
 		return nil, err
 	}
 	return &Frontend{
-		Engine:   eng,
-		Sessions: &Sessions{store: cfg.Store, idle: idle, absolute: absolute, secure: secure, refusals: refusals},
-		store:    cfg.Store,
-		actions:  cfg.Actions,
-		origin:   originOf(u),
-		logger:   logger,
-		refusals: refusals,
+		Engine:     eng,
+		Sessions:   &Sessions{store: cfg.Store, idle: idle, absolute: absolute, secure: secure, refusals: refusals},
+		store:      cfg.Store,
+		actions:    cfg.Actions,
+		origin:     originOf(u),
+		logger:     logger,
+		refusals:   refusals,
+		hasher:     hasher,
+		loginLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}},
 	}, nil
 }

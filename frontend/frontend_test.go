@@ -30,6 +30,7 @@ func newPagesEnv(t *testing.T, d extension.Dialect) *pagesEnv {
 	app.Front.GET("/app", p.AppIndex)
 	app.Front.GET("/app/:instanceId", p.Dashboard, p.RequireSession())
 	app.Front.GET("/app/:instanceId/login", p.Login)
+	app.Front.POST("/app/:instanceId/login", p.SubmitLogin, p.SameOrigin())
 	app.Front.POST("/logout", p.Logout, p.SameOrigin())
 	app.Front.GET("/signed-out", p.SignedOut)
 	app.Front.GET("/test/sign-in/:instanceId/:userId", func(c echo.Context) error {
@@ -275,5 +276,105 @@ func TestRefusalsLoggedBounded(t *testing.T) {
 	}
 	if n := strings.Count(e.Logs.String(), "cross-site request"); n != 1 {
 		t.Errorf("%d log lines for 200 refusals, want 1", n)
+	}
+}
+
+// localUser makes an owner (a platform user) and, through an invitation the owner sends,
+// a local member with a password.
+func (e *pagesEnv) localUser(t *testing.T, in mstudiotest.Instance, email, password string) (owner, member extension.Account) {
+	t.Helper()
+	ctx := t.Context()
+	owner, _, err := e.Store.EnsurePlatformAccount(ctx, in.ID, e.User(t, "Ada Admin").ID, "ada@example.test", "Ada Admin", extension.RoleMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, token, err := e.Store.CreateInvitation(ctx, in.ID, owner.ID, email, extension.RoleMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := extension.HashPassword(password, extension.PasswordOWASP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if member, err = e.Store.AcceptInvitation(ctx, token, "Lena Local", hash); err != nil {
+		t.Fatal(err)
+	}
+	return owner, member
+}
+
+// TestPasswordSignIn: a local user signs in with e-mail and password; a wrong password
+// and an unknown address get the same page and no session; five failures lock the
+// account, so even the right password waits; an instance with password sign-in off
+// refuses it.
+func TestPasswordSignIn(t *testing.T) {
+	for _, d := range extensiontest.Dialects() {
+		t.Run(string(d), func(t *testing.T) {
+			e := newPagesEnv(t, d)
+			in := e.Install(t, mstudiotest.InstanceSpec{})
+			const pw = "correct horse battery"
+			owner, _ := e.localUser(t, in, "Lena@Example.TEST", pw)
+			login := frontend.LoginPath(in.ID)
+			if _, body := e.do(t, apptest.Browser(t), http.MethodGet, login, nil, nil); !strings.Contains(body, `name="password"`) ||
+				!strings.Contains(body, "not your control panel password") {
+				t.Errorf("sign-in page lacks the password form or says not what it is:\n%s", body)
+			}
+			signIn := func(b *http.Client, email, password string) (*http.Response, string) {
+				return e.do(t, b, http.MethodPost, login, sameOrigin, url.Values{"email": {email}, "password": {password}})
+			}
+			b := apptest.Browser(t)
+			wrong, wrongBody := signIn(b, "lena@example.test", "not the password")
+			unknown, unknownBody := signIn(b, "nobody@example.test", "not the password")
+			for _, r := range []struct {
+				resp *http.Response
+				body string
+			}{{wrong, wrongBody}, {unknown, unknownBody}} {
+				if r.resp.StatusCode != http.StatusUnauthorized || !strings.Contains(r.body, "is not right") || len(r.resp.Cookies()) != 0 {
+					t.Errorf("refused sign-in: %d, cookies %v", r.resp.StatusCode, r.resp.Cookies())
+				}
+				if strings.Contains(r.body, "not the password") {
+					t.Error("the page shows the password back")
+				}
+			}
+			resp, _ := signIn(b, " LENA@example.test ", pw)
+			if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != frontend.AppPath(in.ID) {
+				t.Fatalf("sign-in: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			if resp, body := e.do(t, b, http.MethodGet, frontend.AppPath(in.ID), nil, nil); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Lena Local") {
+				t.Errorf("dashboard after the sign-in: %d\n%s", resp.StatusCode, body)
+			}
+			// Five failures lock the account: the right password then waits too.
+			for range 5 {
+				signIn(apptest.Browser(t), "lena@example.test", "wrong")
+			}
+			if resp, _ := signIn(apptest.Browser(t), "lena@example.test", pw); resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("a locked account signed in: %d", resp.StatusCode)
+			}
+			evs, _, err := e.Store.AuditEvents(t.Context(), in.ID, extension.AuditFilter{}, extension.AuditPage{Limit: 50})
+			if err != nil {
+				t.Fatal(err)
+			}
+			kinds := map[string]int{}
+			for _, ev := range evs {
+				kinds[ev.Kind]++
+			}
+			if kinds[extension.AuditSignIn] != 1 || kinds[extension.AuditSignInFailed] != 6 || kinds[extension.AuditSignInLocked] != 1 {
+				t.Errorf("audit kinds %v", kinds)
+			}
+			// Password sign-in off: refused with a page that says what to do instead.
+			st, err := e.Store.InstanceSettings(t.Context(), in.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.PasswordLogin = false
+			if _, err := e.Store.UpdateInstanceSettings(t.Context(), in.ID, owner.ID, st); err != nil {
+				t.Fatal(err)
+			}
+			if resp, body := signIn(apptest.Browser(t), "lena@example.test", pw); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "turned off") {
+				t.Errorf("password sign-in off: %d\n%s", resp.StatusCode, body)
+			}
+			if !strings.Contains(e.Logs.String(), "signed in with a password") || strings.Contains(e.Logs.String(), pw) {
+				t.Error("the log lacks the sign-in or carries the password")
+			}
+		})
 	}
 }

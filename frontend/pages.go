@@ -125,7 +125,12 @@ func (f *Frontend) Login(c echo.Context) error {
 	case !in.Enabled:
 		return f.Problem(c, http.StatusForbidden, "problem.disabled", "")
 	}
-	return f.renderReloadable(c, http.StatusOK, pageLogin, struct{ PlatformLogin string }{"/login/mstudio"})
+	settings, err := f.store.InstanceSettings(c.Request().Context(), id)
+	if err != nil {
+		return f.internal(c, "load settings", err)
+	}
+	return f.renderReloadable(c, http.StatusOK, pageLogin, loginView{InstanceID: id, PlatformLogin: "/login/mstudio",
+		PasswordLogin: settings.PasswordLogin})
 }
 
 // AppIndex serves GET /app, where old links and bookmarks land: with one instance's

@@ -39,6 +39,7 @@ func routes(f *httpfront.Front, h handlers) {
 	e.GET("/app", p.AppIndex)
 	e.GET("/app/:instanceId", p.Dashboard, p.RequireSession())
 	e.GET("/app/:instanceId/login", p.Login)
+	e.POST("/app/:instanceId/login", p.SubmitLogin, p.SameOrigin())
 	e.GET("/app/:instanceId/actions/rename-project", p.RenameProject, p.RequireSession())
 	e.POST("/app/:instanceId/actions/rename-project", p.StartRenameProject, p.SameOrigin(), p.RequireSession())
 	e.GET("/app/:instanceId/actions/:actionId", p.Action, p.RequireSession())

@@ -1,0 +1,150 @@
+package frontend
+
+import (
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/labstack/echo/v4"
+	"golang.org/x/time/rate"
+)
+
+// Password sign-in of the extension's own (local) users. The answer to a wrong password,
+// an unknown address and a locked account is one and the same page, and an unknown
+// address costs a dummy verification, so the page tells nobody which addresses exist.
+// Hashing is bounded by the PasswordHasher: beyond its queue the page says "try again"
+// with 429, so a flood of sign-ins cannot starve the webhook path or exhaust memory.
+
+// Limits of the sign-in form, per client address: generous enough for an office behind
+// one address, tight enough to make guessing slow (the per-account lock-out does the rest).
+const (
+	loginRate       = rate.Limit(2) // sign-ins per second per address
+	loginBurst      = 30
+	loginAddrs      = 10_000 // addresses remembered; past it the table starts afresh
+	maxLoginField   = 1024   // bytes of e-mail or password looked at
+	loginFailedCopy = "login.failed"
+)
+
+// loginLimiter is a token bucket per client address.
+type loginLimiter struct {
+	mu    sync.Mutex
+	addrs map[string]*rate.Limiter
+}
+
+func (l *loginLimiter) allow(addr string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.addrs[addr]
+	if !ok {
+		if len(l.addrs) >= loginAddrs {
+			l.addrs = map[string]*rate.Limiter{}
+		}
+		lim = rate.NewLimiter(loginRate, loginBurst)
+		l.addrs[addr] = lim
+	}
+	return lim.Allow()
+}
+
+// loginView is what the sign-in page shows.
+type loginView struct {
+	InstanceID    string
+	PlatformLogin string
+	PasswordLogin bool   // the instance allows password sign-in
+	Email         string // shown again after a failure; never the password
+	Problem       string // copy key of what went wrong
+}
+
+func clipField(s string) string {
+	if len(s) > maxLoginField {
+		return s[:maxLoginField]
+	}
+	return s
+}
+
+// SubmitLogin serves POST /app/{instanceId}/login with the fields email and password.
+// Success starts the account's session and answers 303 to the dashboard; a failure is
+// the sign-in page again with a 4xx status and no session.
+func (f *Frontend) SubmitLogin(c echo.Context) error {
+	ctx := c.Request().Context()
+	c.Response().Header().Set("Cache-Control", "no-store")
+	id := c.Param(InstanceParam)
+	if !uuidPattern.MatchString(id) {
+		return f.Problem(c, http.StatusNotFound, "error.not_found", "")
+	}
+	in, err := f.store.InstanceByID(ctx, id)
+	switch {
+	case errors.Is(err, extension.ErrNotFound):
+		return f.Problem(c, http.StatusNotFound, "problem.not_installed", "")
+	case err != nil:
+		return f.internal(c, "load instance", err)
+	case in.Removed():
+		return f.Problem(c, http.StatusGone, "problem.removed", "")
+	case !in.Enabled:
+		return f.Problem(c, http.StatusForbidden, "problem.disabled", "")
+	}
+	settings, err := f.store.InstanceSettings(ctx, id)
+	if err != nil {
+		return f.internal(c, "load settings", err)
+	}
+	email := clipField(c.FormValue("email"))
+	view := loginView{InstanceID: id, PlatformLogin: "/login/mstudio", PasswordLogin: settings.PasswordLogin, Email: email}
+	fail := func(status int, problem string) error {
+		view.Problem = problem
+		return f.Render(c, status, pageLogin, view)
+	}
+	if !settings.PasswordLogin {
+		return fail(http.StatusForbidden, "login.password_off")
+	}
+	if !f.loginLimit.allow(c.RealIP()) {
+		f.refusals.Refused(ctx, "sign-in rate limited", c.RealIP())
+		return fail(http.StatusTooManyRequests, "login.busy")
+	}
+	password := clipField(c.FormValue("password"))
+	acc, hash, err := f.store.LocalCredentials(ctx, id, email)
+	if errors.Is(err, extension.ErrNotFound) {
+		// The same work as for a known address, so the time says nothing either.
+		if err := f.hasher.VerifyDummy(ctx, password); errors.Is(err, extension.ErrBusy) {
+			return fail(http.StatusTooManyRequests, "login.busy")
+		}
+		f.refusals.Refused(ctx, "sign-in with an unknown address", c.RealIP())
+		return fail(http.StatusUnauthorized, loginFailedCopy)
+	}
+	if err != nil {
+		return f.internal(c, "load credentials", err)
+	}
+	ok, err := f.hasher.Verify(ctx, password, hash)
+	switch {
+	case errors.Is(err, extension.ErrBusy):
+		return fail(http.StatusTooManyRequests, "login.busy")
+	case err != nil:
+		return f.internal(c, "verify password", err)
+	}
+	if acc.Locked(time.Now()) {
+		// Locked: even the right password waits, or the lock would be no lock.
+		_ = f.store.Audit(ctx, extension.AuditEvent{InstanceID: id, AccountID: acc.ID, Kind: extension.AuditSignInLocked})
+		return fail(http.StatusUnauthorized, loginFailedCopy)
+	}
+	if !ok {
+		if _, _, err := f.store.RecordLoginFailure(ctx, acc.ID); err != nil {
+			return f.internal(c, "record failure", err)
+		}
+		_ = f.store.Audit(ctx, extension.AuditEvent{InstanceID: id, AccountID: acc.ID, Kind: extension.AuditSignInFailed})
+		return fail(http.StatusUnauthorized, loginFailedCopy)
+	}
+	if err := f.store.ResetLoginFailures(ctx, acc.ID); err != nil {
+		return f.internal(c, "reset failures", err)
+	}
+	if err := f.Sessions.Start(c, acc, ""); errors.Is(err, extension.ErrNotFound) {
+		return f.Problem(c, http.StatusForbidden, "problem.disabled", "")
+	} else if err != nil {
+		return f.internal(c, "start session", err)
+	}
+	if err := f.store.Audit(ctx, extension.AuditEvent{InstanceID: id, AccountID: acc.ID, Kind: extension.AuditSignIn,
+		Detail: map[string]string{"method": "password"}}); err != nil {
+		return f.internal(c, "audit sign-in", err)
+	}
+	f.logger.InfoContext(ctx, "signed in with a password", "instance_id", id, "account_id", acc.ID)
+	return c.Redirect(http.StatusSeeOther, AppPath(id))
+}
