@@ -219,7 +219,15 @@ func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, 
 	} else {
 		email, name = u.Email, strings.TrimSpace(u.FirstName+" "+u.LastName)
 	}
-	acc, created, err := h.store.EnsurePlatformAccount(ctx, instanceID, userID, email, name, h.defaultRole)
+	// The instance's own template role, once an owner set one, wins over the operator's
+	// default (EXT_DEFAULT_ROLE).
+	role := h.defaultRole
+	if st, err := h.store.InstanceSettings(ctx, instanceID); err != nil {
+		return h.internal(c, "load settings", err)
+	} else if st.Stored {
+		role = st.DefaultRole
+	}
+	acc, created, err := h.store.EnsurePlatformAccount(ctx, instanceID, userID, email, name, role)
 	if err != nil {
 		return h.internal(c, "provision account", err)
 	}

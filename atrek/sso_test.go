@@ -323,3 +323,23 @@ func TestSSOFloodLoggedBounded(t *testing.T) {
 		t.Errorf("%d platform calls while limited", n)
 	}
 }
+
+// The instance's template role, once its owner set one, is what later platform users get
+// at their first sign-in, over the operator's default.
+func TestSSOTemplateRole(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, nil)
+	e.signIn(t, e.HTTP, e.Ada)
+	owner := accountOf(t, e, e.Ada.ID)
+	st, err := e.Store.InstanceSettings(t.Context(), e.Instance.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.DefaultRole = extension.RoleAdmin
+	if _, err := e.Store.UpdateInstanceSettings(t.Context(), e.Instance.ID, owner.ID, st); err != nil {
+		t.Fatal(err)
+	}
+	e.signIn(t, e.newBrowser(t), e.Bob)
+	if bob := accountOf(t, e, e.Bob.ID); bob.Role != extension.RoleAdmin {
+		t.Errorf("Bob's role %q, want the template role admin", bob.Role)
+	}
+}

@@ -178,6 +178,11 @@ func prune(ctx context.Context, store *extension.Store, logger *slog.Logger) {
 			"delivery journal": func() (int64, error) { return store.PruneDeliveries(ctx, now.Add(-extension.DeliveryRetention)) },
 			"sign-on keys":     func() (int64, error) { return store.PruneRetrievalKeys(ctx, now) },
 			"sessions":         func() (int64, error) { return store.PruneSessions(ctx, now) },
+			"audit events":     func() (int64, error) { return store.PruneAudit(ctx, now.Add(-extension.AuditRetention)) },
+			"invitation and reset links": func() (int64, error) {
+				resets, invitations, err := store.PruneLinks(ctx, now)
+				return resets + invitations, err
+			},
 		} {
 			n, err := run()
 			switch {
