@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -243,7 +244,9 @@ func demoInstance(ctx context.Context, sim *mstudiotest.Server, stdout io.Writer
 			return in, nil
 		}
 	}
-	res, err := sim.Trigger(ctx, "extensionAddedToContext", mstudiotest.CallRequest{})
+	// project:write lets the demo run the worked domain action (renaming the project).
+	res, err := sim.Trigger(ctx, "extensionAddedToContext", mstudiotest.CallRequest{
+		ConsentedScopes: append(slices.Clone(mstudiotest.DefaultScopes), "project:write")})
 	if err != nil {
 		return mstudiotest.Instance{}, fmt.Errorf("install the demo instance: %w", err)
 	}
