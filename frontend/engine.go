@@ -34,9 +34,10 @@ const (
 	pageNoInstance = "noinstance"
 	pageRename     = "rename"
 	pageAction     = "action"
+	pageTeam       = "team"
 )
 
-var pageNames = []string{pageProblem, pageSignedOut, pageDashboard, pageLogin, pageChoose, pageNoInstance, pageRename, pageAction}
+var pageNames = []string{pageProblem, pageSignedOut, pageDashboard, pageLogin, pageChoose, pageNoInstance, pageRename, pageAction, pageTeam}
 
 // contentSecurityPolicy is the same on every page: the pages load our stylesheet and
 // nothing else, run no script, post forms to us only, and are never framed.

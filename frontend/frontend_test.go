@@ -31,6 +31,7 @@ func newPagesEnv(t *testing.T, d extension.Dialect) *pagesEnv {
 	app.Front.GET("/app/:instanceId", p.Dashboard, p.RequireSession())
 	app.Front.GET("/app/:instanceId/login", p.Login)
 	app.Front.POST("/app/:instanceId/login", p.SubmitLogin, p.SameOrigin())
+	app.Front.GET("/app/:instanceId/team", p.Team, p.RequireSession())
 	app.Front.POST("/logout", p.Logout, p.SameOrigin())
 	app.Front.GET("/signed-out", p.SignedOut)
 	app.Front.GET("/test/sign-in/:instanceId/:userId", func(c echo.Context) error {
@@ -376,5 +377,40 @@ func TestPasswordSignIn(t *testing.T) {
 				t.Error("the log lacks the sign-in or carries the password")
 			}
 		})
+	}
+}
+
+// TestTeamPage: the team lists platform users and local users with how each signs in; the
+// owner sees the open invitations, a member does not; another instance's team stays shut.
+func TestTeamPage(t *testing.T) {
+	e := newPagesEnv(t, extension.SQLite)
+	in, other := e.Install(t, mstudiotest.InstanceSpec{}), e.Install(t, mstudiotest.InstanceSpec{})
+	const pw = "correct horse battery"
+	owner, _ := e.localUser(t, in, "lena@example.test", pw)
+	if _, _, err := e.Store.CreateInvitation(t.Context(), in.ID, owner.ID, "max@example.test", extension.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	team := frontend.AppPath(in.ID) + "/team"
+
+	ada := apptest.Browser(t)
+	e.signIn(t, ada, in, e.User(t, "Ada Admin"))
+	resp, body := e.do(t, ada, http.MethodGet, team, nil, nil)
+	for _, want := range []string{"Ada Admin", "Lena Local", "lena@example.test", "the control panel", "a password (extension account)",
+		"Open invitations", "max@example.test", "Administrator"} {
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("owner's team page (%d) lacks %q", resp.StatusCode, want)
+		}
+	}
+
+	lena := apptest.Browser(t)
+	if resp, _ := e.do(t, lena, http.MethodPost, frontend.LoginPath(in.ID), sameOrigin, url.Values{"email": {"lena@example.test"}, "password": {pw}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("Lena's sign-in: %d", resp.StatusCode)
+	}
+	resp, body = e.do(t, lena, http.MethodGet, team, nil, nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Ada Admin") || strings.Contains(body, "max@example.test") {
+		t.Errorf("member's team page: %d, shows the invitations or lacks the members\n%s", resp.StatusCode, body)
+	}
+	if resp, _ := e.do(t, lena, http.MethodGet, frontend.AppPath(other.ID)+"/team", nil, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("another instance's team: %d, want 303 to its sign-in page", resp.StatusCode)
 	}
 }

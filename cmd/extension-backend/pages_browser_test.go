@@ -144,6 +144,7 @@ func TestPagesInBrowser(t *testing.T) {
 			}{
 				{"dashboard", customer, atrek.AppPath(in.ID), http.StatusOK},
 				{"rename-project", customer, frontend.RenameProjectPath(in.ID), http.StatusOK}, // without project:write: what to do
+				{"team", customer, atrek.AppPath(in.ID) + "/team", http.StatusOK},
 				{"not-found", customer, "/this/page/does/not/exist", http.StatusNotFound},
 				{"sso-error", customer, "/mstudio/sso?atrek=short", http.StatusBadRequest},
 				{"oauth-error", customer, "/login/mstudio/callback?state=x&code=y", http.StatusBadRequest},

@@ -38,6 +38,7 @@ func routes(f *httpfront.Front, h handlers) {
 	e.GET(frontend.StaticPrefix+"*", p.Static)
 	e.GET("/app", p.AppIndex)
 	e.GET("/app/:instanceId", p.Dashboard, p.RequireSession())
+	e.GET("/app/:instanceId/team", p.Team, p.RequireSession())
 	e.GET("/app/:instanceId/login", p.Login)
 	e.POST("/app/:instanceId/login", p.SubmitLogin, p.SameOrigin())
 	e.GET("/app/:instanceId/actions/rename-project", p.RenameProject, p.RequireSession())
