@@ -145,7 +145,9 @@ func TestBrokerRefreshSchedule(t *testing.T) {
 // during its activation delay, and the broker retries within the grace window.
 func TestBrokerRotation(t *testing.T) {
 	brokerForEachDialect(t, func(t *testing.T, d extension.Dialect) {
-		const activation = 300 * time.Millisecond
+		// Long enough that the first mint surely falls within it even on a loaded machine
+		// (a 300 ms delay was once over before the broker asked), short enough for a test.
+		const activation = 1500 * time.Millisecond
 		env := newBrokerEnv(t, brokerOptions{Dialect: d, Activation: activation})
 		id := env.install(t)
 		installed, _ := env.Sim.Instance(id)
