@@ -73,20 +73,9 @@ func (f *Frontend) SubmitLogin(c echo.Context) error {
 	if !uuidPattern.MatchString(id) {
 		return f.Problem(c, http.StatusNotFound, "error.not_found", "")
 	}
-	in, err := f.store.InstanceByID(ctx, id)
-	switch {
-	case errors.Is(err, extension.ErrNotFound):
-		return f.Problem(c, http.StatusNotFound, "problem.not_installed", "")
-	case err != nil:
-		return f.internal(c, "load instance", err)
-	case in.Removed():
-		return f.Problem(c, http.StatusGone, "problem.removed", "")
-	case !in.Enabled:
-		return f.Problem(c, http.StatusForbidden, "problem.disabled", "")
-	}
-	settings, err := f.store.InstanceSettings(ctx, id)
-	if err != nil {
-		return f.internal(c, "load settings", err)
+	settings, ok, err := f.signInSettings(c, id)
+	if !ok {
+		return err
 	}
 	email := clipField(c.FormValue("email"))
 	view := loginView{InstanceID: id, PlatformLogin: "/login/mstudio", PasswordLogin: settings.PasswordLogin, Email: email}
@@ -114,7 +103,7 @@ func (f *Frontend) SubmitLogin(c echo.Context) error {
 	if err != nil {
 		return f.internal(c, "load credentials", err)
 	}
-	ok, err := f.hasher.Verify(ctx, password, hash)
+	match, err := f.hasher.Verify(ctx, password, hash)
 	switch {
 	case errors.Is(err, extension.ErrBusy):
 		return fail(http.StatusTooManyRequests, "login.busy")
@@ -126,7 +115,7 @@ func (f *Frontend) SubmitLogin(c echo.Context) error {
 		_ = f.store.Audit(ctx, extension.AuditEvent{InstanceID: id, AccountID: acc.ID, Kind: extension.AuditSignInLocked})
 		return fail(http.StatusUnauthorized, loginFailedCopy)
 	}
-	if !ok {
+	if !match {
 		if _, _, err := f.store.RecordLoginFailure(ctx, acc.ID); err != nil {
 			return f.internal(c, "record failure", err)
 		}

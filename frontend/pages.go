@@ -114,23 +114,34 @@ func (f *Frontend) Login(c echo.Context) error {
 	if _, err := f.Sessions.Read(c, id); err == nil {
 		return c.Redirect(http.StatusSeeOther, AppPath(id))
 	}
-	in, err := f.store.InstanceByID(c.Request().Context(), id)
-	switch {
-	case errors.Is(err, extension.ErrNotFound):
-		return f.Problem(c, http.StatusNotFound, "problem.not_installed", "")
-	case err != nil:
-		return f.internal(c, "load instance", err)
-	case in.Removed():
-		return f.Problem(c, http.StatusGone, "problem.removed", "")
-	case !in.Enabled:
-		return f.Problem(c, http.StatusForbidden, "problem.disabled", "")
-	}
-	settings, err := f.store.InstanceSettings(c.Request().Context(), id)
-	if err != nil {
-		return f.internal(c, "load settings", err)
+	settings, ok, err := f.signInSettings(c, id)
+	if !ok {
+		return err
 	}
 	return f.renderReloadable(c, http.StatusOK, pageLogin, loginView{InstanceID: id, PlatformLogin: "/login/mstudio",
 		PasswordLogin: settings.PasswordLogin})
+}
+
+// signInSettings returns the sign-in settings of the instance a sign-in page names, if it
+// is installed and enabled. Otherwise it answers with the page that says why, and ok is
+// false: the caller returns err, the outcome of writing that page.
+func (f *Frontend) signInSettings(c echo.Context, id string) (settings extension.InstanceSettings, ok bool, err error) {
+	ctx := c.Request().Context()
+	in, err := f.store.InstanceByID(ctx, id)
+	switch {
+	case errors.Is(err, extension.ErrNotFound):
+		return settings, false, f.Problem(c, http.StatusNotFound, "problem.not_installed", "")
+	case err != nil:
+		return settings, false, f.internal(c, "load instance", err)
+	case in.Removed():
+		return settings, false, f.Problem(c, http.StatusGone, "problem.removed", "")
+	case !in.Enabled:
+		return settings, false, f.Problem(c, http.StatusForbidden, "problem.disabled", "")
+	}
+	if settings, err = f.store.InstanceSettings(ctx, id); err != nil {
+		return settings, false, f.internal(c, "load settings", err)
+	}
+	return settings, true, nil
 }
 
 // AppIndex serves GET /app, where old links and bookmarks land: with one instance's
