@@ -102,13 +102,13 @@ func (w *renameWorker) Work(ctx context.Context, job *river.Job[renameProjectArg
 		if final {
 			state = extension.ActionFailed
 		}
-		if serr := w.j.store.SetActionState(ctx, in.ID, args.ActionID, state, extension.OutcomePlatformError); serr != nil {
-			return serr
-		}
 		if final {
 			if aerr := w.j.auditEnd(ctx, in.ID, args.ActionID, state, extension.OutcomePlatformError); aerr != nil {
 				return aerr
 			}
+		}
+		if serr := w.j.store.SetActionState(ctx, in.ID, args.ActionID, state, extension.OutcomePlatformError); serr != nil {
+			return serr
 		}
 		return err
 	})
@@ -119,13 +119,13 @@ func (w *renameWorker) Work(ctx context.Context, job *river.Job[renameProjectArg
 // outcome, then calls the platform and stores the new name on the instance.
 func (j *Jobs) renameProject(ctx context.Context, in *extension.Instance, api InstanceAPI, args renameProjectArgs) error {
 	end := func(state, outcome string) error {
-		if err := j.store.SetActionState(ctx, in.ID, args.ActionID, state, outcome); err != nil {
-			return err
+		// The audit event first: an action that shows as ended has its event.
+		if state == extension.ActionDone || state == extension.ActionFailed {
+			if err := j.auditEnd(ctx, in.ID, args.ActionID, state, outcome); err != nil {
+				return err
+			}
 		}
-		if state != extension.ActionDone && state != extension.ActionFailed {
-			return nil
-		}
-		return j.auditEnd(ctx, in.ID, args.ActionID, state, outcome)
+		return j.store.SetActionState(ctx, in.ID, args.ActionID, state, outcome)
 	}
 	switch {
 	case in.ContextKind != extension.ContextProject:
