@@ -4,7 +4,9 @@ import (
 	"embed"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"path"
 	"sort"
 	"strings"
 
@@ -37,15 +39,36 @@ type catalogs map[string]catalog
 func loadCatalogs() (catalogs, error) {
 	cs := catalogs{}
 	for _, lang := range languages {
-		b, err := localeFS.ReadFile("locales/" + lang + ".json")
+		cs[lang] = catalog{}
+	}
+	// A language's copy is locales/<lang>.json plus any locales/<area>.<lang>.json, so each
+	// group of pages keeps its copy in its own file. A key defined twice is an error: one
+	// file would silently win.
+	files, err := fs.Glob(localeFS, "locales/*.json")
+	if err != nil {
+		return nil, fmt.Errorf("frontend: catalogs: %w", err)
+	}
+	for _, name := range files {
+		base := strings.TrimSuffix(path.Base(name), ".json")
+		lang := base[strings.LastIndex(base, ".")+1:]
+		into, ok := cs[lang]
+		if !ok {
+			return nil, fmt.Errorf("frontend: catalog %s: not a language of the pages (%v)", name, languages)
+		}
+		b, err := localeFS.ReadFile(name)
 		if err != nil {
-			return nil, fmt.Errorf("frontend: catalog %s: %w", lang, err)
+			return nil, fmt.Errorf("frontend: catalog %s: %w", name, err)
 		}
 		c := catalog{}
 		if err := json.Unmarshal(b, &c); err != nil {
-			return nil, fmt.Errorf("frontend: catalog %s: %w", lang, err)
+			return nil, fmt.Errorf("frontend: catalog %s: %w", name, err)
 		}
-		cs[lang] = c
+		for k, v := range c {
+			if _, dup := into[k]; dup {
+				return nil, fmt.Errorf("frontend: catalog %s: key %q is defined in another file too", name, k)
+			}
+			into[k] = v
+		}
 	}
 	return cs, nil
 }
