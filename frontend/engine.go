@@ -7,10 +7,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"html/template"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -24,7 +27,8 @@ var templateFS embed.FS
 //go:embed static/style.css static/fonts/*.woff2
 var staticFS embed.FS
 
-// Page names: each is the layout plus templates/NAME.html.
+// Page names: each is the layout plus templates/NAME.html. Every template but the layout
+// is a page, parsed at start; a page's handler names it by one of these constants.
 const (
 	pageProblem    = "problem"
 	pageSignedOut  = "signedout"
@@ -36,8 +40,6 @@ const (
 	pageAction     = "action"
 	pageTeam       = "team"
 )
-
-var pageNames = []string{pageProblem, pageSignedOut, pageDashboard, pageLogin, pageChoose, pageNoInstance, pageRename, pageAction, pageTeam}
 
 // contentSecurityPolicy is the same on every page: the pages load our stylesheet and
 // nothing else, run no script, post forms to us only, and are never framed.
@@ -83,6 +85,10 @@ func newEngine(secure bool, logger *slog.Logger) (*Engine, error) {
 	}
 	e := &Engine{pages: map[string]map[string]*template.Template{}, catalogs: cs,
 		cssPath: cssPath, assets: assets, secure: secure, logger: logger}
+	pageFiles, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, fmt.Errorf("frontend: pages: %w", err)
+	}
 	for _, lang := range languages {
 		e.pages[lang] = map[string]*template.Template{}
 		cat := cs[lang]
@@ -91,7 +97,11 @@ func newEngine(secure bool, logger *slog.Logger) (*Engine, error) {
 			// has reports whether the copy has key: a problem's hint is optional.
 			"has": func(key string) bool { _, ok := cat[key]; return ok },
 		}
-		for _, name := range pageNames {
+		for _, file := range pageFiles {
+			name := strings.TrimSuffix(path.Base(file), ".html")
+			if name == "layout" {
+				continue
+			}
 			t, err := template.New(name).Funcs(funcs).Option("missingkey=error").
 				ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 			if err != nil {
