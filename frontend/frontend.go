@@ -32,6 +32,9 @@ type Config struct {
 	// Hasher verifies local users' passwords, bounded; nil: one with OWASP's parameters,
 	// as many at once as there are CPUs.
 	Hasher *extension.PasswordHasher
+	// Mailer sends invitation and reset e-mails; nil (no EXT_SMTP_URL): links are only
+	// shown to copy, and "forgot password" is not offered.
+	Mailer Mailer
 	Logger *slog.Logger
 }
 
@@ -46,6 +49,7 @@ type Frontend struct {
 	// refusals logs the refusals a client brings about itself at a bounded rate.
 	refusals   *mstudio.RefusalLog
 	hasher     *extension.PasswordHasher
+	mailer     Mailer
 	loginLimit *loginLimiter
 }
 
@@ -93,6 +97,7 @@ func New(cfg Config) (*Frontend, error) {
 		logger:     logger,
 		refusals:   refusals,
 		hasher:     hasher,
+		mailer:     cfg.Mailer,
 		loginLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}},
 	}, nil
 }
