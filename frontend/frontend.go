@@ -35,6 +35,8 @@ type Config struct {
 	// Mailer sends invitation and reset e-mails; nil (no EXT_SMTP_URL): links are only
 	// shown to copy, and "forgot password" is not offered.
 	Mailer Mailer
+	// Jobs sums up an instance's background jobs on its dashboard; nil: left out.
+	Jobs   JobHealthReader
 	Logger *slog.Logger
 }
 
@@ -50,6 +52,7 @@ type Frontend struct {
 	refusals   *mstudio.RefusalLog
 	hasher     *extension.PasswordHasher
 	mailer     Mailer
+	jobs       JobHealthReader
 	loginLimit *loginLimiter
 }
 
@@ -98,6 +101,7 @@ func New(cfg Config) (*Frontend, error) {
 		refusals:   refusals,
 		hasher:     hasher,
 		mailer:     cfg.Mailer,
+		jobs:       cfg.Jobs,
 		loginLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}},
 	}, nil
 }

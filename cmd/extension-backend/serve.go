@@ -256,8 +256,10 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 // newHTTP builds the HTTP front and every handler behind it, and registers the routes.
 func newHTTP(ctx context.Context, cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store, client *mstudio.Client,
 	applied func(context.Context, extension.LifecycleEvent), actions frontend.ActionStarter) (*httpfront.Front, error) {
+	// The job queue that starts actions also sums up an instance's jobs on its dashboard.
+	jobHealth, _ := actions.(frontend.JobHealthReader)
 	pages, err := frontend.New(frontend.Config{Store: store, PublicURL: cfg.PublicURL,
-		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, Actions: actions, Logger: logger})
+		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, Actions: actions, Jobs: jobHealth, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
