@@ -81,6 +81,11 @@ func (f *Frontend) SubmitLogin(c echo.Context) error {
 	view := loginView{InstanceID: id, PlatformLogin: "/login/mstudio", PasswordLogin: settings.PasswordLogin, Email: email}
 	fail := func(status int, problem string) error {
 		view.Problem = problem
+		if status == http.StatusTooManyRequests {
+			// Hashing is saturated or the address is over its rate for a moment: a second
+			// is enough for a client that waits as told.
+			c.Response().Header().Set("Retry-After", "1")
+		}
 		return f.Render(c, status, pageLogin, view)
 	}
 	if !settings.PasswordLogin {
