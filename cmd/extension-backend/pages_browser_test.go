@@ -48,17 +48,28 @@ func clickThrough(t *testing.T, app *apptest.App, base string, in mstudiotest.In
 	return base + "/mstudio/sso?" + url.Values{"atrek": {key}, "userId": {user.ID}, "instanceId": {in.ID}}.Encode()
 }
 
-// pageCopy is the pages' copy in one language, read from the frontend's catalogs, so the
-// tests follow a change of wording.
+// pageCopy is the pages' copy in one language, read from the frontend's catalogs
+// (locales/<lang>.json and every locales/<area>.<lang>.json), so the tests follow a change
+// of wording.
 func pageCopy(t *testing.T, lang string) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "frontend", "locales", lang+".json"))
-	if err != nil {
-		t.Fatal(err)
+	dir := filepath.Join("..", "..", "frontend", "locales")
+	files, err := filepath.Glob(filepath.Join(dir, "*"+lang+".json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no catalog of %s in %s: %v", lang, dir, err)
 	}
 	c := map[string]string{}
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
+	for _, file := range files {
+		if base := filepath.Base(file); base != lang+".json" && !strings.HasSuffix(base, "."+lang+".json") {
+			continue
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &c); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
 	}
 	return c
 }
