@@ -51,6 +51,10 @@ type Frontend struct {
 	hasher     *extension.PasswordHasher
 	mailer     Mailer
 	loginLimit *loginLimiter
+	// forgotLimit bounds "forgot password" per instance and e-mail address; forgotSlots
+	// the background work it starts.
+	forgotLimit *loginLimiter
+	forgotSlots chan struct{}
 }
 
 // New checks cfg and parses every page.
@@ -99,5 +103,8 @@ func New(cfg Config) (*Frontend, error) {
 		hasher:     hasher,
 		mailer:     cfg.Mailer,
 		loginLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}},
+
+		forgotLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}, limit: forgotRate, burst: forgotBurst},
+		forgotSlots: make(chan struct{}, forgotPending),
 	}, nil
 }

@@ -27,7 +27,7 @@ func browserApp(t *testing.T) (*apptest.App, string) {
 	srv := httptest.NewUnstartedServer(nil)
 	base := "http://" + srv.Listener.Addr().String()
 	cfg := &Config{PublicURL: base, ExtensionID: app.Sim.ExtensionID(), DefaultRole: "member"}
-	front, err := newHTTP(t.Context(), cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil, nil)
+	front, err := newHTTP(t.Context(), cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil, mailQueue(t, app, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +150,7 @@ func TestPagesInBrowser(t *testing.T) {
 				{"oauth-error", customer, "/login/mstudio/callback?state=x&code=y", http.StatusBadRequest},
 				{"signed-out", customer, "/signed-out", http.StatusOK},
 				{"sign-in", stranger, frontend.LoginPath(in.ID), http.StatusOK},
+				{"forgot-password", stranger, frontend.LoginPath(in.ID) + "/forgot", http.StatusOK},
 				{"sign-in-not-installed", stranger, frontend.LoginPath("00000000-0000-4000-8000-000000000000"), http.StatusNotFound},
 				{"app-no-session", stranger, "/app", http.StatusOK},
 				{"app-choose", customer, "/app", http.StatusOK}, // after the click-through into a second instance below

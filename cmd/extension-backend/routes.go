@@ -41,6 +41,8 @@ func routes(f *httpfront.Front, h handlers) {
 	e.GET("/app/:instanceId/team", p.Team, p.RequireSession())
 	e.GET("/app/:instanceId/login", p.Login)
 	e.POST("/app/:instanceId/login", p.SubmitLogin, p.SameOrigin())
+	e.GET("/app/:instanceId/login/forgot", p.ForgotPassword)
+	e.POST("/app/:instanceId/login/forgot", p.SubmitForgotPassword, p.SameOrigin())
 	e.GET("/app/:instanceId/actions/rename-project", p.RenameProject, p.RequireSession())
 	e.POST("/app/:instanceId/actions/rename-project", p.StartRenameProject, p.SameOrigin(), p.RequireSession())
 	e.GET("/app/:instanceId/actions/:actionId", p.Action, p.RequireSession())
