@@ -39,6 +39,8 @@ func routes(f *httpfront.Front, h handlers) {
 	e.GET("/app", p.AppIndex)
 	e.GET("/app/:instanceId", p.Dashboard, p.RequireSession())
 	e.GET("/app/:instanceId/team", p.Team, p.RequireSession())
+	e.GET("/app/:instanceId/reclaim", h.sso.Reclaim, p.RequireSession())
+	e.POST("/app/:instanceId/reclaim", h.sso.SubmitReclaim, p.SameOrigin(), p.RequireSession())
 	e.GET("/app/:instanceId/login", p.Login)
 	e.POST("/app/:instanceId/login", p.SubmitLogin, p.SameOrigin())
 	e.GET("/app/:instanceId/login/forgot", p.ForgotPassword)

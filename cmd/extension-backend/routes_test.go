@@ -82,6 +82,7 @@ func TestEveryPageSameHeaders(t *testing.T) {
 				{atrek.AppPath(in.ID) + "/actions/00000000-0000-4000-8000-000000000000", http.StatusNotFound},
 				{atrek.AppPath(in.ID) + "/login", http.StatusSeeOther}, // signed in: on to the app
 				{atrek.AppPath(in.ID) + "/login/forgot", http.StatusOK},
+				{atrek.ReclaimPath(in.ID), http.StatusSeeOther}, // an owner already: on to the app
 				{"/app/00000000-0000-4000-8000-000000000000/login", http.StatusNotFound},
 				{"/app/not-an-id", http.StatusNotFound},
 				{"/mstudio/webhooks", http.StatusMethodNotAllowed},
