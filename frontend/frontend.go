@@ -54,6 +54,10 @@ type Frontend struct {
 	mailer     Mailer
 	jobs       JobHealthReader
 	loginLimit *loginLimiter
+	// forgotLimit bounds "forgot password" per instance and e-mail address; forgotSlots
+	// the background work it starts.
+	forgotLimit *loginLimiter
+	forgotSlots chan struct{}
 }
 
 // New checks cfg and parses every page.
@@ -103,5 +107,8 @@ func New(cfg Config) (*Frontend, error) {
 		mailer:     cfg.Mailer,
 		jobs:       cfg.Jobs,
 		loginLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}},
+
+		forgotLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}, limit: forgotRate, burst: forgotBurst},
+		forgotSlots: make(chan struct{}, forgotPending),
 	}, nil
 }

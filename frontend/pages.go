@@ -89,7 +89,7 @@ func (f *Frontend) Login(c echo.Context) error {
 		return err
 	}
 	return f.renderReloadable(c, http.StatusOK, pageLogin, loginView{InstanceID: id, PlatformLogin: "/login/mstudio",
-		PasswordLogin: settings.PasswordLogin})
+		PasswordLogin: settings.PasswordLogin, Forgot: f.mailer != nil})
 }
 
 // signInSettings returns the sign-in settings of the instance a sign-in page names, if it

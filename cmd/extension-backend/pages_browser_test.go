@@ -27,7 +27,7 @@ func browserApp(t *testing.T) (*apptest.App, string) {
 	srv := httptest.NewUnstartedServer(nil)
 	base := "http://" + srv.Listener.Addr().String()
 	cfg := &Config{PublicURL: base, ExtensionID: app.Sim.ExtensionID(), DefaultRole: "member"}
-	front, err := newHTTP(t.Context(), cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil, nil)
+	front, err := newHTTP(t.Context(), cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil, mailQueue(t, app, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +147,13 @@ func TestPagesInBrowser(t *testing.T) {
 				p.Open(base + "/signed-out?lang=" + lang) // the explicit choice, kept in a cookie
 			}
 			customer.Open(clickThrough(t, app, base, in, ada))
+			// Bob, whom the platform names owner, clicks through after Ada: the offer.
+			bob, reclaimer := app.User(t, "Bob Builder"), b.NewContext(t)
+			if err := app.Sim.SetOwner(bob.ID, true); err != nil {
+				t.Fatal(err)
+			}
+			reclaimer.Open(base + "/signed-out?lang=" + lang)
+			reclaimer.Open(clickThrough(t, app, base, in, bob))
 			pages := []struct {
 				name   string
 				page   *browsertest.Page
@@ -161,6 +168,8 @@ func TestPagesInBrowser(t *testing.T) {
 				{"oauth-error", customer, "/login/mstudio/callback?state=x&code=y", http.StatusBadRequest},
 				{"signed-out", customer, "/signed-out", http.StatusOK},
 				{"sign-in", stranger, frontend.LoginPath(in.ID), http.StatusOK},
+				{"forgot-password", stranger, frontend.LoginPath(in.ID) + "/forgot", http.StatusOK},
+				{"reclaim-ownership", reclaimer, atrek.ReclaimPath(in.ID), http.StatusOK},
 				{"sign-in-not-installed", stranger, frontend.LoginPath("00000000-0000-4000-8000-000000000000"), http.StatusNotFound},
 				{"app-no-session", stranger, "/app", http.StatusOK},
 				{"app-choose", customer, "/app", http.StatusOK}, // after the click-through into a second instance below
