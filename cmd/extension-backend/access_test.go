@@ -22,6 +22,7 @@ const (
 	anyRole                         // every role of the instance; no session of it: sign in
 	adminRole                       // admin and owner; member: 403
 	ownerRole                       // owner; admin and member: 403
+	platformOwner                   // a platform user the platform names owner of the context (nobody in the fixture); others: 403
 	notAnInstancePage               // platform, health or static routes: not exercised here
 )
 
@@ -51,6 +52,10 @@ var accessRows = []struct {
 	{"GET", "/app/:instanceId/actions/rename-project", anyRole},
 	{"POST", "/app/:instanceId/actions/rename-project", anyRole},
 	{"GET", "/app/:instanceId/actions/:actionId", anyRole},
+	{"GET", "/app/:instanceId/reclaim", platformOwner},
+	{"POST", "/app/:instanceId/reclaim", platformOwner},
+	{"GET", "/app/:instanceId/login/forgot", public},
+	{"POST", "/app/:instanceId/login/forgot", public},
 }
 
 // accessFixture is one instance with an owner, an admin and a member, a second instance
@@ -229,6 +234,11 @@ func TestEveryRouteAccess(t *testing.T) {
 				case adminRole:
 					allowed = actor == "owner" || actor == "admin"
 				case ownerRole:
+					allowed = actor == "owner"
+				case platformOwner:
+					// Nobody in the fixture owns the project on the platform: the owner is
+					// sent on to the dashboard (nothing to reclaim), the local accounts
+					// are refused.
 					allowed = actor == "owner"
 				}
 				refused := refusedForRole(resp) || refusedNoSession(resp)
