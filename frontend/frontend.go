@@ -35,7 +35,10 @@ type Config struct {
 	// Mailer sends invitation and reset e-mails; nil (no EXT_SMTP_URL): links are only
 	// shown to copy, and "forgot password" is not offered.
 	Mailer Mailer
-	Logger *slog.Logger
+	// DefaultRole (EXT_DEFAULT_ROLE) is the role of control panel users provisioned after
+	// an instance's first, until an owner saves the instance's own; "": member.
+	DefaultRole string
+	Logger      *slog.Logger
 }
 
 // Frontend is the page engine, the browser sessions and the pages built on them.
@@ -47,10 +50,11 @@ type Frontend struct {
 	origin   string // scheme://host[:port] of PublicURL, without a default port
 	logger   *slog.Logger
 	// refusals logs the refusals a client brings about itself at a bounded rate.
-	refusals   *mstudio.RefusalLog
-	hasher     *extension.PasswordHasher
-	mailer     Mailer
-	loginLimit *loginLimiter
+	refusals    *mstudio.RefusalLog
+	hasher      *extension.PasswordHasher
+	mailer      Mailer
+	loginLimit  *loginLimiter
+	defaultRole string
 }
 
 // New checks cfg and parses every page.
@@ -78,6 +82,9 @@ func New(cfg Config) (*Frontend, error) {
 	if idle < 2*time.Minute || absolute < idle {
 		return nil, errors.New("frontend: the session idle timeout must be at least 2 minutes, and the absolute one at least as long")
 	}
+	if cfg.DefaultRole != "" && !extension.ValidRole(cfg.DefaultRole) {
+		return nil, fmt.Errorf("frontend: default role %q: want owner, admin or member", cfg.DefaultRole)
+	}
 	secure := u.Scheme == "https"
 	hasher := cfg.Hasher
 	if hasher == nil {
@@ -89,15 +96,16 @@ func New(cfg Config) (*Frontend, error) {
 		return nil, err
 	}
 	return &Frontend{
-		Engine:     eng,
-		Sessions:   &Sessions{store: cfg.Store, idle: idle, absolute: absolute, secure: secure, refusals: refusals},
-		store:      cfg.Store,
-		actions:    cfg.Actions,
-		origin:     originOf(u),
-		logger:     logger,
-		refusals:   refusals,
-		hasher:     hasher,
-		mailer:     cfg.Mailer,
-		loginLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}},
+		Engine:      eng,
+		Sessions:    &Sessions{store: cfg.Store, idle: idle, absolute: absolute, secure: secure, refusals: refusals},
+		store:       cfg.Store,
+		actions:     cfg.Actions,
+		origin:      originOf(u),
+		logger:      logger,
+		refusals:    refusals,
+		hasher:      hasher,
+		mailer:      cfg.Mailer,
+		loginLimit:  &loginLimiter{addrs: map[string]*rate.Limiter{}},
+		defaultRole: cfg.DefaultRole,
 	}, nil
 }

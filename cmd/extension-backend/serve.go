@@ -257,7 +257,7 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 func newHTTP(ctx context.Context, cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store, client *mstudio.Client,
 	applied func(context.Context, extension.LifecycleEvent), actions frontend.ActionStarter) (*httpfront.Front, error) {
 	pages, err := frontend.New(frontend.Config{Store: store, PublicURL: cfg.PublicURL,
-		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, Actions: actions, Logger: logger})
+		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, Actions: actions, DefaultRole: cfg.DefaultRole, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
