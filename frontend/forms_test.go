@@ -81,7 +81,7 @@ func TestDescribeAudit(t *testing.T) {
 			"The control panel", "Made Bob an owner, because they own the project or organisation in the control panel.", nil},
 		{en, extension.AuditEvent{AccountID: "a", Kind: extension.AuditSessionsEnded,
 			Detail: map[string]string{"count": "1", "user_agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}},
-			"An account without a name", "Signed out Firefox on Linux.", nil},
+			"An account without a name", "Signed out another browser: Firefox on Linux.", nil},
 		{de, extension.AuditEvent{AccountID: "a", ActorName: "Ada", Kind: extension.AuditSettingsChanged,
 			Detail: map[string]string{"default_role": "member → member", "allowed_domains": " → example.com,example.org", "password_login": "true → false"}},
 			"Ada", "Hat die Einstellungen der Anmeldung geändert.",
