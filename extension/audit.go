@@ -33,6 +33,7 @@ const (
 	AuditPasswordReset        = "password_reset.used"
 	AuditPasswordChanged      = "password.changed"
 	AuditSettingsChanged      = "settings.changed"
+	AuditSessionsEnded        = "sessions.ended"
 )
 
 // Limits of an audit event: details are a few short facts, never a payload.

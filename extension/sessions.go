@@ -8,7 +8,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"gorm.io/gorm"
 )
 
 // Session is a signed-in user's server-side session, without its id: the id lives only in
@@ -20,6 +26,12 @@ type Session struct {
 	CreatedAt      time.Time
 	LastSeenAt     time.Time // recorded activity; lags the real last use by up to touchInterval
 	ExpiresAt      time.Time // the absolute end, fixed at creation
+	// Handle names the session on its account's own page, to sign it out: random, not
+	// derived from the id, and no credential (see EndAccountSession).
+	Handle string
+	// UserAgent is the browser's User-Agent at sign-in, as CleanUserAgent keeps it; empty
+	// when unknown.
+	UserAgent string
 }
 
 // sessionRow maps the sessions table.
@@ -31,17 +43,24 @@ type sessionRow struct {
 	CreatedAt      time.Time
 	LastSeenAt     time.Time
 	ExpiresAt      time.Time
+	Handle         string
+	UserAgent      string
 }
 
 func (sessionRow) TableName() string { return "sessions" }
 
 func (r sessionRow) session() Session {
 	return Session{AccountID: r.AccountID, InstanceID: r.InstanceID, PlatformUserID: r.PlatformUserID,
-		CreatedAt: r.CreatedAt.UTC(), LastSeenAt: r.LastSeenAt.UTC(), ExpiresAt: r.ExpiresAt.UTC()}
+		CreatedAt: r.CreatedAt.UTC(), LastSeenAt: r.LastSeenAt.UTC(), ExpiresAt: r.ExpiresAt.UTC(),
+		Handle: r.Handle, UserAgent: r.UserAgent}
 }
 
 // sessionIDBytes is the entropy of a session id: 256 bits.
 const sessionIDBytes = 32
+
+// sessionHandleBytes is the size of a session's public handle: 128 bits, so handles do
+// not collide.
+const sessionHandleBytes = 16
 
 // touchInterval is how stale last_seen_at may get before a request writes it: a write per
 // request would make every page view a write on SQLite's single writer. The idle timeout
@@ -60,32 +79,40 @@ func sessionIDHash(id Secret) (string, bool) {
 	return hex.EncodeToString(sum[:]), true
 }
 
-// CreateSession starts a session of an account in an instance, lasting at most absolute,
-// and returns its id, the cookie value (base64url of 32 random bytes); only the id's hash
-// is stored. Each sign-in gets a new id. It fails with ErrNotFound unless the account
-// belongs to the instance and to the platform user (empty for a local account), so a
-// session never pairs a user with another user's account or another instance.
+// CreateSession is CreateSessionWithAgent without a user agent.
 func (s *Store) CreateSession(ctx context.Context, accountID, instanceID, platformUserID string, absolute time.Duration) (Secret, Session, error) {
+	return s.CreateSessionWithAgent(ctx, accountID, instanceID, platformUserID, absolute, "")
+}
+
+// CreateSessionWithAgent starts a session of an account in an instance, lasting at most
+// absolute, and returns its id, the cookie value (base64url of 32 random bytes); only the
+// id's hash is stored. Each sign-in gets a new id, and a new public handle. userAgent is
+// the browser's User-Agent header: it is kept as CleanUserAgent returns it, for the
+// account's list of its sessions. It fails with ErrNotFound unless the account belongs to
+// the instance and to the platform user (empty for a local account), so a session never
+// pairs a user with another user's account or another instance.
+func (s *Store) CreateSessionWithAgent(ctx context.Context, accountID, instanceID, platformUserID string, absolute time.Duration, userAgent string) (Secret, Session, error) {
 	if absolute <= 0 {
 		return "", Session{}, fmt.Errorf("create session: absolute timeout %v, want a positive duration", absolute)
 	}
-	raw := make([]byte, sessionIDBytes)
+	raw := make([]byte, sessionIDBytes+sessionHandleBytes)
 	if _, err := rand.Read(raw); err != nil {
 		return "", Session{}, fmt.Errorf("create session: %w", err)
 	}
-	id := Secret(base64.RawURLEncoding.EncodeToString(raw))
+	id := Secret(base64.RawURLEncoding.EncodeToString(raw[:sessionIDBytes]))
+	handle := hex.EncodeToString(raw[sessionIDBytes:])
 	hash, _ := sessionIDHash(id)
 	now := s.now().UTC()
 	sess := Session{AccountID: accountID, InstanceID: instanceID, PlatformUserID: platformUserID,
-		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(absolute)}
+		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(absolute), Handle: handle, UserAgent: CleanUserAgent(userAgent)}
 	// One statement checks the account and the instance and inserts: it inserts nothing
 	// unless the account is the instance's and the user's, and the instance is live and
 	// enabled at this moment (a disable applied while a sign-in was under way wins).
-	res := s.db.WithContext(ctx).Exec(`INSERT INTO sessions (id_hash, account_id, instance_id, platform_user_id, created_at, last_seen_at, expires_at)
-SELECT ?, accounts.id, accounts.instance_id, ?, ?, ?, ? FROM accounts JOIN instances ON instances.id = accounts.instance_id
+	res := s.db.WithContext(ctx).Exec(`INSERT INTO sessions (id_hash, account_id, instance_id, platform_user_id, created_at, last_seen_at, expires_at, handle, user_agent)
+SELECT ?, accounts.id, accounts.instance_id, ?, ?, ?, ?, ?, ? FROM accounts JOIN instances ON instances.id = accounts.instance_id
 WHERE accounts.id = ? AND accounts.instance_id = ? AND COALESCE(accounts.platform_user_id, '') = ?
 	AND instances.enabled AND instances.removed_at IS NULL`,
-		hash, platformUserID, now, now, sess.ExpiresAt, accountID, instanceID, platformUserID)
+		hash, platformUserID, now, now, sess.ExpiresAt, handle, sess.UserAgent, accountID, instanceID, platformUserID)
 	if res.Error != nil {
 		return "", Session{}, fmt.Errorf("create session of account %s: %w", accountID, translateRef(res.Error))
 	}
@@ -184,4 +211,129 @@ func (s *Store) DeleteUserSessions(ctx context.Context, instanceID, platformUser
 		return fmt.Errorf("delete sessions of user %s in instance %s: %w", platformUserID, instanceID, translate(res.Error))
 	}
 	return nil
+}
+
+// maxUserAgent bounds the User-Agent kept with a session, in bytes.
+const maxUserAgent = 200
+
+// CleanUserAgent returns what a session keeps of a browser's User-Agent header: valid
+// UTF-8 without control or format characters (no line breaks, no bidirectional
+// overrides), runs of spaces as one, trimmed, at most 200 bytes cut at a character's end.
+func CleanUserAgent(ua string) string {
+	if len(ua) > 4*maxUserAgent {
+		ua = ua[:4*maxUserAgent]
+	}
+	var b strings.Builder
+	space := false
+	for _, r := range strings.ToValidUTF8(ua, "") {
+		if unicode.IsSpace(r) {
+			space = b.Len() > 0
+			continue
+		}
+		if isControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
+			continue
+		}
+		n := utf8.RuneLen(r)
+		if space {
+			n++
+		}
+		if b.Len()+n > maxUserAgent {
+			break
+		}
+		if space {
+			b.WriteByte(' ')
+			space = false
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// ValidSessionHandle reports whether s has the shape of a session's handle: 32 lower-case
+// hex digits.
+func ValidSessionHandle(s string) bool {
+	if len(s) != 2*sessionHandleBytes {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// AccountSessions lists an account's live sessions in its instance (within the idle and
+// absolute timeouts, as SessionByID judges them), the most recently used first, for the
+// account's own page.
+func (s *Store) AccountSessions(ctx context.Context, instanceID, accountID string, idle, absolute time.Duration) ([]Session, error) {
+	if idle <= 0 || absolute <= 0 {
+		return nil, fmt.Errorf("list sessions: timeouts %v and %v, want positive durations", idle, absolute)
+	}
+	now := s.now().UTC()
+	var rows []sessionRow
+	err := s.db.WithContext(ctx).Where(`instance_id = ? AND account_id = ? AND expires_at > ? AND created_at > ? AND last_seen_at > ?`,
+		instanceID, accountID, now, now.Add(-absolute), now.Add(-idle)).
+		Order("last_seen_at DESC, created_at DESC, handle").Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("list sessions of account %s: %w", accountID, translate(err))
+	}
+	out := make([]Session, len(rows))
+	for i, r := range rows {
+		out[i] = r.session()
+	}
+	return out, nil
+}
+
+// EndAccountSession ends the session with a handle of an account in its instance, on the
+// account's own request, and records it in the audit log. The handle is no credential: it
+// ends nothing but a session of that very account, so it is ErrNotFound for a session of
+// another account or instance, or one that is gone.
+func (s *Store) EndAccountSession(ctx context.Context, instanceID, accountID, handle string) error {
+	if !ValidSessionHandle(handle) {
+		return ErrNotFound
+	}
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var agents []string
+		err := tx.Raw(`DELETE FROM sessions WHERE handle = ? AND account_id = ? AND instance_id = ? RETURNING user_agent`,
+			handle, accountID, instanceID).Scan(&agents).Error
+		if err != nil {
+			return translate(err)
+		}
+		if len(agents) == 0 {
+			return ErrNotFound
+		}
+		return s.audit(tx, AuditEvent{InstanceID: instanceID, AccountID: accountID, Kind: AuditSessionsEnded,
+			Detail: map[string]string{"count": "1", "user_agent": agents[0]}})
+	})
+	if errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("end session of account %s: %w", accountID, err)
+	}
+	return nil
+}
+
+// EndOtherSessions ends every session of an account in its instance but keep (the
+// current one's id from the cookie), records it in the audit log when there was one, and
+// returns how many ended.
+func (s *Store) EndOtherSessions(ctx context.Context, instanceID, accountID string, keep Secret) (int64, error) {
+	keepHash, _ := sessionIDHash(keep)
+	var n int64
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Exec(`DELETE FROM sessions WHERE account_id = ? AND instance_id = ? AND id_hash <> ?`, accountID, instanceID, keepHash)
+		if res.Error != nil {
+			return translate(res.Error)
+		}
+		if n = res.RowsAffected; n == 0 {
+			return nil
+		}
+		return s.audit(tx, AuditEvent{InstanceID: instanceID, AccountID: accountID, Kind: AuditSessionsEnded,
+			Detail: map[string]string{"count": strconv.FormatInt(n, 10)}})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("end other sessions of account %s: %w", accountID, err)
+	}
+	return n, nil
 }

@@ -70,8 +70,11 @@ func TestCreateSession(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if !extension.ValidSessionHandle(sess.Handle) {
+			t.Errorf("handle %q, want 32 hex digits", sess.Handle)
+		}
 		want := extension.Session{AccountID: acc.ID, InstanceID: "i-1", PlatformUserID: "u-1",
-			CreatedAt: ssoStart, LastSeenAt: ssoStart, ExpiresAt: ssoStart.Add(absolute)}
+			CreatedAt: ssoStart, LastSeenAt: ssoStart, ExpiresAt: ssoStart.Add(absolute), Handle: sess.Handle}
 		if diff := cmp.Diff(want, sess); diff != "" {
 			t.Errorf("created session (-want +got):\n%s", diff)
 		}

@@ -16,6 +16,9 @@ import (
 // domains.
 var ErrDomainNotAllowed = errors.New("extension: e-mail domain not allowed in this instance")
 
+// ErrInvalidDomain is returned by ParseAllowedDomains for an entry that is not a domain name.
+var ErrInvalidDomain = errors.New("allowed domains: not a domain name")
+
 // maxAllowedDomains bounds the allowed-domains list of an instance.
 const maxAllowedDomains = 100
 
@@ -86,7 +89,7 @@ func ParseAllowedDomains(raw string) ([]string, error) {
 func normalizeDomain(d string) (string, error) {
 	ascii, ok := asciiDomain(d)
 	if !ok {
-		return "", errors.New("allowed domains: not a domain name")
+		return "", ErrInvalidDomain
 	}
 	return ascii, nil
 }

@@ -14,7 +14,6 @@ import (
 	"path"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 )
@@ -145,8 +144,7 @@ func (e *Engine) render(c echo.Context, status int, page string, data any, reloa
 	req := c.Request()
 	lang, chosen := requestLang(req)
 	if chosen {
-		c.SetCookie(&http.Cookie{Name: langCookie, Value: lang, Path: "/", MaxAge: int(365 * 24 * time.Hour / time.Second),
-			HttpOnly: true, Secure: e.secure, SameSite: http.SameSiteLaxMode})
+		setLangCookie(c, lang, e.secure)
 	}
 	t, ok := e.pages[lang][page]
 	if !ok {

@@ -36,8 +36,11 @@ type Config struct {
 	// shown to copy, and "forgot password" is not offered.
 	Mailer Mailer
 	// Jobs sums up an instance's background jobs on its dashboard; nil: left out.
-	Jobs   JobHealthReader
-	Logger *slog.Logger
+	Jobs JobHealthReader
+	// DefaultRole (EXT_DEFAULT_ROLE) is the role of control panel users provisioned after
+	// an instance's first, until an owner saves the instance's own; "": member.
+	DefaultRole string
+	Logger      *slog.Logger
 }
 
 // Frontend is the page engine, the browser sessions and the pages built on them.
@@ -58,6 +61,7 @@ type Frontend struct {
 	// the background work it starts.
 	forgotLimit *loginLimiter
 	forgotSlots chan struct{}
+	defaultRole string
 }
 
 // New checks cfg and parses every page.
@@ -85,6 +89,9 @@ func New(cfg Config) (*Frontend, error) {
 	if idle < 2*time.Minute || absolute < idle {
 		return nil, errors.New("frontend: the session idle timeout must be at least 2 minutes, and the absolute one at least as long")
 	}
+	if cfg.DefaultRole != "" && !extension.ValidRole(cfg.DefaultRole) {
+		return nil, fmt.Errorf("frontend: default role %q: want owner, admin or member", cfg.DefaultRole)
+	}
 	secure := u.Scheme == "https"
 	hasher := cfg.Hasher
 	if hasher == nil {
@@ -110,5 +117,6 @@ func New(cfg Config) (*Frontend, error) {
 
 		forgotLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}, limit: forgotRate, burst: forgotBurst},
 		forgotSlots: make(chan struct{}, forgotPending),
+		defaultRole: cfg.DefaultRole,
 	}, nil
 }

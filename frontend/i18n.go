@@ -9,7 +9,9 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/labstack/echo/v4"
 	"golang.org/x/text/language"
 )
 
@@ -98,13 +100,17 @@ func (c catalog) text(key string, args ...string) string {
 }
 
 // requestLang decides a request's language: a valid ?lang= first, then the cookie of an
-// earlier choice, then Accept-Language. chosen reports a ?lang= to remember.
+// earlier choice, then the signed-in account's choice, then Accept-Language. chosen
+// reports a ?lang= to remember.
 func requestLang(r *http.Request) (lang string, chosen bool) {
 	if q := r.URL.Query().Get("lang"); isLang(q) {
 		return q, true
 	}
 	if ck, err := r.Cookie(langCookie); err == nil && isLang(ck.Value) {
 		return ck.Value, false
+	}
+	if s, ok := SignedInFrom(r.Context()); ok && isLang(s.Account.Language) {
+		return s.Account.Language, false
 	}
 	if al := r.Header.Get("Accept-Language"); al != "" {
 		tags, _, err := language.ParseAcceptLanguage(al)
@@ -119,3 +125,14 @@ func requestLang(r *http.Request) (lang string, chosen bool) {
 }
 
 func isLang(s string) bool { return s == LangEnglish || s == LangGerman }
+
+// setLangCookie remembers an explicit choice of language in the browser for a year.
+func setLangCookie(c echo.Context, lang string, secure bool) {
+	c.SetCookie(&http.Cookie{Name: langCookie, Value: lang, Path: "/", MaxAge: int(365 * 24 * time.Hour / time.Second),
+		HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode})
+}
+
+// clearLangCookie forgets the choice: Accept-Language decides again.
+func clearLangCookie(c echo.Context, secure bool) {
+	c.SetCookie(&http.Cookie{Name: langCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode})
+}

@@ -92,7 +92,9 @@ func (s *Sessions) setCookie(w http.ResponseWriter, instanceID string, id extens
 // Start signs the account in to its instance in this browser: a new session and a new
 // cookie. A cookie the browser brought for the instance is never adopted: the session it
 // names (if any) ends, so an id planted before sign-in is worthless. Sessions of other
-// instances in the same browser are left alone. It fails with extension.ErrNotFound when
+// instances in the same browser are left alone. The session keeps the browser's
+// User-Agent for the account page's list of sessions, and an account's chosen page
+// language becomes the browser's. It fails with extension.ErrNotFound when
 // the account or instance is gone or disabled meanwhile.
 func (s *Sessions) Start(c echo.Context, acc extension.Account, platformUserID string) error {
 	ctx := c.Request().Context()
@@ -101,11 +103,15 @@ func (s *Sessions) Start(c echo.Context, acc extension.Account, platformUserID s
 			return fmt.Errorf("end previous session: %w", err)
 		}
 	}
-	id, _, err := s.store.CreateSession(ctx, acc.ID, acc.InstanceID, platformUserID, s.absolute)
+	id, _, err := s.store.CreateSessionWithAgent(ctx, acc.ID, acc.InstanceID, platformUserID, s.absolute, c.Request().UserAgent())
 	if err != nil {
 		return err
 	}
 	s.setCookie(c.Response(), acc.InstanceID, id, int(s.absolute/time.Second))
+	if isLang(acc.Language) {
+		// The account's chosen language holds in this browser from now on, as a ?lang= would.
+		setLangCookie(c, acc.Language, s.secure)
+	}
 	return nil
 }
 

@@ -22,6 +22,7 @@ const (
 	anyRole                         // every role of the instance; no session of it: sign in
 	adminRole                       // admin and owner; member: 403
 	ownerRole                       // owner; admin and member: 403
+	localAccount                    // every role, with a local account (a password); a platform account: 403
 	platformOwner                   // a platform user the platform names owner of the context (nobody in the fixture); others: 403
 	notAnInstancePage               // platform, health or static routes: not exercised here
 )
@@ -54,6 +55,14 @@ var accessRows = []struct {
 	{"GET", "/app/:instanceId/actions/:actionId", anyRole},
 	{"GET", "/app/:instanceId/reclaim", platformOwner},
 	{"POST", "/app/:instanceId/reclaim", platformOwner},
+	{"GET", "/app/:instanceId/account", anyRole},
+	{"POST", "/app/:instanceId/account", anyRole},
+	{"POST", "/app/:instanceId/account/password", localAccount},
+	{"POST", "/app/:instanceId/account/sessions/end", anyRole},
+	{"POST", "/app/:instanceId/account/sessions/end-others", anyRole},
+	{"GET", "/app/:instanceId/audit", adminRole},
+	{"GET", "/app/:instanceId/settings/sign-in", ownerRole},
+	{"POST", "/app/:instanceId/settings/sign-in", ownerRole},
 	{"GET", "/app/:instanceId/login/forgot", public},
 	{"POST", "/app/:instanceId/login/forgot", public},
 }
@@ -235,6 +244,8 @@ func TestEveryRouteAccess(t *testing.T) {
 					allowed = actor == "owner" || actor == "admin"
 				case ownerRole:
 					allowed = actor == "owner"
+				case localAccount:
+					allowed = actor == "admin" || actor == "member" // the owner is a platform user
 				case platformOwner:
 					// Nobody in the fixture owns the project on the platform: the owner is
 					// sent on to the dashboard (nothing to reclaim), the local accounts

@@ -163,6 +163,10 @@ func TestPagesInBrowser(t *testing.T) {
 				{"dashboard", customer, atrek.AppPath(in.ID), http.StatusOK},
 				{"rename-project", customer, frontend.RenameProjectPath(in.ID), http.StatusOK}, // without project:write: what to do
 				{"team", customer, atrek.AppPath(in.ID) + "/team", http.StatusOK},
+				{"account", customer, frontend.AccountPath(in.ID), http.StatusOK},
+				{"audit", customer, atrek.AppPath(in.ID) + "/audit", http.StatusOK},
+				{"audit-bad-query", customer, atrek.AppPath(in.ID) + "/audit?kind=nonsense", http.StatusBadRequest},
+				{"settings-sign-in", customer, frontend.SignInSettingsPath(in.ID), http.StatusOK},
 				{"not-found", customer, "/this/page/does/not/exist", http.StatusNotFound},
 				{"sso-error", customer, "/mstudio/sso?atrek=short", http.StatusBadRequest},
 				{"oauth-error", customer, "/login/mstudio/callback?state=x&code=y", http.StatusBadRequest},

@@ -83,6 +83,10 @@ func TestEveryPageSameHeaders(t *testing.T) {
 				{atrek.AppPath(in.ID) + "/login", http.StatusSeeOther}, // signed in: on to the app
 				{atrek.AppPath(in.ID) + "/login/forgot", http.StatusOK},
 				{atrek.ReclaimPath(in.ID), http.StatusSeeOther}, // an owner already: on to the app
+				{atrek.AppPath(in.ID) + "/account", http.StatusOK},
+				{atrek.AppPath(in.ID) + "/audit", http.StatusOK},
+				{atrek.AppPath(in.ID) + "/audit?before=yesterday", http.StatusBadRequest},
+				{atrek.AppPath(in.ID) + "/settings/sign-in", http.StatusOK},
 				{"/app/00000000-0000-4000-8000-000000000000/login", http.StatusNotFound},
 				{"/app/not-an-id", http.StatusNotFound},
 				{"/mstudio/webhooks", http.StatusMethodNotAllowed},
