@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
@@ -45,7 +46,9 @@ type Frontend struct {
 	store    *extension.Store
 	actions  ActionStarter
 	origin   string // scheme://host[:port] of PublicURL, without a default port
-	logger   *slog.Logger
+	// publicURL is PublicURL without a trailing slash: the base of the links handed out.
+	publicURL string
+	logger    *slog.Logger
 	// refusals logs the refusals a client brings about itself at a bounded rate.
 	refusals   *mstudio.RefusalLog
 	hasher     *extension.PasswordHasher
@@ -94,6 +97,7 @@ func New(cfg Config) (*Frontend, error) {
 		store:      cfg.Store,
 		actions:    cfg.Actions,
 		origin:     originOf(u),
+		publicURL:  strings.TrimRight(cfg.PublicURL, "/"),
 		logger:     logger,
 		refusals:   refusals,
 		hasher:     hasher,
