@@ -136,6 +136,7 @@ func TestPagesInBrowser(t *testing.T) {
 				p.Open(base + "/signed-out?lang=" + lang) // the explicit choice, kept in a cookie
 			}
 			customer.Open(clickThrough(t, app, base, in, ada))
+			links := teamLinks(t, app, in, lang) // the invitation and reset pages (team_pages_test.go)
 			pages := []struct {
 				name   string
 				page   *browsertest.Page
@@ -152,6 +153,15 @@ func TestPagesInBrowser(t *testing.T) {
 				{"sign-in", stranger, frontend.LoginPath(in.ID), http.StatusOK},
 				{"sign-in-not-installed", stranger, frontend.LoginPath("00000000-0000-4000-8000-000000000000"), http.StatusNotFound},
 				{"app-no-session", stranger, "/app", http.StatusOK},
+				{"team-confirmation", customer, atrek.AppPath(in.ID) + "/team?done=role_changed", http.StatusOK},
+				{"invite", stranger, links.Invite, http.StatusOK},
+				{"invite-used", stranger, links.InviteUsed, http.StatusGone},
+				{"invite-revoked", stranger, links.InviteRevoked, http.StatusGone},
+				{"invite-signed-in", customer, links.Invite, http.StatusOK},
+				{"invite-unknown", stranger, links.InviteUnknown, http.StatusNotFound},
+				{"reset", stranger, links.Reset, http.StatusOK},
+				{"reset-used", stranger, links.ResetUsed, http.StatusGone},
+				{"reset-unknown", stranger, links.ResetUnknown, http.StatusNotFound},
 				{"app-choose", customer, "/app", http.StatusOK}, // after the click-through into a second instance below
 			}
 			for _, pg := range pages {
