@@ -149,6 +149,11 @@ func TestTeamInBrowser(t *testing.T) {
 			if !strings.HasPrefix(link, base+"/invite/") {
 				t.Fatalf("the link page shows %q", link)
 			}
+			defer func() {
+				if strings.Contains(app.Logs.String(), strings.TrimPrefix(link, base+"/invite/")) {
+					t.Error("a log line carries the invitation's token")
+				}
+			}()
 			check(owner, "team-invitation-link."+lang)
 			// Shown once: back on the team page the invitation is listed, its link is not.
 			owner.Follow("main a.button")
