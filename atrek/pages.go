@@ -26,6 +26,9 @@ type Sessions interface {
 	Start(c echo.Context, acc extension.Account, platformUserID string) error
 	// End ends this browser's session of the instance, if any.
 	End(c echo.Context, instanceID string) error
+	// Current returns the account of the session the request's middleware found, and
+	// the platform user it signed in as ("" for a local account); ok is false without one.
+	Current(c echo.Context) (acc extension.Account, platformUserID string, ok bool)
 }
 
 // AppPath is where a sign-in ends: the instance's dashboard.
@@ -59,7 +62,8 @@ func ProblemKeys() []string {
 	for _, p := range []problem{problemBadLink, problemNotInstalled, problemDisabled, problemRemoved, problemUsed,
 		problemExpired, problemNoAccessProject, problemNoAccessCustomer, problemPlatform, problemTooMany, problemInternal,
 		oauthProblemExpired, oauthProblemState, oauthProblemDenied, oauthProblemIncomplete, oauthProblemPlatform,
-		oauthProblemNone, oauthProblemUnavailable, oauthProblemInternal} {
+		oauthProblemNone, oauthProblemUnavailable, oauthProblemInternal,
+		reclaimProblemLocal, reclaimProblemNotOwner, reclaimProblemSignIn} {
 		keys = append(keys, p.Key)
 	}
 	return keys

@@ -239,6 +239,11 @@ func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, 
 		return h.internal(c, "start session", err)
 	}
 	log.InfoContext(ctx, "sso: signed in", "outcome", "signed in", "account_id", acc.ID, "role", acc.Role, "new_account", created)
+	// A user the platform names owner of the context, whose account here is not,
+	// is offered the owner role (reclaim.go).
+	if h.offerReclaim(ctx, log, in, acc, tok.Token) {
+		return c.Redirect(http.StatusSeeOther, ReclaimPath(instanceID))
+	}
 	return c.Redirect(http.StatusSeeOther, AppPath(instanceID))
 }
 

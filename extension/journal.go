@@ -85,3 +85,19 @@ func (s *Store) PruneDeliveries(ctx context.Context, before time.Time) (int64, e
 		}
 	}
 }
+
+// RecentDeliveries lists at most limit journal rows of the instance, newest first, among
+// the newest window rows of the whole journal. The journal has no index on the instance
+// (one would slow every delivery's commit), so a page that shows an instance's recent
+// deliveries reads a bounded stretch of the journal by its key instead of all of it: an
+// instance that got nothing among the last window deliveries shows none.
+func (s *Store) RecentDeliveries(ctx context.Context, instanceID string, limit, window int) ([]Delivery, error) {
+	var out []Delivery
+	newest := s.db.Model(&Delivery{}).Select("COALESCE(MAX(id), 0)")
+	err := s.db.WithContext(ctx).Where("instance_id = ? AND id > (?) - ?", instanceID, newest, window).
+		Order("id DESC").Limit(limit).Find(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("recent deliveries: %w", translate(err))
+	}
+	return out, nil
+}

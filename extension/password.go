@@ -188,14 +188,17 @@ type PasswordHasher struct {
 	dummy  func() string // a hash of a random password, made once on first use
 }
 
-// NewPasswordHasher returns a PasswordHasher with the parameters; concurrency <= 0 means GOMAXPROCS and
-// queue < 0 means twice the concurrency.
+// NewPasswordHasher returns a PasswordHasher with the parameters; concurrency <= 0 means
+// GOMAXPROCS and queue < 0 means 32 per running place. A waiting sign-in costs a goroutine,
+// not a hash's memory, and 32 hashes take a CPU about a second with OWASP's parameters, so
+// the default queue keeps the CPUs busy through a burst of clients that wait a second when
+// told 429, while no one waits for more than about a second or two.
 func NewPasswordHasher(p PasswordParams, concurrency, queue int) *PasswordHasher {
 	if concurrency <= 0 {
 		concurrency = runtime.GOMAXPROCS(0)
 	}
 	if queue < 0 {
-		queue = 2 * concurrency
+		queue = 32 * concurrency
 	}
 	h := &PasswordHasher{params: p, admit: make(chan struct{}, concurrency+queue), run: make(chan struct{}, concurrency)}
 	h.dummy = sync.OnceValue(func() string {

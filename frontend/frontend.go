@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
@@ -36,6 +35,8 @@ type Config struct {
 	// Mailer sends invitation and reset e-mails; nil (no EXT_SMTP_URL): links are only
 	// shown to copy, and "forgot password" is not offered.
 	Mailer Mailer
+	// Jobs sums up an instance's background jobs on its dashboard; nil: left out.
+	Jobs   JobHealthReader
 	Logger *slog.Logger
 }
 
@@ -46,14 +47,17 @@ type Frontend struct {
 	store    *extension.Store
 	actions  ActionStarter
 	origin   string // scheme://host[:port] of PublicURL, without a default port
-	// publicURL is PublicURL without a trailing slash: the base of the links handed out.
-	publicURL string
-	logger    *slog.Logger
+	logger   *slog.Logger
 	// refusals logs the refusals a client brings about itself at a bounded rate.
 	refusals   *mstudio.RefusalLog
 	hasher     *extension.PasswordHasher
 	mailer     Mailer
+	jobs       JobHealthReader
 	loginLimit *loginLimiter
+	// forgotLimit bounds "forgot password" per instance and e-mail address; forgotSlots
+	// the background work it starts.
+	forgotLimit *loginLimiter
+	forgotSlots chan struct{}
 }
 
 // New checks cfg and parses every page.
@@ -97,11 +101,14 @@ func New(cfg Config) (*Frontend, error) {
 		store:      cfg.Store,
 		actions:    cfg.Actions,
 		origin:     originOf(u),
-		publicURL:  strings.TrimRight(cfg.PublicURL, "/"),
 		logger:     logger,
 		refusals:   refusals,
 		hasher:     hasher,
 		mailer:     cfg.Mailer,
+		jobs:       cfg.Jobs,
 		loginLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}},
+
+		forgotLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}, limit: forgotRate, burst: forgotBurst},
+		forgotSlots: make(chan struct{}, forgotPending),
 	}, nil
 }

@@ -27,10 +27,12 @@ const (
 	loginFailedCopy = "login.failed"
 )
 
-// loginLimiter is a token bucket per client address.
+// loginLimiter is a token bucket per client address (or other key).
 type loginLimiter struct {
 	mu    sync.Mutex
 	addrs map[string]*rate.Limiter
+	limit rate.Limit // 0: loginRate
+	burst int        // 0: loginBurst
 }
 
 func (l *loginLimiter) allow(addr string) bool {
@@ -41,7 +43,11 @@ func (l *loginLimiter) allow(addr string) bool {
 		if len(l.addrs) >= loginAddrs {
 			l.addrs = map[string]*rate.Limiter{}
 		}
-		lim = rate.NewLimiter(loginRate, loginBurst)
+		limit, burst := l.limit, l.burst
+		if limit == 0 {
+			limit, burst = loginRate, loginBurst
+		}
+		lim = rate.NewLimiter(limit, burst)
 		l.addrs[addr] = lim
 	}
 	return lim.Allow()
@@ -52,6 +58,7 @@ type loginView struct {
 	InstanceID    string
 	PlatformLogin string
 	PasswordLogin bool   // the instance allows password sign-in
+	Forgot        bool   // "forgot password" is offered: e-mail is set up
 	Email         string // shown again after a failure; never the password
 	Problem       string // copy key of what went wrong
 }
@@ -78,9 +85,15 @@ func (f *Frontend) SubmitLogin(c echo.Context) error {
 		return err
 	}
 	email := clipField(c.FormValue("email"))
-	view := loginView{InstanceID: id, PlatformLogin: "/login/mstudio", PasswordLogin: settings.PasswordLogin, Email: email}
+	view := loginView{InstanceID: id, PlatformLogin: "/login/mstudio", PasswordLogin: settings.PasswordLogin, Email: email,
+		Forgot: f.mailer != nil}
 	fail := func(status int, problem string) error {
 		view.Problem = problem
+		if status == http.StatusTooManyRequests {
+			// Hashing is saturated or the address is over its rate for a moment: a second
+			// is enough for a client that waits as told.
+			c.Response().Header().Set("Retry-After", "1")
+		}
 		return f.Render(c, status, pageLogin, view)
 	}
 	if !settings.PasswordLogin {

@@ -73,36 +73,6 @@ func contextOf(in *extension.Instance) contextView {
 	return contextView{Customer: in.ContextKind == extension.ContextCustomer, Name: in.ContextName}
 }
 
-// Dashboard is the instance's home page (GET /app/{instanceId}).
-func (f *Frontend) Dashboard(c echo.Context) error {
-	s, ok := SignedInFrom(c.Request().Context())
-	if !ok {
-		return f.internal(c, "dashboard", errors.New("no session in context"))
-	}
-	user := s.Account.Name
-	if user == "" {
-		user = s.Account.Email
-	}
-	return f.renderDashboard(c, dashboardView{user, s.Account.Role, contextOf(s.Instance), s.Instance.ID})
-}
-
-type dashboardView struct {
-	User       string
-	Role       string
-	Context    contextView
-	InstanceID string
-}
-
-func (f *Frontend) renderDashboard(c echo.Context, v dashboardView) error {
-	return f.renderReloadable(c, http.StatusOK, pageDashboard, v)
-}
-
-// RenderDashboardFrom renders the dashboard from plain values, without the database: the
-// baseline of the dashboard's benchmark.
-func (f *Frontend) RenderDashboardFrom(c echo.Context, user, role, contextName string, customer bool, instanceID string) error {
-	return f.renderDashboard(c, dashboardView{user, role, contextView{Customer: customer, Name: contextName}, instanceID})
-}
-
 // Login is an instance's sign-in page (GET /app/{instanceId}/login). A browser that is
 // signed in already goes on to the dashboard.
 func (f *Frontend) Login(c echo.Context) error {
@@ -119,7 +89,7 @@ func (f *Frontend) Login(c echo.Context) error {
 		return err
 	}
 	return f.renderReloadable(c, http.StatusOK, pageLogin, loginView{InstanceID: id, PlatformLogin: "/login/mstudio",
-		PasswordLogin: settings.PasswordLogin})
+		PasswordLogin: settings.PasswordLogin, Forgot: f.mailer != nil})
 }
 
 // signInSettings returns the sign-in settings of the instance a sign-in page names, if it

@@ -40,6 +40,13 @@ func SignedInFrom(ctx context.Context) (SignedIn, bool) {
 	return s, ok
 }
 
+// Current returns the account of the session RequireSession found for the request, and
+// the platform user it signed in as ("" for a local account); ok is false outside it.
+func (s *Sessions) Current(c echo.Context) (acc extension.Account, platformUserID string, ok bool) {
+	si, ok := SignedInFrom(c.Request().Context())
+	return si.Account, si.Session.PlatformUserID, ok
+}
+
 // Errors of reading a session, besides the store's.
 var (
 	// ErrNoSession: the browser holds no live session of the instance.

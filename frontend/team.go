@@ -22,9 +22,12 @@ const (
 	TokenParam      = "token"
 )
 
+// inviteLinkPath is where an invitation link leads: the invitation page, /invite/{token}.
+const inviteLinkPath = "/invite/"
+
 // SecretPaths are the path prefixes whose rest is a link token: the HTTP front logs only
 // the prefix (httpfront.Options.SecretPaths).
-func SecretPaths() []string { return []string{"/invite/", "/reset/"} }
+func SecretPaths() []string { return []string{inviteLinkPath, resetLinkPath} }
 
 // TeamPath is the team page of an instance.
 func TeamPath(instanceID string) string { return AppPath(instanceID) + "/team" }

@@ -138,7 +138,7 @@ func (f *Frontend) Invite(c echo.Context) error {
 
 // showInvitationLink answers with the page that shows an invitation's link once.
 func (f *Frontend) showInvitationLink(c echo.Context, s SignedIn, inv extension.Invitation, token extension.Secret) error {
-	link := extension.Secret(f.publicURL + "/invite/" + token.Reveal())
+	link := extension.Secret(f.origin + inviteLinkPath + token.Reveal())
 	v := linkView{InstanceID: s.Instance.ID, Link: link.Reveal(), For: inv.Email, Role: inv.Role, Expires: linkDate(inv.ExpiresAt)}
 	if f.mailer != nil {
 		to, _ := extension.NormalizeEmail(inv.Email)
@@ -232,7 +232,7 @@ func (f *Frontend) IssueReset(c echo.Context) error {
 		return f.internal(c, "load account", err)
 	}
 	f.logger.InfoContext(ctx, "password reset issued", "instance_id", s.Instance.ID, "account_id", s.Account.ID, "target_id", id)
-	link := extension.Secret(f.publicURL + "/reset/" + token.Reveal())
+	link := extension.Secret(f.origin + resetLinkPath + token.Reveal())
 	name := acc.Name
 	if name == "" {
 		name = acc.Email

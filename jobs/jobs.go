@@ -54,6 +54,10 @@ type Config struct {
 	PollInterval     time.Duration // how often idle workers look for due jobs; default 1 s
 	ReconcileEvery   time.Duration // how often lost post-install jobs are looked for; default 5 min
 	RefreshSpread    time.Duration // the daily refresh jobs are spread over this window; default 1 h; <0: none
+
+	// Mail sends the invitation and password-reset e-mails (EXT_SMTP_URL); nil: the Send
+	// methods fail with ErrMailOff, and a mail job this process works fails and is retried.
+	Mail *MailConfig
 }
 
 func (c *Config) setDefaults() {
@@ -130,6 +134,7 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	j := &Jobs{cfg: cfg, store: cfg.Store, logger: cfg.Logger, workers: river.NewWorkers()}
 	j.registerBuiltins()
 	j.registerActions()
+	j.registerMail()
 	rc := &river.Config{
 		Logger:            cfg.Logger,
 		Workers:           j.workers,

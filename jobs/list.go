@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/extension-backend/extension-backend/extension"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 )
@@ -91,4 +92,40 @@ func (j *Jobs) instancesWithJobs(ctx context.Context, kind string) (map[string]b
 		}
 		params = params.After(res.LastCursor)
 	}
+}
+
+// healthWindow bounds how many of an instance's jobs InstanceJobHealth reads: the newest
+// ones tell how it is going, and a dashboard must not read a long history.
+const healthWindow = 100
+
+// InstanceJobHealth sums up the instance's newest jobs (River keeps finished jobs for a
+// day, failed ones for a week). River has no index on a job's arguments, so this reads
+// its table; the table holds only those retained jobs.
+func (j *Jobs) InstanceJobHealth(ctx context.Context, instanceID string) (extension.JobHealth, error) {
+	// args ->> 'instance_id' reads the field on PostgreSQL and on SQLite alike (SQLite
+	// takes a plain label as the path $.label).
+	params := river.NewJobListParams().
+		Where("args ->> 'instance_id' = @instance_id", river.NamedArgs{"instance_id": instanceID}).
+		OrderBy(river.JobListOrderByID, river.SortOrderDesc).First(healthWindow)
+	res, err := j.queue.JobList(ctx, params)
+	if err != nil {
+		return extension.JobHealth{}, fmt.Errorf("instance job health: %w", err)
+	}
+	var h extension.JobHealth
+	for _, r := range res.Jobs {
+		switch r.State {
+		case rivertype.JobStateAvailable, rivertype.JobStateScheduled, rivertype.JobStateRunning, rivertype.JobStatePending:
+			h.Waiting++
+		case rivertype.JobStateRetryable:
+			h.Retrying++
+		case rivertype.JobStateDiscarded:
+			h.Failed++
+		case rivertype.JobStateCompleted:
+			h.Done++
+		}
+		if n := len(r.Errors); n > 0 && r.Errors[n-1].At.After(h.LastFailureAt) {
+			h.LastFailureAt, h.LastFailureKind = r.Errors[n-1].At.UTC(), r.Kind
+		}
+	}
+	return h, nil
 }

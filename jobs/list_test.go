@@ -183,3 +183,33 @@ func TestAfterStop(t *testing.T) {
 		t.Errorf("second Stop: %v", err)
 	}
 }
+
+// TestInstanceJobHealth: an instance's health counts its own jobs only, on both dialects
+// (the filter on the job's arguments is raw SQL).
+func TestInstanceJobHealth(t *testing.T) {
+	for _, d := range extensiontest.Dialects() {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			var p pings
+			en := newEnv(t, d, envOptions{workers: 2, noStart: true, register: p.register})
+			ctx := context.Background()
+			a := en.install(t, mstudiotest.CallRequest{})
+			b := en.install(t, mstudiotest.CallRequest{})
+			if err := en.Jobs.Enqueue(ctx, pingArgs{For: For{a}}, After(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			for id, want := range map[string]extension.JobHealth{a: {Waiting: 2}, b: {Waiting: 1}, "00000000-0000-4000-8000-000000000000": {}} {
+				if got, err := en.Jobs.InstanceJobHealth(ctx, id); err != nil || got != want {
+					t.Errorf("health of %s before start = %+v, %v; want %+v", id, got, err, want)
+				}
+			}
+			if err := en.Jobs.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			en.waitFinished(t, b)
+			if got, err := en.Jobs.InstanceJobHealth(ctx, b); err != nil || got.Done != 1 || got.Waiting+got.Retrying+got.Failed != 0 {
+				t.Errorf("health of b after its post-install job = %+v, %v; want one done", got, err)
+			}
+		})
+	}
+}

@@ -143,3 +143,47 @@ func TestRenameProjectMissingScope(t *testing.T) {
 		t.Errorf("actions after a refused post: %+v, %v", list, err)
 	}
 }
+
+// TestDashboard: the dashboard says which permissions the extension lacks and what to
+// do, shows the control panel's messages to this instance only, and how its background
+// jobs did, with the job queue at work.
+func TestDashboard(t *testing.T) {
+	app, base := actionApp(t)
+	b, id := signedInAs(t, app, base, mstudiotest.CallRequest{Context: "project", ConsentedScopes: []string{"project:read"}})
+	other, otherID := signedInAs(t, app, base, mstudiotest.CallRequest{Context: "project", ConsentedScopes: []string{"project:read", "project:write"}})
+	// A secret rotation for the first instance only.
+	if res, err := app.Sim.Trigger(t.Context(), mstudiotest.CallSecretRotated, mstudiotest.CallRequest{ExtensionInstanceID: id}); err != nil || !res.Successful {
+		t.Fatalf("rotate: %+v, %v", res, err)
+	}
+	var body string
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var resp *http.Response
+		resp, body = fetch(t, b, http.MethodGet, base+"/app/"+id, nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("dashboard: %d\n%s", resp.StatusCode, body)
+		}
+		if strings.Contains(body, "All background tasks have finished.") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, want := range []string{
+		"The extension is missing permissions it needs.", "agrees to the new permissions", "missing",
+		"The extension was added", "Its access key was renewed", "taken over",
+		"All background tasks have finished.",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("dashboard lacks %q:\n%s", want, body)
+		}
+	}
+	_, body = fetch(t, other, http.MethodGet, base+"/app/"+otherID, http.Header{"Accept-Language": {"de"}})
+	for _, want := range []string{"Die Erweiterung hat alle Berechtigungen, die sie braucht.", "Die Erweiterung wurde hinzugefügt"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("other dashboard lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "Zugangsschlüssel wurde erneuert") {
+		t.Errorf("the other instance's dashboard shows the first one's rotation:\n%s", body)
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/jobs"
 )
 
 // Config is the effective configuration, read from the environment once, in run.
@@ -29,6 +30,10 @@ type Config struct {
 	// Sessions of signed-in users.
 	SessionIdle, SessionAbsolute time.Duration
 	DefaultRole                  string // of users who sign in after an instance's first
+	// SMTP is the mail server of EXT_SMTP_URL (nil: links are shown to copy, no e-mail),
+	// MailFrom the sender of EXT_MAIL_FROM.
+	SMTP     *jobs.SMTPConfig
+	MailFrom string
 
 	// devSimulator is set by dev, never from the environment: MStudioAPIURL is dev's
 	// simulator, and the database is marked as holding its instances (checkPlatform).
@@ -77,6 +82,7 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	cfg.DefaultRole = r.role("EXT_DEFAULT_ROLE", extension.RoleMember)
 	cfg.TrustedProxies = r.cidrs("EXT_TRUSTED_PROXIES")
 	cfg.LogLevel = r.logLevel("EXT_LOG_LEVEL", "info")
+	cfg.SMTP, cfg.MailFrom = r.mail("EXT_SMTP_URL", "EXT_MAIL_FROM")
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -117,7 +123,17 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("session_idle", c.SessionIdle.String()),
 		slog.String("session_absolute", c.SessionAbsolute.String()),
 		slog.String("default_role", c.DefaultRole),
+		slog.String("smtp", c.smtpSummary()),
+		slog.String("mail_from", c.MailFrom),
 	)
+}
+
+// smtpSummary is the mail server without its password, "" when there is none.
+func (c *Config) smtpSummary() string {
+	if c.SMTP == nil {
+		return ""
+	}
+	return c.SMTP.String()
 }
 
 func maskDatabaseURL(raw string) string {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/jobs"
 )
 
 // envReader reads the environment one setting at a time, with one reader per kind of
@@ -171,6 +172,34 @@ func (r *envReader) role(name, def string) string {
 		r.fail(name, "%q: want a lower-case role name other than owner, such as member", v)
 	}
 	return v
+}
+
+// mail reads the mail server (a secret: its URL carries the password) and the sender,
+// which it requires. Neither problem quotes the URL.
+func (r *envReader) mail(urlName, fromName string) (*jobs.SMTPConfig, string) {
+	raw := r.secret(urlName, "")
+	from := strings.TrimSpace(r.getenv(fromName))
+	if r.err != nil {
+		return nil, ""
+	}
+	if raw.IsZero() {
+		r.check(fromName, from == "", "set, but %s is not: no e-mail would be sent; set both, or neither", urlName)
+		return nil, ""
+	}
+	smtp, err := jobs.ParseSMTPURL(raw.Reveal())
+	if err != nil {
+		r.fail(urlName, "%w", err)
+		return nil, ""
+	}
+	if from == "" {
+		r.fail(fromName, "required with %s: the sender address of the e-mails, such as extension@example.com", urlName)
+		return nil, ""
+	}
+	if from, err = jobs.ParseMailFrom(from); err != nil {
+		r.fail(fromName, "%w", err)
+		return nil, ""
+	}
+	return &smtp, from
 }
 
 func parseKeys(raw string) ([][]byte, error) {

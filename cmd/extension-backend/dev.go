@@ -165,6 +165,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fmt.Fprintf(stdout, "backend on %s, simulator on %s (Ctrl-C stops both)\n\n", backendURL, simURL)
 	fmt.Fprintf(stdout, "open the demo instance as a hosting customer would from the control panel (signs you in):\n  %s\n\n",
 		sim.OpenURL(simURL, instance.ID, ""))
+	fmt.Fprintf(stdout, "or open its team page: a browser without a session lands on the sign-in page, whose control-panel\n"+
+		"button signs you in through the simulator (as %s); then follow Team:\n  %s\n\n", firstUserWithAccess(sim), backendURL+"/app/"+instance.ID+"/team")
+	if cfg.SMTP != nil {
+		fmt.Fprintf(stdout, "e-mail: invitation and reset links are sent through %s from %s\n\n", cfg.SMTP, cfg.MailFrom)
+	} else {
+		fmt.Fprintf(stdout, "e-mail is off (EXT_SMTP_URL and EXT_MAIL_FROM are not set): invitation links are shown to copy\n\n")
+	}
 	fmt.Fprintf(stdout, "next: mint an instance token for the demo instance:\n  %s%s token --instance %s\n\n",
 		tokenEnv(getenv, vars["EXT_DATABASE_URL"], keyFile, ownKeyFile, simURL), selfCommand(os.Args[0], exec.LookPath, os.Executable), instance.ID)
 
@@ -176,6 +183,16 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		errs <- err
 		return stop(nil)
 	}
+}
+
+// firstUserWithAccess names the simulator's user that its sign-in picks when none is named.
+func firstUserWithAccess(sim *mstudiotest.Server) string {
+	for _, u := range sim.Users() {
+		if u.Access {
+			return u.Name
+		}
+	}
+	return "nobody"
 }
 
 // ssoURLTemplate is the external frontend URL to register at the platform, after the

@@ -143,6 +143,34 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Errorf("OAuth2 login: got %d at %s\n%s\nwant signed in on the instance's app page", resp.StatusCode, resp.Request.URL, page)
 	}
 
+	// The printed team link: without a session the sign-in page, whose control-panel
+	// button signs in; then the team page opens.
+	team := regexp.MustCompile(`(http://\S+/app/[0-9a-f-]{36}/team)`).FindString(out)
+	jar3, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar3}
+	resp, err = browser.Get(team)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if team == "" || resp.Request.URL.Path != "/app/"+instanceID+"/login" || !strings.Contains(string(page), `href="/login/mstudio"`) {
+		t.Fatalf("team link %q: got %d at %s\n%s\nwant the sign-in page with the control-panel sign-in", team, resp.StatusCode, resp.Request.URL, page)
+	}
+	for _, u := range []string{backend[1] + "/login/mstudio", team} {
+		if resp, err = browser.Get(u); err != nil {
+			t.Fatal(err)
+		}
+		page, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.String() != team || !strings.Contains(string(page), "Ada Admin") {
+		t.Errorf("team page after the sign-in: %d at %s\n%s", resp.StatusCode, resp.Request.URL, page)
+	}
+	if !strings.Contains(out, "e-mail is off") {
+		t.Errorf("dev does not say whether e-mail is on:\n%s", out)
+	}
+
 	// A frontend fragment's session token, minted by the simulator as the control panel
 	// would, is accepted by the backend's fragment route.
 	simClient := &http.Client{}

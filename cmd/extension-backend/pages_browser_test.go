@@ -27,7 +27,7 @@ func browserApp(t *testing.T) (*apptest.App, string) {
 	srv := httptest.NewUnstartedServer(nil)
 	base := "http://" + srv.Listener.Addr().String()
 	cfg := &Config{PublicURL: base, ExtensionID: app.Sim.ExtensionID(), DefaultRole: "member"}
-	front, err := newHTTP(t.Context(), cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil, nil)
+	front, err := newHTTP(t.Context(), cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil, mailQueue(t, app, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,17 +48,28 @@ func clickThrough(t *testing.T, app *apptest.App, base string, in mstudiotest.In
 	return base + "/mstudio/sso?" + url.Values{"atrek": {key}, "userId": {user.ID}, "instanceId": {in.ID}}.Encode()
 }
 
-// pageCopy is the pages' copy in one language, read from the frontend's catalogs, so the
-// tests follow a change of wording.
+// pageCopy is the pages' copy in one language, read from the frontend's catalogs
+// (locales/<lang>.json and every locales/<area>.<lang>.json), so the tests follow a change
+// of wording.
 func pageCopy(t *testing.T, lang string) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "frontend", "locales", lang+".json"))
-	if err != nil {
-		t.Fatal(err)
+	dir := filepath.Join("..", "..", "frontend", "locales")
+	files, err := filepath.Glob(filepath.Join(dir, "*"+lang+".json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no catalog of %s in %s: %v", lang, dir, err)
 	}
 	c := map[string]string{}
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
+	for _, file := range files {
+		if base := filepath.Base(file); base != lang+".json" && !strings.HasSuffix(base, "."+lang+".json") {
+			continue
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &c); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
 	}
 	return c
 }
@@ -136,6 +147,13 @@ func TestPagesInBrowser(t *testing.T) {
 				p.Open(base + "/signed-out?lang=" + lang) // the explicit choice, kept in a cookie
 			}
 			customer.Open(clickThrough(t, app, base, in, ada))
+			// Bob, whom the platform names owner, clicks through after Ada: the offer.
+			bob, reclaimer := app.User(t, "Bob Builder"), b.NewContext(t)
+			if err := app.Sim.SetOwner(bob.ID, true); err != nil {
+				t.Fatal(err)
+			}
+			reclaimer.Open(base + "/signed-out?lang=" + lang)
+			reclaimer.Open(clickThrough(t, app, base, in, bob))
 			links := teamLinks(t, app, in, lang) // the invitation and reset pages (team_pages_test.go)
 			pages := []struct {
 				name   string
@@ -151,6 +169,8 @@ func TestPagesInBrowser(t *testing.T) {
 				{"oauth-error", customer, "/login/mstudio/callback?state=x&code=y", http.StatusBadRequest},
 				{"signed-out", customer, "/signed-out", http.StatusOK},
 				{"sign-in", stranger, frontend.LoginPath(in.ID), http.StatusOK},
+				{"forgot-password", stranger, frontend.LoginPath(in.ID) + "/forgot", http.StatusOK},
+				{"reclaim-ownership", reclaimer, atrek.ReclaimPath(in.ID), http.StatusOK},
 				{"sign-in-not-installed", stranger, frontend.LoginPath("00000000-0000-4000-8000-000000000000"), http.StatusNotFound},
 				{"app-no-session", stranger, "/app", http.StatusOK},
 				{"team-confirmation", customer, atrek.AppPath(in.ID) + "/team?done=role_changed", http.StatusOK},

@@ -22,7 +22,7 @@ func routedApp(t *testing.T) (*apptest.App, string, mstudiotest.Instance) {
 	t.Helper()
 	app := apptest.New(t, apptest.Options{})
 	cfg := &Config{PublicURL: apptest.PublicURL, ExtensionID: app.Sim.ExtensionID(), DefaultRole: "member"}
-	front, err := newHTTP(t.Context(), cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil, nil)
+	front, err := newHTTP(t.Context(), cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, nil, mailQueue(t, app, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +82,8 @@ func TestEveryPageSameHeaders(t *testing.T) {
 				{atrek.AppPath(in.ID) + "/actions/rename-project", http.StatusOK},
 				{atrek.AppPath(in.ID) + "/actions/00000000-0000-4000-8000-000000000000", http.StatusNotFound},
 				{atrek.AppPath(in.ID) + "/login", http.StatusSeeOther}, // signed in: on to the app
+				{atrek.AppPath(in.ID) + "/login/forgot", http.StatusOK},
+				{atrek.ReclaimPath(in.ID), http.StatusSeeOther}, // an owner already: on to the app
 				{"/app/00000000-0000-4000-8000-000000000000/login", http.StatusNotFound},
 				{"/app/not-an-id", http.StatusNotFound},
 				{"/mstudio/webhooks", http.StatusMethodNotAllowed},

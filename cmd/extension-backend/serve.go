@@ -99,7 +99,7 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	broker := mstudio.NewBroker(store, client, mstudio.BrokerOptions{Logger: logger})
 	jb, err := jobs.New(ctx, jobs.Config{
 		Store: store, DatabaseURL: cfg.DatabaseURL.Reveal(), Tokens: broker, Client: client,
-		Workers: workers, Logger: logger,
+		Workers: workers, Logger: logger, Mail: mailConfig(cfg),
 	})
 	if err != nil {
 		return err
@@ -255,9 +255,18 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 
 // newHTTP builds the HTTP front and every handler behind it, and registers the routes.
 func newHTTP(ctx context.Context, cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store, client *mstudio.Client,
-	applied func(context.Context, extension.LifecycleEvent), actions frontend.ActionStarter) (*httpfront.Front, error) {
-	pages, err := frontend.New(frontend.Config{Store: store, PublicURL: cfg.PublicURL,
-		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, Actions: actions, Logger: logger})
+	applied func(context.Context, extension.LifecycleEvent), jb *jobs.Jobs) (*httpfront.Front, error) {
+	fc := frontend.Config{Store: store, PublicURL: cfg.PublicURL,
+		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, Logger: logger}
+	// The queue starts the pages' actions, sums up an instance's jobs on its dashboard, and
+	// sends the pages' mail with EXT_SMTP_URL.
+	if jb != nil {
+		fc.Actions, fc.Jobs = jb, jb
+		if cfg.SMTP != nil {
+			fc.Mailer = jobMailer{jb}
+		}
+	}
+	pages, err := frontend.New(fc)
 	if err != nil {
 		return nil, err
 	}

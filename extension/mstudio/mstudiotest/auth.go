@@ -15,6 +15,9 @@ type User struct {
 	Email  string `json:"email"`
 	Token  string `json:"token"`
 	Access bool   `json:"access"` // may act in every project and customer; false: in none
+	// Owner makes a user with access the owner of every project and customer (role
+	// owner in their memberships); otherwise a member (external, member). SetOwner.
+	Owner bool `json:"owner"`
 }
 
 // defaultUsers are the simulator's test users: two with access to every context, and one

@@ -195,6 +195,8 @@ func (s *Server) routes() {
 	s.handle("PATCH /v2/projects/{id}", s.patchProject)
 	s.handle("GET /v2/customers/{id}", s.getCustomer)
 	s.handle("GET /v2/users/{id}", s.getUser)
+	s.handle("GET /v2/projects/{id}/memberships/self", s.getOwnProjectMembership)
+	s.handle("GET /v2/customer-memberships", s.listOwnCustomerMemberships)
 
 	s.ssoRoutes()
 	s.senderRoutes()
