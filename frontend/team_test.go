@@ -385,6 +385,7 @@ func TestTeamChanges(t *testing.T) {
 		{"last owner demoted", e.ada, "/" + e.adaID + "/role", url.Values{"role": {"admin"}}, http.StatusConflict, "The team needs an owner"},
 		{"last owner removed", e.ada, "/" + e.adaID + "/remove", nil, http.StatusConflict, "Make someone else an owner first"},
 		{"another instance's account", e.ada, "/" + stranger.ID + "/role", url.Values{"role": {"admin"}}, http.StatusNotFound, "not in this team"},
+		{"another instance's account, no role", e.ada, "/" + stranger.ID + "/role", nil, http.StatusNotFound, "not in this team"},
 		{"another instance's account removed", e.ada, "/" + stranger.ID + "/remove", nil, http.StatusNotFound, "not in this team"},
 		{"another instance's account reset", e.ada, "/" + stranger.ID + "/reset", nil, http.StatusNotFound, "not in this team"},
 		{"malformed id", e.ada, "/not-an-id/role", url.Values{"role": {"admin"}}, http.StatusNotFound, "not in this team"},

@@ -165,6 +165,13 @@ func (f *Frontend) ChangeRole(c echo.Context) error {
 	if !ok {
 		return f.teamRefusal(c, extension.ErrNotFound)
 	}
+	// Whom first, then what: another instance's account is not found, whatever the form says.
+	if acc, err := f.store.AccountByID(c.Request().Context(), id); err != nil || acc.InstanceID != s.Instance.ID {
+		if err != nil && !errors.Is(err, extension.ErrNotFound) {
+			return f.internal(c, "load account", err)
+		}
+		return f.teamRefusal(c, extension.ErrNotFound)
+	}
 	role, ok := parseRole(c.FormValue("role"))
 	if !ok {
 		return f.teamRefusal(c, extension.ErrInvalidRole)
@@ -199,6 +206,9 @@ func (f *Frontend) TransferOwnership(c echo.Context) error {
 	s, ok, err := f.teamManager(c)
 	if !ok {
 		return err
+	}
+	if s.Account.Role != extension.RoleOwner {
+		return f.teamRefusal(c, extension.ErrForbidden)
 	}
 	id := c.FormValue("account")
 	if !uuidPattern.MatchString(id) {
