@@ -101,7 +101,7 @@ func New(t testing.TB, opts Options) *App {
 	if a.Pages, err = frontend.New(fc); err != nil {
 		t.Fatal(err)
 	}
-	fo := httpfront.Options{Logger: a.Logger, Pages: a.Pages, Ready: a.Store.Ping}
+	fo := httpfront.Options{Logger: a.Logger, Pages: a.Pages, Ready: a.Store.Ping, SecretPaths: frontend.SecretPaths()}
 	if opts.Front != nil {
 		opts.Front(&fo)
 	}

@@ -191,14 +191,14 @@ func (f *Frontend) SaveProfile(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, AccountPath(s.Instance.ID)+"?done="+doneProfile)
 }
 
-// passwordForm is the password form's input.
-type passwordForm struct {
+// ownPasswordForm is the password form's input.
+type ownPasswordForm struct {
 	Current, New string
 }
 
-// parsePasswordForm reads the password form: current_password, new_password and its
+// parseOwnPasswordForm reads the password form: current_password, new_password and its
 // repetition new_password_again. problem is a copy key of what is wrong, or "".
-func parsePasswordForm(form url.Values) (p passwordForm, problem string) {
+func parseOwnPasswordForm(form url.Values) (p ownPasswordForm, problem string) {
 	p.Current, p.New = form.Get("current_password"), form.Get("new_password")
 	again := form.Get("new_password_again")
 	switch {
@@ -236,7 +236,7 @@ func (f *Frontend) ChangeOwnPassword(c echo.Context) error {
 	if !ok {
 		return f.Problem(c, http.StatusBadRequest, "error.bad_request", "")
 	}
-	p, problem := parsePasswordForm(form)
+	p, problem := parseOwnPasswordForm(form)
 	if problem != "" {
 		return fail(http.StatusBadRequest, problem)
 	}

@@ -286,7 +286,7 @@ func FuzzParseAccountForms(f *testing.F) {
 				t.Fatalf("name %q accepted", p.Name)
 			}
 		}
-		p, problem := parsePasswordForm(form)
+		p, problem := parseOwnPasswordForm(form)
 		if problem != "" {
 			if _, ok := cat[problem]; !ok {
 				t.Fatalf("password problem %q has no copy", problem)

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -46,6 +47,10 @@ type Options struct {
 	// LogAttrs are request values (echo.Context keys) copied into the request log line
 	// when a handler set them, such as a webhook's instance id.
 	LogAttrs []string
+	// SecretPaths are path prefixes whose rest is a secret, such as the link token of
+	// /invite/{token}: every log line writes the prefix and "…" in place of the rest, for
+	// any method and status, routed or not.
+	SecretPaths []string
 }
 
 // Front is the Echo instance with the front's middleware and its metrics registry.
@@ -69,10 +74,11 @@ func New(opts Options) *Front {
 	gate := newRepeatGate(time.Minute, func(key string, held int) {
 		logger.Info("requests like the one before", "kind", key, "repeated", held, "within", time.Minute.String())
 	})
-	e.HTTPErrorHandler = errorHandler(opts.Logger, opts.Pages, gate)
+	logPath := pathRedactor(opts.SecretPaths)
+	e.HTTPErrorHandler = errorHandler(opts.Logger, opts.Pages, gate, logPath)
 	e.IPExtractor = IPExtractor(opts.TrustedProxies)
 	// The request log wraps panic recovery, so a request that panicked is logged too.
-	e.Use(requestLog(e, opts, gate), recoverPanics(opts.Logger))
+	e.Use(requestLog(e, opts, gate, logPath), recoverPanics(opts.Logger, logPath))
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -107,7 +113,7 @@ func WantsHTML(r *http.Request) bool {
 // errorHandler is the one place that turns a handler's error into an answer. A 4xx says
 // what was wrong; a 5xx is logged in detail and answered with generic words only. A browser
 // gets a page, anybody else JSON.
-func errorHandler(logger *slog.Logger, pages ErrorPages, gate *repeatGate) echo.HTTPErrorHandler {
+func errorHandler(logger *slog.Logger, pages ErrorPages, gate *repeatGate, logPath func(*http.Request) string) echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
@@ -130,7 +136,7 @@ func errorHandler(logger *slog.Logger, pages ErrorPages, gate *repeatGate) echo.
 		}
 		if status >= 500 && gate.pass("failed "+c.Path()+" "+statusLabel(status)) {
 			logger.ErrorContext(c.Request().Context(), "request failed",
-				"method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "error", err.Error())
+				"method", c.Request().Method, "path", logPath(c.Request()), "status", status, "error", err.Error())
 		}
 		var werr error
 		switch {
@@ -165,7 +171,7 @@ func IPExtractor(trusted []netip.Prefix) echo.IPExtractor {
 
 // recoverPanics turns a panic into a 500 and a log line with its stack, so nothing a
 // request carries can take the process down.
-func recoverPanics(logger *slog.Logger) echo.MiddlewareFunc {
+func recoverPanics(logger *slog.Logger, logPath func(*http.Request) string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) (err error) {
 			defer func() {
@@ -173,7 +179,7 @@ func recoverPanics(logger *slog.Logger) echo.MiddlewareFunc {
 					if r == http.ErrAbortHandler {
 						panic(r)
 					}
-					logger.Error("panic in handler", "path", c.Request().URL.Path, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+					logger.Error("panic in handler", "path", logPath(c.Request()), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 					err = echo.NewHTTPError(http.StatusInternalServerError)
 				}
 			}()
@@ -225,8 +231,9 @@ func statusLabel(status int) string {
 }
 
 // requestLog writes one line per request with fixed keys, and observes its duration. It
-// logs the path, never the query: query strings may carry single-use keys.
-func requestLog(e *echo.Echo, opts Options, gate *repeatGate) echo.MiddlewareFunc {
+// logs the path, never the query: query strings may carry single-use keys; and of a path
+// under a secret prefix only the prefix.
+func requestLog(e *echo.Echo, opts Options, gate *repeatGate, logPath func(*http.Request) string) echo.MiddlewareFunc {
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "extension_http_request_duration_seconds",
 		Help:    "HTTP requests by route, method and status.",
@@ -258,7 +265,7 @@ func requestLog(e *echo.Echo, opts Options, gate *repeatGate) echo.MiddlewareFun
 			}
 			attrs := []slog.Attr{
 				slog.String("method", clip(req.Method, 16)),
-				slog.String("path", clip(req.URL.Path, 256)),
+				slog.String("path", logPath(req)),
 				slog.Int("status", status),
 				slog.Duration("latency", latency),
 				slog.String("remote_ip", c.RealIP()),
@@ -319,6 +326,24 @@ func (g *repeatGate) close(key string) {
 	g.mu.Unlock()
 	if held > 0 {
 		g.flush(key, held)
+	}
+}
+
+// pathRedactor returns how a request's path is logged: clipped, and cut after the first
+// of the secret prefixes it starts with (compared without regard to case, as a prefix
+// typed in capitals still carries the secret after it). The raw and the cleaned path are
+// looked at too, so neither an escaped slash nor "//" or "/./" hides a secret.
+func pathRedactor(secret []string) func(*http.Request) string {
+	return func(r *http.Request) string {
+		p := r.URL.Path
+		for _, cand := range []string{p, r.URL.RawPath, path.Clean("/" + p)} {
+			for _, prefix := range secret {
+				if len(cand) > len(prefix) && strings.EqualFold(cand[:len(prefix)], prefix) {
+					return prefix + "…"
+				}
+			}
+		}
+		return clip(p, 256)
 	}
 }
 

@@ -199,3 +199,35 @@ func TestFailuresLoggedBounded(t *testing.T) {
 		t.Errorf("%d lines name status 503 after 300 failures, want 2 (the request, the error):\n%s", n, logs.String())
 	}
 }
+
+// A path under a secret prefix is logged as the prefix alone: in the request line, a
+// failure of ours, a panic and a wrong method alike.
+func TestSecretPathsRedacted(t *testing.T) {
+	var logs extensiontest.LogBuffer
+	f := httpfront.New(httpfront.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil)), SecretPaths: []string{"/invite/"}})
+	f.GET("/invite/:token", func(c echo.Context) error { return c.String(http.StatusOK, "ok") })
+	f.POST("/invite/:token", func(c echo.Context) error { return echo.NewHTTPError(http.StatusInternalServerError) })
+	f.PUT("/invite/:token", func(c echo.Context) error { panic("boom") })
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	const secret = "S3cr3tT0kenS3cr3tT0kenS3cr3tT0kenS3cr3tT0k"
+	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		req, err := http.NewRequest(method, srv.URL+"/invite/"+secret, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	out := logs.String()
+	if strings.Contains(out, secret[4:]) {
+		t.Errorf("a log line carries the secret:\n%s", out)
+	}
+	// GET, POST (request, failure), PUT (panic, request), DELETE (405).
+	if n := strings.Count(out, `"path":"/invite/…"`); n != 6 {
+		t.Errorf("%d lines name the redacted path, want 6:\n%s", n, out)
+	}
+}

@@ -65,6 +65,17 @@ var accessRows = []struct {
 	{"POST", "/app/:instanceId/settings/sign-in", ownerRole},
 	{"GET", "/app/:instanceId/login/forgot", public},
 	{"POST", "/app/:instanceId/login/forgot", public},
+	{"POST", "/app/:instanceId/team/invitations", adminRole},
+	{"POST", "/app/:instanceId/team/invitations/:invitationId/reissue", adminRole},
+	{"POST", "/app/:instanceId/team/invitations/:invitationId/revoke", adminRole},
+	{"POST", "/app/:instanceId/team/transfer", ownerRole},
+	{"POST", "/app/:instanceId/team/:accountId/role", adminRole},
+	{"POST", "/app/:instanceId/team/:accountId/reset", adminRole},
+	{"POST", "/app/:instanceId/team/:accountId/remove", adminRole},
+	{"GET", "/invite/:token", public},
+	{"POST", "/invite/:token", public},
+	{"GET", "/reset/:token", public},
+	{"POST", "/reset/:token", public},
 }
 
 // accessFixture is one instance with an owner, an admin and a member, a second instance
@@ -136,6 +147,12 @@ func newAccessFixture(t *testing.T) *accessFixture {
 			t.Fatal(err)
 		}
 		into["actionId"] = act.ID
+		inv, _, err := app.Store.CreateInvitation(ctx, inst, owners[inst].ID, "invited@example.test", extension.RoleMember)
+		if err != nil {
+			t.Fatal(err)
+		}
+		into["invitationId"] = inv.ID
+		into["token"] = strings.Repeat("A", 43) // a link page is public; no link of ours
 	}
 	return f
 }

@@ -154,6 +154,7 @@ func TestPagesInBrowser(t *testing.T) {
 			}
 			reclaimer.Open(base + "/signed-out?lang=" + lang)
 			reclaimer.Open(clickThrough(t, app, base, in, bob))
+			links := teamLinks(t, app, in, lang) // the invitation and reset pages (team_pages_test.go)
 			pages := []struct {
 				name   string
 				page   *browsertest.Page
@@ -176,6 +177,15 @@ func TestPagesInBrowser(t *testing.T) {
 				{"reclaim-ownership", reclaimer, atrek.ReclaimPath(in.ID), http.StatusOK},
 				{"sign-in-not-installed", stranger, frontend.LoginPath("00000000-0000-4000-8000-000000000000"), http.StatusNotFound},
 				{"app-no-session", stranger, "/app", http.StatusOK},
+				{"team-confirmation", customer, atrek.AppPath(in.ID) + "/team?done=role_changed", http.StatusOK},
+				{"invite", stranger, links.Invite, http.StatusOK},
+				{"invite-used", stranger, links.InviteUsed, http.StatusGone},
+				{"invite-revoked", stranger, links.InviteRevoked, http.StatusGone},
+				{"invite-signed-in", customer, links.Invite, http.StatusOK},
+				{"invite-unknown", stranger, links.InviteUnknown, http.StatusNotFound},
+				{"reset", stranger, links.Reset, http.StatusOK},
+				{"reset-used", stranger, links.ResetUsed, http.StatusGone},
+				{"reset-unknown", stranger, links.ResetUnknown, http.StatusNotFound},
 				{"app-choose", customer, "/app", http.StatusOK}, // after the click-through into a second instance below
 			}
 			for _, pg := range pages {

@@ -56,6 +56,19 @@ func routes(f *httpfront.Front, h handlers) {
 	e.GET("/app/:instanceId/audit", p.Audit, p.RequireSession())
 	e.GET("/app/:instanceId/settings/sign-in", p.SignInSettings, p.RequireSession())
 	e.POST("/app/:instanceId/settings/sign-in", p.SaveSignInSettings, p.SameOrigin(), p.RequireSession())
+	// The team: its forms (owners and admins; the store checks each role rule), and the
+	// pages of the links it hands out, whose token the front logs only as its prefix.
+	e.POST("/app/:instanceId/team/invitations", p.Invite, p.SameOrigin(), p.RequireSession())
+	e.POST("/app/:instanceId/team/invitations/:invitationId/revoke", p.RevokeInvitation, p.SameOrigin(), p.RequireSession())
+	e.POST("/app/:instanceId/team/invitations/:invitationId/reissue", p.ReissueInvitation, p.SameOrigin(), p.RequireSession())
+	e.POST("/app/:instanceId/team/transfer", p.TransferOwnership, p.SameOrigin(), p.RequireSession())
+	e.POST("/app/:instanceId/team/:accountId/role", p.ChangeRole, p.SameOrigin(), p.RequireSession())
+	e.POST("/app/:instanceId/team/:accountId/remove", p.Remove, p.SameOrigin(), p.RequireSession())
+	e.POST("/app/:instanceId/team/:accountId/reset", p.IssueReset, p.SameOrigin(), p.RequireSession())
+	e.GET("/invite/:token", p.Invitation)
+	e.POST("/invite/:token", p.AcceptInvitation, p.SameOrigin())
+	e.GET("/reset/:token", p.ResetPassword)
+	e.POST("/reset/:token", p.UseReset, p.SameOrigin())
 	e.POST("/logout", p.Logout, p.SameOrigin())
 	e.GET("/signed-out", p.SignedOut)
 }

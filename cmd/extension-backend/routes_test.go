@@ -69,6 +69,7 @@ func TestEveryPageSameHeaders(t *testing.T) {
 			if resp, body := fetch(t, b, http.MethodGet, base+sso, hdr); resp.StatusCode != http.StatusSeeOther {
 				t.Fatalf("click-through: %d\n%s", resp.StatusCode, body)
 			}
+			links := teamLinks(t, app, in, lang.code) // the invitation and reset pages (team_pages_test.go)
 			pages := []struct {
 				path   string
 				status int
@@ -90,6 +91,10 @@ func TestEveryPageSameHeaders(t *testing.T) {
 				{"/app/00000000-0000-4000-8000-000000000000/login", http.StatusNotFound},
 				{"/app/not-an-id", http.StatusNotFound},
 				{"/mstudio/webhooks", http.StatusMethodNotAllowed},
+				{atrek.AppPath(in.ID) + "/team?done=removed", http.StatusOK},
+				{links.Invite, http.StatusOK}, {links.InviteUsed, http.StatusGone}, {links.InviteRevoked, http.StatusGone},
+				{links.InviteUnknown, http.StatusNotFound}, {links.Reset, http.StatusOK}, {links.ResetUsed, http.StatusGone},
+				{links.ResetUnknown, http.StatusNotFound},
 			}
 			for _, p := range pages {
 				resp, body := fetch(t, b, http.MethodGet, base+p.path, hdr)
@@ -114,8 +119,12 @@ func TestEveryPageSameHeaders(t *testing.T) {
 				if css := regexp.MustCompile(`href="(/static/style\.[0-9a-f]+\.css)"`).FindStringSubmatch(body); css == nil {
 					t.Errorf("%s: no stylesheet link", p.path)
 				}
-				if strings.Contains(body, in.ID) && !strings.HasPrefix(p.path, atrek.AppPath(in.ID)) {
+				if strings.Contains(body, in.ID) && !strings.HasPrefix(p.path, atrek.AppPath(in.ID)) && !isLinkPage(p.path) {
 					t.Errorf("%s: the page shows an instance id", p.path)
+				}
+				if isLinkPage(p.path) && (resp.Header.Get("Referrer-Policy") != "no-referrer" || resp.Header.Get("Cache-Control") != "no-store") {
+					t.Errorf("%s: Referrer-Policy %q, Cache-Control %q, want no-referrer and no-store", p.path,
+						resp.Header.Get("Referrer-Policy"), resp.Header.Get("Cache-Control"))
 				}
 			}
 			_, body := fetch(t, b, http.MethodGet, base+"/nowhere", hdr)

@@ -272,7 +272,8 @@ func newHTTP(ctx context.Context, cfg *Config, logger *slog.Logger, reg *prometh
 	}
 	front := httpfront.New(httpfront.Options{
 		Logger: logger, Registry: reg, TrustedProxies: cfg.TrustedProxies, Pages: pages, Ready: store.Ping,
-		LogAttrs: []string{webhooks.LogKeyInstanceID, webhooks.LogKeyEventKind, webhooks.LogKeyRequestID, webhooks.LogKeyOutcome},
+		LogAttrs:    []string{webhooks.LogKeyInstanceID, webhooks.LogKeyEventKind, webhooks.LogKeyRequestID, webhooks.LogKeyOutcome},
+		SecretPaths: frontend.SecretPaths(),
 	})
 	h := handlers{pages: pages}
 	h.sso, err = atrek.New(atrek.Config{
