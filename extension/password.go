@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -178,29 +180,44 @@ func PasswordNeedsRehash(phc string, p PasswordParams) bool {
 }
 
 // PasswordHasher runs hashes and verifications with a bound: at most its concurrency at once
-// (default GOMAXPROCS), and at most its queue more waiting; beyond that it answers ErrBusy
-// at once. Each running hash holds about PasswordParams.Memory, so memory stays under
-// concurrency × Memory, and the webhook path keeps its CPU share while sign-ins queue.
+// (default GOMAXPROCS), and a short queue more waiting; beyond that it answers ErrBusy at
+// once. Each running hash holds about PasswordParams.Memory, so the hashes' memory stays
+// under concurrency × Memory, and the webhook path keeps its CPU share while sign-ins queue.
 type PasswordHasher struct {
-	params PasswordParams
-	admit  chan struct{} // running or waiting: capacity concurrency + queue
-	run    chan struct{} // running: capacity concurrency
-	dummy  func() string // a hash of a random password, made once on first use
+	params      PasswordParams
+	concurrency int
+	admit       chan struct{} // running or waiting: capacity concurrency + queue
+	run         chan struct{} // running: capacity concurrency
+	// maxWait, when positive, bounds the queue by time instead: a caller is admitted only
+	// while the work ahead of it, at the recent duration of one hash, takes less.
+	maxWait time.Duration
+	avgNano atomic.Int64  // moving average of a hash's duration, in nanoseconds
+	dummy   func() string // a hash of a random password, made once on first use
 }
 
+// Bounds of the default queue: the work ahead of a caller at most defaultMaxWait, and never
+// more than maxQueuePerCPU callers per running place whatever the hashes' speed.
+const (
+	defaultMaxWait = 3 * time.Second
+	maxQueuePerCPU = 256
+)
+
 // NewPasswordHasher returns a PasswordHasher with the parameters; concurrency <= 0 means
-// GOMAXPROCS and queue < 0 means 32 per running place. A waiting sign-in costs a goroutine,
-// not a hash's memory, and 32 hashes take a CPU about a second with OWASP's parameters, so
-// the default queue keeps the CPUs busy through a burst of clients that wait a second when
-// told 429, while no one waits for more than about a second or two.
+// GOMAXPROCS. queue >= 0 is a fixed number of waiting places; queue < 0 means a queue
+// bounded by time: callers wait while the hashes ahead of them take at most about three
+// seconds. A waiting sign-in costs a goroutine, not a hash's memory, so a burst of
+// sign-ins waits briefly and keeps the CPUs busy, where a short fixed queue would turn most
+// of it away to come back later.
 func NewPasswordHasher(p PasswordParams, concurrency, queue int) *PasswordHasher {
 	if concurrency <= 0 {
 		concurrency = runtime.GOMAXPROCS(0)
 	}
+	var maxWait time.Duration
 	if queue < 0 {
-		queue = 32 * concurrency
+		queue, maxWait = maxQueuePerCPU*concurrency, defaultMaxWait
 	}
-	h := &PasswordHasher{params: p, admit: make(chan struct{}, concurrency+queue), run: make(chan struct{}, concurrency)}
+	h := &PasswordHasher{params: p, concurrency: concurrency, maxWait: maxWait,
+		admit: make(chan struct{}, concurrency+queue), run: make(chan struct{}, concurrency)}
 	h.dummy = sync.OnceValue(func() string {
 		random := make([]byte, 32)
 		_, _ = rand.Read(random) // never fails (crypto/rand panics rather than return an error)
@@ -214,8 +231,16 @@ func NewPasswordHasher(p PasswordParams, concurrency, queue int) *PasswordHasher
 func (h *PasswordHasher) Params() PasswordParams { return h.params }
 
 // acquire takes a place to run, waiting in the queue if it has room; ErrBusy without,
-// the context's error if it ends while waiting.
+// the context's error if it ends while waiting. release records how long the work took.
 func (h *PasswordHasher) acquire(ctx context.Context) (release func(), err error) {
+	if h.maxWait > 0 {
+		if avg := time.Duration(h.avgNano.Load()); avg > 0 {
+			ahead := len(h.admit) - h.concurrency + 1 // waiting callers, this one included
+			if ahead > 0 && time.Duration(ahead)*avg/time.Duration(h.concurrency) > h.maxWait {
+				return nil, ErrBusy
+			}
+		}
+	}
 	select {
 	case h.admit <- struct{}{}:
 	default:
@@ -223,11 +248,27 @@ func (h *PasswordHasher) acquire(ctx context.Context) (release func(), err error
 	}
 	select {
 	case h.run <- struct{}{}:
-		return func() { <-h.run; <-h.admit }, nil
+		start := time.Now()
+		return func() {
+			h.record(time.Since(start))
+			<-h.run
+			<-h.admit
+		}, nil
 	case <-ctx.Done():
 		<-h.admit
 		return nil, ctx.Err()
 	}
+}
+
+// record folds a hash's duration into the moving average (weight 1/8); a lost update
+// between two racing callers only delays the average a little.
+func (h *PasswordHasher) record(d time.Duration) {
+	old := h.avgNano.Load()
+	if old == 0 {
+		h.avgNano.Store(int64(d))
+		return
+	}
+	h.avgNano.Store(old + (int64(d)-old)/8)
 }
 
 // Hash hashes a new password within the bound.

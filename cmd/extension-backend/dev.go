@@ -123,6 +123,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	defer cancel()
 	errs := make(chan error, 2)
 	go func() { errs <- serveHTTP(ctx, simLn, sim, logger.With("component", "simulator")) }()
+	applyMemoryLimit()
 	go func() {
 		errs <- serveBackend(ctx, cfg, logger.With("component", "backend"), true, defaultWorkers, backendLn)
 	}()

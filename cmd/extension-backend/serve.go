@@ -46,7 +46,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		cfg.Addr = *addr
 	}
 	logger := newLogger(stdout, cfg.LogLevel)
-	logger.Info("starting", "config", cfg)
+	logger.Info("starting", "config", cfg, "memory_limit_bytes", applyMemoryLimit())
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
