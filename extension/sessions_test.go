@@ -335,3 +335,48 @@ func TestDeleteSessions(t *testing.T) {
 		}
 	})
 }
+
+// TestSignedInSession: the one-statement read returns what the three separate reads
+// return, ends an expired session the same way, and finds nothing once the account is
+// gone.
+func TestSignedInSession(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		clock := extensiontest.NewClock(ssoStart)
+		s := newSSOStore(t, d, clock, "i-1", "i-2")
+		acc := ensureAccount(t, s, "i-1", "u-1")
+		id := createSession(t, s, acc, absolute)
+		sess, gotAcc, gotIn, err := s.SignedInSession(ctx, id, idle, absolute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantSess := checkSession(t, s, id, acc)
+		wantAcc, err := s.AccountByID(ctx, acc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantIn, err := s.InstanceByID(ctx, "i-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(wantSess, sess); diff != "" {
+			t.Errorf("session (-separate +joined):\n%s", diff)
+		}
+		if diff := cmp.Diff(wantAcc, gotAcc); diff != "" {
+			t.Errorf("account (-separate +joined):\n%s", diff)
+		}
+		wantIn.CreatedAt, wantIn.UpdatedAt = wantIn.CreatedAt.UTC(), wantIn.UpdatedAt.UTC()
+		gotIn.CreatedAt, gotIn.UpdatedAt = gotIn.CreatedAt.UTC(), gotIn.UpdatedAt.UTC()
+		if diff := cmp.Diff(wantIn, gotIn); diff != "" {
+			t.Errorf("instance (-separate +joined):\n%s", diff)
+		}
+		if _, _, _, err := s.SignedInSession(ctx, "not-an-id", idle, absolute); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("malformed id: %v", err)
+		}
+		clock.Advance(idle + time.Minute)
+		if _, _, _, err := s.SignedInSession(ctx, id, idle, absolute); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("idle session: %v, want ErrNotFound", err)
+		}
+		checkNoSession(t, s, "after the idle read", id)
+	})
+}

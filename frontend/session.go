@@ -165,7 +165,9 @@ func (s *Sessions) Read(c echo.Context, instanceID string) (SignedIn, error) {
 	if !ok {
 		return SignedIn{}, ErrNoSession
 	}
-	sess, err := s.store.SessionByID(ctx, id, s.idle, s.absolute)
+	// The session, its account and its instance in one statement: every page behind a
+	// session needs all three. A session whose account or instance is gone is none.
+	sess, acc, in, err := s.store.SignedInSession(ctx, id, s.idle, s.absolute)
 	if errors.Is(err, extension.ErrNotFound) {
 		s.setCookie(c.Response(), instanceID, "", -1)
 		return SignedIn{}, ErrNoSession
@@ -179,20 +181,7 @@ func (s *Sessions) Read(c echo.Context, instanceID string) (SignedIn, error) {
 		s.refusals.Refused(ctx, "session of another instance", c.RealIP())
 		return SignedIn{}, ErrNoSession
 	}
-	acc, err := s.store.AccountByID(ctx, sess.AccountID)
-	if errors.Is(err, extension.ErrNotFound) {
-		s.setCookie(c.Response(), instanceID, "", -1)
-		return SignedIn{}, ErrNoSession
-	}
-	if err != nil {
-		return SignedIn{}, err
-	}
-	in, err := s.store.InstanceByID(ctx, sess.InstanceID)
 	switch {
-	case errors.Is(err, extension.ErrNotFound):
-		return SignedIn{}, ErrNoSession
-	case err != nil:
-		return SignedIn{}, err
 	case in.Removed():
 		return SignedIn{}, extension.ErrRemoved
 	case !in.Enabled:
