@@ -18,7 +18,11 @@ import (
 
 // actionApp is the production route table with the job queue working, on the shared test
 // app; instances are installed through the simulator's webhook to the real handler.
-func actionApp(t *testing.T) (*apptest.App, string) {
+func actionApp(t *testing.T) (*apptest.App, string) { return jobsApp(t, false) }
+
+// jobsApp is actionApp; with ownOrigin the backend's public URL is the test server's
+// address, as a browser reaches it (its forms then come from our own origin).
+func jobsApp(t *testing.T, ownOrigin bool) (*apptest.App, string) {
 	t.Helper()
 	app := apptest.New(t, apptest.Options{Clock: extensiontest.WallClock(), Sim: func(o *mstudiotest.Options) { o.SecretActivationDelay = -1 }})
 	ctx := t.Context()
@@ -32,7 +36,12 @@ func actionApp(t *testing.T) (*apptest.App, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = jb.Stop(t.Context()) })
+	srv := httptest.NewUnstartedServer(nil)
+	base := "http://" + srv.Listener.Addr().String()
 	cfg := &Config{PublicURL: apptest.PublicURL, ExtensionID: app.Sim.ExtensionID(), DefaultRole: "member"}
+	if ownOrigin {
+		cfg.PublicURL = base
+	}
 	front, err := newHTTP(ctx, cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, afterApply(broker, jb), jb)
 	if err != nil {
 		t.Fatal(err)
@@ -40,10 +49,11 @@ func actionApp(t *testing.T) (*apptest.App, string) {
 	if err := jb.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(front)
+	srv.Config.Handler = front
+	srv.Start()
 	t.Cleanup(srv.Close)
-	app.Sim.SetWebhookURL(srv.URL + "/mstudio/webhooks")
-	return app, srv.URL
+	app.Sim.SetWebhookURL(base + "/mstudio/webhooks")
+	return app, base
 }
 
 // signedInAs installs an instance with the scopes and clicks through as Ada.

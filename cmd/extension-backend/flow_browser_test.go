@@ -2,21 +2,15 @@ package main
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/apptest/browsertest"
 	"github.com/extension-backend/extension-backend/atrek"
 	"github.com/extension-backend/extension-backend/extension"
-	"github.com/extension-backend/extension-backend/extension/extensiontest"
-	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
 	"github.com/extension-backend/extension-backend/frontend"
-	"github.com/extension-backend/extension-backend/jobs"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestTeamFlowInBrowser is the whole way of a local user, in headless Chromium, with the
@@ -26,32 +20,8 @@ import (
 // result; the owner's audit log names the member as the one who started it. No log line
 // carries the password or the invitation's token.
 func TestTeamFlowInBrowser(t *testing.T) {
-	app := apptest.New(t, apptest.Options{Clock: extensiontest.WallClock(), Sim: func(o *mstudiotest.Options) { o.SecretActivationDelay = -1 }})
+	app, base := jobsApp(t, true)
 	ctx := t.Context()
-	if _, err := jobs.Migrate(ctx, app.Store, app.DatabaseURL); err != nil {
-		t.Fatal(err)
-	}
-	broker := mstudio.NewBroker(app.Store, app.Client, mstudio.BrokerOptions{Logger: app.Logger})
-	jb, err := jobs.New(ctx, jobs.Config{Store: app.Store, DatabaseURL: app.DatabaseURL, Tokens: broker, Client: app.Client,
-		Workers: 2, Logger: app.Logger, PostInstallDelay: -1, PollInterval: 50 * time.Millisecond, RetryWait: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = jb.Stop(t.Context()) })
-	srv := httptest.NewUnstartedServer(nil)
-	base := "http://" + srv.Listener.Addr().String()
-	cfg := &Config{PublicURL: base, ExtensionID: app.Sim.ExtensionID(), DefaultRole: "member"}
-	front, err := newHTTP(ctx, cfg, app.Logger, prometheus.NewRegistry(), app.Store, app.Client, afterApply(broker, jb), jb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := jb.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	srv.Config.Handler = front
-	srv.Start()
-	t.Cleanup(srv.Close)
-	app.Sim.SetWebhookURL(base + "/mstudio/webhooks")
 	res, err := app.Sim.Trigger(ctx, mstudiotest.CallExtensionAddedToContext,
 		mstudiotest.CallRequest{Context: "project", ConsentedScopes: []string{"project:read", "project:write"}})
 	if err != nil || !res.Successful {
