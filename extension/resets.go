@@ -93,10 +93,6 @@ func (s *Store) RequestPasswordReset(ctx context.Context, instanceID, email stri
 }
 
 func (s *Store) issueReset(ctx context.Context, instanceID, actorID, actorLabel, accountID string) (Secret, PasswordReset, error) {
-	if actorID == accountID {
-		// One's own password changes on the account page, which asks for the current one.
-		return "", PasswordReset{}, ErrForbidden
-	}
 	token, hash, err := newLinkToken()
 	if err != nil {
 		return "", PasswordReset{}, err
@@ -113,6 +109,10 @@ func (s *Store) issueReset(ctx context.Context, instanceID, actorID, actorLabel,
 		}
 		if target.PlatformUserID != nil {
 			return ErrNotLocalAccount
+		}
+		if actorID == accountID {
+			// One's own password changes on the account page, which asks for the current one.
+			return ErrForbidden
 		}
 		// The operator may prepare a link before an owner turns password sign-in on; the
 		// link's page says it is off until then.
