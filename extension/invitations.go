@@ -136,7 +136,8 @@ func linkTokenHash(token Secret) (string, bool) { return sessionIDHash(token) }
 
 // CreateInvitation invites an e-mail address into an instance at a role on behalf of the
 // acting account, and returns the invitation and its link token, which is not stored and
-// cannot be shown again. The actor must be able to grant the role (ErrForbidden); the
+// cannot be shown again. Password sign-in must be on (ErrPasswordLoginOff), as the
+// invitation makes a password account. The actor must be able to grant the role (ErrForbidden); the
 // address must be valid (ErrInvalidEmail), in the instance's allowed domains
 // (ErrDomainNotAllowed), not a local account's already (ErrEmailTaken) and not invited
 // already (ErrInvitationPending; an expired invitation of the address is revoked instead).
@@ -171,6 +172,9 @@ func (s *Store) createInvitation(ctx context.Context, instanceID, actorID, email
 		settings, err := s.instanceSettings(tx, instanceID)
 		if err != nil {
 			return err
+		}
+		if !settings.PasswordLogin {
+			return ErrPasswordLoginOff
 		}
 		if !settings.AllowsEmail(normalized) {
 			return ErrDomainNotAllowed
@@ -278,7 +282,8 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 
 // PHC string) and marks the invitation used, in one transaction: of two acceptances at
 // once exactly one wins, the other gets ErrInvitationUsed. It fails with ErrNotFound,
 // ErrInvitationExpired or ErrInvitationRevoked for a link that cannot be accepted,
-// ErrEmailTaken when a local account got the address meanwhile, ErrInvalidName and
+// ErrEmailTaken when a local account got the address meanwhile, ErrPasswordLoginOff and
+// ErrDomainNotAllowed when the instance's settings now say no, ErrInvalidName and
 // ErrNoPassword for bad input.
 func (s *Store) AcceptInvitation(ctx context.Context, token Secret, name, passwordHash string) (Account, error) {
 	name, err := checkName(name)
@@ -316,6 +321,19 @@ func (s *Store) AcceptInvitation(ctx context.Context, token Secret, name, passwo
 		// so the link works again if the instance is enabled again.
 		if err := liveInstance(tx, row.InstanceID); err != nil {
 			return err
+		}
+		// The settings as they are now, not as they were at the invitation: password
+		// sign-in may be off, the address's domain no longer allowed. The claim is rolled
+		// back, so the link works again if an owner changes them back.
+		settings, err := s.instanceSettings(tx, row.InstanceID)
+		if err != nil {
+			return err
+		}
+		if !settings.PasswordLogin {
+			return ErrPasswordLoginOff
+		}
+		if !settings.AllowsEmail(row.EmailNormalized) {
+			return ErrDomainNotAllowed
 		}
 		account := accountRow{ID: uuid.NewString(), InstanceID: row.InstanceID, Email: row.Email,
 			EmailNormalized: row.EmailNormalized, PasswordHash: passwordHash, Name: name, Role: row.Role,

@@ -99,6 +99,7 @@ func TestPasswordReset(t *testing.T) {
 			{"member resets nobody", member.ID, admin.ID, extension.ErrForbidden},
 			{"admin cannot reset an owner", admin.ID, tm.owner.ID, extension.ErrForbidden},
 			{"a platform user has no password here", tm.owner.ID, tm.owner.ID, extension.ErrNotLocalAccount},
+			{"one's own password is the account page's", admin.ID, admin.ID, extension.ErrForbidden},
 			{"another instance's owner", tm.other.ID, member.ID, extension.ErrForbidden},
 			{"unknown account", tm.owner.ID, "a-unknown", extension.ErrNotFound},
 		} {

@@ -66,7 +66,9 @@ func (r resetRow) err(now time.Time) error {
 // IssuePasswordReset makes a one-time password-reset link for a local account on behalf
 // of an actor who may manage it (ErrForbidden), and returns its token, which is not
 // stored. An earlier unused link of the account dies. A platform user's account is
-// ErrNotLocalAccount.
+// ErrNotLocalAccount; one's own account is ErrForbidden (the account page changes one's
+// own password, asking for the current one); while password sign-in is off,
+// ErrPasswordLoginOff.
 func (s *Store) IssuePasswordReset(ctx context.Context, instanceID, actorID, accountID string) (Secret, PasswordReset, error) {
 	return s.issueReset(ctx, instanceID, actorID, "", accountID)
 }
@@ -86,7 +88,7 @@ func (s *Store) RequestPasswordReset(ctx context.Context, instanceID, email stri
 	if err != nil {
 		return "", PasswordReset{}, Account{}, err
 	}
-	token, pr, err := s.issueReset(ctx, instanceID, asOperator, "forgot password", acc.ID)
+	token, pr, err := s.issueReset(ctx, instanceID, asOperator, ActorForgotPassword, acc.ID)
 	return token, pr, acc, err
 }
 
@@ -107,6 +109,21 @@ func (s *Store) issueReset(ctx context.Context, instanceID, actorID, actorLabel,
 		}
 		if target.PlatformUserID != nil {
 			return ErrNotLocalAccount
+		}
+		if actorID == accountID {
+			// One's own password changes on the account page, which asks for the current one.
+			return ErrForbidden
+		}
+		// The operator may prepare a link before an owner turns password sign-in on; the
+		// link's page says it is off until then.
+		if actorLabel != ActorOperator {
+			settings, err := s.instanceSettings(tx, instanceID)
+			if err != nil {
+				return err
+			}
+			if !settings.PasswordLogin {
+				return ErrPasswordLoginOff
+			}
 		}
 		if err := tx.Exec(`DELETE FROM password_resets WHERE account_id = ? AND used_at IS NULL`, accountID).Error; err != nil {
 			return translate(err)
@@ -147,7 +164,8 @@ func (s *Store) PasswordResetByToken(ctx context.Context, token Secret) (Passwor
 // ConsumePasswordReset uses a reset link: in one transaction it marks the link used, sets
 // the account's new password hash, clears its lock-out and ends all its sessions (the
 // caller starts a new one). Of two uses at once exactly one wins; the other gets
-// ErrResetUsed. ErrResetExpired and ErrNotFound as for PasswordResetByToken.
+// ErrResetUsed. ErrResetExpired and ErrNotFound as for PasswordResetByToken;
+// ErrPasswordLoginOff while the instance's password sign-in is off (the link stays unused).
 func (s *Store) ConsumePasswordReset(ctx context.Context, token Secret, passwordHash string) (Account, error) {
 	if passwordHash == "" {
 		return Account{}, ErrNoPassword
@@ -175,6 +193,13 @@ func (s *Store) ConsumePasswordReset(ctx context.Context, token Secret, password
 		}
 		if err := liveInstance(tx, row.InstanceID); err != nil {
 			return err
+		}
+		settings, err := s.instanceSettings(tx, row.InstanceID)
+		if err != nil {
+			return err
+		}
+		if !settings.PasswordLogin {
+			return ErrPasswordLoginOff // rolled back: the link works once password sign-in is on again
 		}
 		if err := s.setPassword(tx, row.InstanceID, row.AccountID, passwordHash, ""); err != nil {
 			return err

@@ -71,6 +71,8 @@ func CanReadAudit(role string) bool { return roleRank(role) >= roleRank(RoleAdmi
 const (
 	ActorOperator = "operator" // the accounts subcommand
 	ActorPlatform = "platform" // a platform fact, such as a platform owner reclaiming ownership
+	// ActorForgotPassword is a reset link the account's owner asked for by e-mail.
+	ActorForgotPassword = "forgot_password"
 )
 
 // ChangeRole gives an account of an instance a new role on behalf of the acting account
@@ -282,7 +284,7 @@ func roleError(what string, err error) error {
 	for _, sentinel := range []error{ErrNotFound, ErrForbidden, ErrLastOwner, ErrInvalidRole, ErrEmailTaken,
 		ErrInvalidEmail, ErrDomainNotAllowed, ErrInvitationPending, ErrInvitationUsed, ErrInvitationExpired,
 		ErrInvitationRevoked, ErrNotLocalAccount, ErrResetUsed, ErrResetExpired, ErrInvalidName, ErrNoPassword,
-		ErrRemoved, ErrDisabled} {
+		ErrRemoved, ErrDisabled, ErrPasswordLoginOff} {
 		if errors.Is(err, sentinel) {
 			return err
 		}

@@ -16,6 +16,10 @@ import (
 // domains.
 var ErrDomainNotAllowed = errors.New("extension: e-mail domain not allowed in this instance")
 
+// ErrPasswordLoginOff is returned for what only serves password sign-in (an invitation,
+// a reset link, accepting or using one) while the instance's password sign-in is off.
+var ErrPasswordLoginOff = errors.New("extension: password sign-in is off in this instance")
+
 // ErrInvalidDomain is returned by ParseAllowedDomains for an entry that is not a domain name.
 var ErrInvalidDomain = errors.New("allowed domains: not a domain name")
 
@@ -114,7 +118,9 @@ func (s *Store) instanceSettings(db *gorm.DB, instanceID string) (InstanceSettin
 }
 
 // UpdateInstanceSettings stores an instance's sign-in settings on behalf of actorID, who
-// must be an owner (ErrForbidden), and records the change in the audit log. The domains
+// must be an owner (ErrForbidden), and records the change in the audit log. Turning
+// password sign-in off ends every session of the instance's local accounts in the same
+// transaction (the actor's too, if it is one). The domains
 // must be in the form ParseAllowedDomains returns.
 func (s *Store) UpdateInstanceSettings(ctx context.Context, instanceID, actorID string, set InstanceSettings) (InstanceSettings, error) {
 	if !ValidRole(set.DefaultRole) {
@@ -155,6 +161,14 @@ ON CONFLICT (instance_id) DO UPDATE SET default_role = excluded.default_role, al
 			instanceID, set.DefaultRole, string(domainsJSON), set.PasswordLogin, now).Error
 		if err != nil {
 			return translateRef(err)
+		}
+		// Turning password sign-in off ends the sessions of the instance's local accounts
+		// with it: they signed in with a password, which no longer lets anyone in.
+		if before.PasswordLogin && !set.PasswordLogin {
+			if err := tx.Exec(`DELETE FROM sessions WHERE instance_id = ? AND account_id IN
+	(SELECT id FROM accounts WHERE instance_id = ? AND platform_user_id IS NULL)`, instanceID, instanceID).Error; err != nil {
+				return translate(err)
+			}
 		}
 		out = InstanceSettings{DefaultRole: set.DefaultRole, AllowedDomains: domains, PasswordLogin: set.PasswordLogin, Stored: true, UpdatedAt: now}
 		detail := map[string]string{

@@ -190,6 +190,9 @@ func describeAudit(cat catalog, ev extension.AuditEvent) auditLine {
 		line.Who = cat.text("audit.who.operator")
 	case ev.AccountID == "" && ev.ActorName == extension.ActorPlatform:
 		line.Who = cat.text("audit.who.platform")
+	case ev.AccountID == "" && (ev.ActorName == extension.ActorForgotPassword || ev.ActorName == "forgot password"):
+		// "forgot password": the label before ActorForgotPassword, in older events.
+		line.Who = cat.text("audit.who.forgot_password")
 	case ev.ActorName != "":
 		line.Who = ev.ActorName
 	case ev.AccountID == "":

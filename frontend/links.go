@@ -104,6 +104,13 @@ func (f *Frontend) invitationPage(c echo.Context, inv extension.Invitation, stat
 	case !in.Enabled:
 		return f.Problem(c, http.StatusForbidden, "problem.disabled", "")
 	}
+	email := inv.Email
+	if inv.State != extension.InvitationPending {
+		email = "" // a dead link's domain does not matter
+	}
+	if refused, err := f.linkRefusal(c, in.ID, email); refused {
+		return err
+	}
 	v := inviteView{State: linkReady, Inviter: inv.InviterName, Context: contextOf(in), Role: inv.Role, Email: inv.Email,
 		Expires: linkDate(inv.ExpiresAt), LoginURL: LoginPath(inv.InstanceID), Form: form, Min: minPassword, Max: maxPassword}
 	switch inv.State {
@@ -156,6 +163,9 @@ func (f *Frontend) AcceptInvitation(c echo.Context) error {
 	if inv.State != extension.InvitationPending {
 		return f.invitationPage(c, inv, http.StatusGone, passwordForm{})
 	}
+	if refused, err := f.linkRefusal(c, inv.InstanceID, inv.Email); refused {
+		return err
+	}
 	form := readPasswordForm(c, true)
 	if form.Problem != "" {
 		return f.invitationPage(c, inv, http.StatusBadRequest, form)
@@ -177,6 +187,10 @@ func (f *Frontend) AcceptInvitation(c echo.Context) error {
 			return f.renderInvite(c, http.StatusNotFound, inviteView{State: linkUnknown})
 		}
 		return f.invitationPage(c, inv, http.StatusGone, passwordForm{})
+	case errors.Is(err, extension.ErrPasswordLoginOff): // turned off meanwhile
+		return f.passwordOff(c)
+	case errors.Is(err, extension.ErrDomainNotAllowed):
+		return f.domainGone(c)
 	case errors.Is(err, extension.ErrEmailTaken):
 		return f.renderInvite(c, http.StatusConflict, inviteView{State: linkTaken, Email: inv.Email, Inviter: inv.InviterName,
 			LoginURL: LoginPath(inv.InstanceID)})
@@ -238,6 +252,9 @@ func (f *Frontend) resetPage(c echo.Context, token extension.Secret, status int,
 	case !in.Enabled:
 		return f.Problem(c, http.StatusForbidden, "problem.disabled", "")
 	}
+	if refused, err := f.linkRefusal(c, in.ID, ""); refused {
+		return err
+	}
 	acc, err := f.store.AccountByID(ctx, pr.AccountID)
 	switch {
 	case errors.Is(err, extension.ErrNotFound): // removed since
@@ -271,8 +288,12 @@ func (f *Frontend) UseReset(c echo.Context) error {
 	if !ok {
 		return f.renderReset(c, http.StatusNotFound, resetView{State: linkUnknown})
 	}
-	if _, err := f.store.PasswordResetByToken(ctx, token); err != nil {
+	pr, err := f.store.PasswordResetByToken(ctx, token)
+	if err != nil {
 		return f.resetPage(c, token, http.StatusOK, passwordForm{})
+	}
+	if refused, err := f.linkRefusal(c, pr.InstanceID, ""); refused {
+		return err
 	}
 	form := readPasswordForm(c, false)
 	if form.Problem != "" {
@@ -290,6 +311,8 @@ func (f *Frontend) UseReset(c echo.Context) error {
 	switch {
 	case errors.Is(err, extension.ErrResetUsed), errors.Is(err, extension.ErrResetExpired), errors.Is(err, extension.ErrNotFound):
 		return f.resetPage(c, token, http.StatusOK, passwordForm{})
+	case errors.Is(err, extension.ErrPasswordLoginOff): // turned off meanwhile
+		return f.passwordOff(c)
 	case errors.Is(err, extension.ErrRemoved):
 		return f.Problem(c, http.StatusGone, "problem.removed", "")
 	case errors.Is(err, extension.ErrDisabled):

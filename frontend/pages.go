@@ -59,6 +59,9 @@ func (f *Frontend) RequireSession() echo.MiddlewareFunc {
 // internal logs a failure of ours (the store's error texts carry no secrets) and answers
 // the generic page.
 func (f *Frontend) internal(c echo.Context, what string, err error) error {
+	if ok, err := f.knownRefusal(c, err); ok {
+		return err
+	}
 	f.logger.ErrorContext(c.Request().Context(), "frontend: "+what+" failed", "error", err.Error())
 	return f.Problem(c, http.StatusInternalServerError, "error.server", "")
 }

@@ -44,6 +44,7 @@ type teamView struct {
 	Grantable   []roleOption // roles the actor may give, for the invite form
 	Invite      inviteForm   // the invite form as entered, after a mistake
 	Mailer      bool         // links are e-mailed as well as shown
+	PasswordOff bool         // password sign-in is off: no invitations, no reset links
 	TransferTo  []memberView // an owner's candidates for ownership
 	Done        string       // a confirmation (teamDone)
 	Problem     string       // copy key (KEY.title, KEY.hint) of a refused change
@@ -96,6 +97,13 @@ func (f *Frontend) renderTeam(c echo.Context, st teamState) error {
 		v.Invite.Role = extension.RoleMember
 	}
 	v.Grantable = grantable(actor, v.Invite.Role)
+	if v.CanManage {
+		settings, err := f.store.InstanceSettings(ctx, s.Instance.ID)
+		if err != nil {
+			return f.internal(c, "load settings", err)
+		}
+		v.PasswordOff = !settings.PasswordLogin
+	}
 	for _, a := range accounts {
 		m := memberView{ID: a.ID, Name: a.Name, Email: a.Email, Role: a.Role, Method: a.SignInMethod(), You: a.ID == s.Account.ID}
 		if m.Name == "" {
@@ -104,7 +112,7 @@ func (f *Frontend) renderTeam(c echo.Context, st teamState) error {
 		// One's own row has no forms: a slip there could lock oneself out. Another owner or
 		// admin changes it, or the owner transfers ownership.
 		if !m.You && extension.CanManage(actor, a.Role) {
-			m.Manage, m.Reset, m.Roles = true, a.Local(), grantable(actor, a.Role)
+			m.Manage, m.Reset, m.Roles = true, a.Local() && !v.PasswordOff, grantable(actor, a.Role)
 		}
 		if actor == extension.RoleOwner && !m.You {
 			v.TransferTo = append(v.TransferTo, m)
