@@ -28,6 +28,15 @@ type Account struct {
 	UpdatedAt      time.Time
 }
 
+// DisplayName is how pages name the account: its name, or its e-mail address when it has
+// no name (a platform user whose profile could not be read, say).
+func (a Account) DisplayName() string {
+	if a.Name != "" {
+		return a.Name
+	}
+	return a.Email
+}
+
 // Local reports whether the account signs in with e-mail and password rather than
 // through the platform.
 func (a Account) Local() bool { return a.PlatformUserID == "" }

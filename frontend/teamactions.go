@@ -255,11 +255,7 @@ func (f *Frontend) IssueReset(c echo.Context) error {
 	}
 	f.logger.InfoContext(ctx, "password reset issued", "instance_id", s.Instance.ID, "account_id", s.Account.ID, "target_id", id)
 	link := extension.Secret(f.origin + resetLinkPath + token.Reveal())
-	name := acc.Name
-	if name == "" {
-		name = acc.Email
-	}
-	v := linkView{InstanceID: s.Instance.ID, Reset: true, Link: link.Reveal(), For: name, Expires: linkDate(pr.ExpiresAt)}
+	v := linkView{InstanceID: s.Instance.ID, Reset: true, Link: link.Reveal(), For: acc.DisplayName(), Expires: linkDate(pr.ExpiresAt)}
 	if f.mailer != nil {
 		to, _ := extension.NormalizeEmail(acc.Email)
 		lang, _ := requestLang(c.Request())
