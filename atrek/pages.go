@@ -53,6 +53,7 @@ var (
 	problemNoAccessCustomer = problem{http.StatusForbidden, "problem.no_access_customer"}
 	problemPlatform         = problem{http.StatusBadGateway, "problem.platform"}
 	problemTooMany          = problem{http.StatusTooManyRequests, "problem.too_many"}
+	problemDomainNotAllowed = problem{http.StatusForbidden, "problem.domain_not_allowed"}
 	problemInternal         = problem{http.StatusInternalServerError, "error.server"}
 )
 
@@ -60,7 +61,7 @@ var (
 func ProblemKeys() []string {
 	var keys []string
 	for _, p := range []problem{problemBadLink, problemNotInstalled, problemDisabled, problemRemoved, problemUsed,
-		problemExpired, problemNoAccessProject, problemNoAccessCustomer, problemPlatform, problemTooMany, problemInternal,
+		problemExpired, problemNoAccessProject, problemNoAccessCustomer, problemPlatform, problemTooMany, problemInternal, problemDomainNotAllowed,
 		oauthProblemExpired, oauthProblemState, oauthProblemDenied, oauthProblemIncomplete, oauthProblemPlatform,
 		oauthProblemNone, oauthProblemUnavailable, oauthProblemInternal,
 		reclaimProblemLocal, reclaimProblemNotOwner, reclaimProblemSignIn} {

@@ -227,8 +227,21 @@ func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, 
 	} else if st.Stored {
 		role = st.DefaultRole
 	}
+	// The instance's allowed domains are checked in the transaction that provisions a
+	// new account (not for an existing account, nor for the instance's first: its owner).
 	acc, created, err := h.store.EnsurePlatformAccount(ctx, instanceID, userID, email, name, role)
-	if err != nil {
+	if errors.Is(err, extension.ErrDomainNotAllowed) {
+		if email == "" {
+			// The profile could not be read, so its address could not be checked.
+			log.InfoContext(ctx, "sso: refused", "outcome", "address unknown, allowed domains set")
+			return h.fail(c, problemPlatform)
+		}
+		log.InfoContext(ctx, "sso: refused", "outcome", "e-mail domain not allowed")
+		return h.fail(c, problemDomainNotAllowed)
+	} else if errors.Is(err, extension.ErrNotFound) {
+		log.InfoContext(ctx, "sso: refused", "outcome", "instance disabled meanwhile")
+		return h.fail(c, problemDisabled)
+	} else if err != nil {
 		return h.internal(c, "provision account", err)
 	}
 

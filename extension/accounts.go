@@ -28,6 +28,15 @@ type Account struct {
 	UpdatedAt      time.Time
 }
 
+// DisplayName is how pages name the account: its name, or its e-mail address when it has
+// no name (a platform user whose profile could not be read, say).
+func (a Account) DisplayName() string {
+	if a.Name != "" {
+		return a.Name
+	}
+	return a.Email
+}
+
 // Local reports whether the account signs in with e-mail and password rather than
 // through the platform.
 func (a Account) Local() bool { return a.PlatformUserID == "" }
@@ -104,6 +113,14 @@ func (s *Store) AccountByID(ctx context.Context, id string) (Account, error) {
 // when first sign-ins race on several replicas. A later sign-in takes over the e-mail
 // address and name the platform sends now; an empty one keeps what is stored. It fails
 // with ErrNotFound when the instance does not exist.
+//
+// When the instance's settings list allowed domains, a user who has no account yet is
+// provisioned only with an address (as NormalizeEmail reads it) in one of them, else it
+// fails with ErrDomainNotAllowed; an empty or unreadable address is refused too, as its
+// domain cannot be checked. The check is made in the transaction that creates the
+// account, after the settings are read there. Existing accounts sign in as before, and
+// the instance's very first account (its owner) is never refused: without it nobody
+// could sign in to change the setting.
 func (s *Store) EnsurePlatformAccount(ctx context.Context, instanceID, platformUserID, email, name, defaultRole string) (Account, bool, error) {
 	if instanceID == "" || platformUserID == "" {
 		return Account{}, false, errors.New("ensure platform account: empty instance or user id")
@@ -137,6 +154,8 @@ func (s *Store) EnsurePlatformAccount(ctx context.Context, instanceID, platformU
 		role := defaultRole
 		if len(existing) == 0 {
 			role = RoleOwner
+		} else if err := s.checkProvisionDomain(tx, instanceID, email); err != nil {
+			return err
 		}
 		now := s.now().UTC()
 		row := accountRow{ID: uuid.NewString(), InstanceID: instanceID, PlatformUserID: &platformUserID,
@@ -147,13 +166,30 @@ func (s *Store) EnsurePlatformAccount(ctx context.Context, instanceID, platformU
 		acc, created = row.account(), true
 		return nil
 	})
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDomainNotAllowed) {
 		return Account{}, false, err
 	}
 	if err != nil {
 		return Account{}, false, fmt.Errorf("provision account of user %s in instance %s: %w", platformUserID, instanceID, translate(err))
 	}
 	return acc, created, nil
+}
+
+// checkProvisionDomain fails with ErrDomainNotAllowed when the instance's settings, read
+// through tx, list allowed domains and email is not in one of them (or is no address).
+func (s *Store) checkProvisionDomain(tx *gorm.DB, instanceID, email string) error {
+	st, err := s.instanceSettings(tx, instanceID)
+	if err != nil {
+		return err
+	}
+	if len(st.AllowedDomains) == 0 {
+		return nil
+	}
+	normalized, err := NormalizeEmail(email)
+	if err != nil || !st.AllowsEmail(normalized) {
+		return ErrDomainNotAllowed
+	}
+	return nil
 }
 
 // lockInstanceAccounts serialises changes to an instance's accounts that depend on the

@@ -144,12 +144,13 @@ func parseProfileForm(form url.Values, withName bool) (p profileForm, problem st
 	if !withName {
 		return p, ""
 	}
-	p.Name = strings.TrimSpace(clipField(form.Get("name")))
+	name := strings.TrimSpace(form.Get("name"))
+	p.Name = clipText(name, maxNameField) // shown again; the name as sent is what is checked
 	switch {
-	case p.Name == "":
+	case name == "":
 		return p, "account.profile.name_missing"
-	case !utf8.ValidString(p.Name) || utf8.RuneCountInString(p.Name) > maxNameRunes ||
-		strings.ContainsFunc(p.Name, func(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }):
+	case !utf8.ValidString(name) || utf8.RuneCountInString(name) > maxNameRunes ||
+		strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }):
 		return p, "account.profile.name_invalid"
 	}
 	return p, ""

@@ -101,7 +101,11 @@ func (f *Frontend) renderRename(c echo.Context, status int, name, problem string
 // action's page.
 func (f *Frontend) StartRenameProject(c echo.Context) error {
 	s, _ := SignedInFrom(c.Request().Context())
-	name := c.FormValue("name")
+	values, ok := formValues(c, "name")
+	if !ok {
+		return f.Problem(c, http.StatusBadRequest, "error.bad_request", "")
+	}
+	name := values.Get("name")
 	if len(name) > 4*maxProjectName {
 		name = name[:4*maxProjectName]
 	}

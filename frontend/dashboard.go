@@ -105,11 +105,7 @@ func (f *Frontend) DashboardFrom(c echo.Context, s SignedIn, deliveries []extens
 
 func (f *Frontend) dashboard(s SignedIn, deliveries []extension.Delivery, health *extension.JobHealth) dashboardView {
 	in := s.Instance
-	user := s.Account.Name
-	if user == "" {
-		user = s.Account.Email
-	}
-	v := dashboardView{User: user, Role: s.Account.Role, Context: contextOf(in), InstanceID: in.ID, Variant: in.VariantKey,
+	v := dashboardView{User: s.Account.DisplayName(), Role: s.Account.Role, Context: contextOf(in), InstanceID: in.ID, Variant: in.VariantKey,
 		Installed: day(in.CreatedAt), CanManage: extension.CanGrant(s.Account.Role, extension.RoleMember)}
 	if in.LastEventNano > 0 {
 		v.LastChange = minute(in.LastEventAt())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
@@ -37,6 +38,28 @@ type forgotView struct {
 	Email      string
 	Sent       bool
 	Problem    string // copy key of what went wrong
+}
+
+// forgotForm is the "forgot password" form's input.
+type forgotForm struct {
+	Email   string // as entered, cut to maxEmailField bytes of text: shown again
+	Problem string // copy key of what is wrong, or ""
+	// normalized is the address as NormalizeEmail reads it, when there is no Problem.
+	normalized string
+}
+
+// parseForgotForm reads the form's field email: an address, as entered (the address as
+// sent is checked, not what clipping leaves of it).
+func parseForgotForm(form url.Values) forgotForm {
+	email := form.Get("email")
+	f := forgotForm{Email: clipText(email, maxEmailField)}
+	n, err := extension.NormalizeEmail(email)
+	if err != nil {
+		f.Problem = "forgot.bad_email"
+		return f
+	}
+	f.normalized = n
+	return f
 }
 
 // forgotAvailable answers for an instance whose sign-in page offers no "forgot password"
@@ -75,12 +98,16 @@ func (f *Frontend) SubmitForgotPassword(c echo.Context) error {
 	if ok, err := f.forgotAvailable(c, id); !ok {
 		return err
 	}
-	view := forgotView{InstanceID: id, Email: clipField(c.FormValue("email"))}
-	normalized, err := extension.NormalizeEmail(view.Email)
-	if err != nil {
-		view.Problem = "forgot.bad_email"
+	values, ok := formValues(c, "email")
+	if !ok {
+		return f.Problem(c, http.StatusBadRequest, "error.bad_request", "")
+	}
+	form := parseForgotForm(values)
+	view := forgotView{InstanceID: id, Email: form.Email, Problem: form.Problem}
+	if form.Problem != "" {
 		return f.Render(c, http.StatusBadRequest, pageForgot, view)
 	}
+	normalized := form.normalized
 	if !f.loginLimit.allow(c.RealIP()) || !f.forgotLimit.allow(id+" "+normalized) {
 		f.refusals.Refused(ctx, "forgot password rate limited", c.RealIP())
 		view.Problem = "forgot.busy"

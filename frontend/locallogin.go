@@ -3,8 +3,10 @@ package frontend
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/labstack/echo/v4"
@@ -63,11 +65,30 @@ type loginView struct {
 	Problem       string // copy key of what went wrong
 }
 
-func clipField(s string) string {
-	if len(s) > maxLoginField {
-		return s[:maxLoginField]
+// loginForm is the sign-in form's input.
+type loginForm struct {
+	// Email is the address as entered, cut to maxLoginField bytes of text: shown again
+	// after a failure, and looked up unless Unusable.
+	Email string
+	// Unusable says no account can match: a field was longer than any address or
+	// password can be, or the address is not text. The sign-in fails as a wrong password
+	// does.
+	Unusable bool
+	// password is the password byte for byte (never cut or cleaned, so only the very
+	// password matches); unexported, so no template can show it.
+	password string
+}
+
+// parseLoginForm reads the sign-in form's fields email and password.
+func parseLoginForm(form url.Values) loginForm {
+	email, password := form.Get("email"), form.Get("password")
+	f := loginForm{Email: clipText(email, maxLoginField)}
+	if len(email) > maxLoginField || !utf8.ValidString(email) || len(password) > extension.MaxPasswordLength {
+		f.Unusable = true
+		return f
 	}
-	return s
+	f.password = password
+	return f
 }
 
 // SubmitLogin serves POST /app/{instanceId}/login with the fields email and password.
@@ -84,8 +105,12 @@ func (f *Frontend) SubmitLogin(c echo.Context) error {
 	if !ok {
 		return err
 	}
-	email := clipField(c.FormValue("email"))
-	view := loginView{InstanceID: id, PlatformLogin: "/login/mstudio", PasswordLogin: settings.PasswordLogin, Email: email,
+	values, ok := formValues(c, "email", "password")
+	if !ok {
+		return f.Problem(c, http.StatusBadRequest, "error.bad_request", "")
+	}
+	form := parseLoginForm(values)
+	view := loginView{InstanceID: id, PlatformLogin: "/login/mstudio", PasswordLogin: settings.PasswordLogin, Email: form.Email,
 		Forgot: f.mailer != nil}
 	fail := func(status int, problem string) error {
 		view.Problem = problem
@@ -103,8 +128,11 @@ func (f *Frontend) SubmitLogin(c echo.Context) error {
 		f.refusals.Refused(ctx, "sign-in rate limited", c.RealIP())
 		return fail(http.StatusTooManyRequests, "login.busy")
 	}
-	password := clipField(c.FormValue("password"))
-	acc, hash, err := f.store.LocalCredentials(ctx, id, email)
+	password := form.password
+	acc, hash, err := extension.Account{}, "", extension.ErrNotFound
+	if !form.Unusable {
+		acc, hash, err = f.store.LocalCredentials(ctx, id, form.Email)
+	}
 	if errors.Is(err, extension.ErrNotFound) {
 		// The same work as for a known address, so the time says nothing either.
 		if err := f.hasher.VerifyDummy(ctx, password); errors.Is(err, extension.ErrBusy) {

@@ -149,8 +149,12 @@ func (f *Frontend) AppIndex(c echo.Context) error {
 // a user out.
 func (f *Frontend) Logout(c echo.Context) error {
 	c.Response().Header().Set("Cache-Control", "no-store")
+	values, ok := formValues(c, "instance")
+	if !ok {
+		return f.Problem(c, http.StatusBadRequest, "error.bad_request", "")
+	}
 	var err error
-	if id := c.FormValue("instance"); id != "" {
+	if id := values.Get("instance"); id != "" {
 		if !uuidPattern.MatchString(id) {
 			return f.Problem(c, http.StatusBadRequest, "error.bad_request", "")
 		}

@@ -105,10 +105,7 @@ func (f *Frontend) renderTeam(c echo.Context, st teamState) error {
 		v.PasswordOff = !settings.PasswordLogin
 	}
 	for _, a := range accounts {
-		m := memberView{ID: a.ID, Name: a.Name, Email: a.Email, Role: a.Role, Method: a.SignInMethod(), You: a.ID == s.Account.ID}
-		if m.Name == "" {
-			m.Name = a.Email
-		}
+		m := memberView{ID: a.ID, Name: a.DisplayName(), Email: a.Email, Role: a.Role, Method: a.SignInMethod(), You: a.ID == s.Account.ID}
 		// One's own row has no forms: a slip there could lock oneself out. Another owner or
 		// admin changes it, or the owner transfers ownership.
 		if !m.You && extension.CanManage(actor, a.Role) {

@@ -104,7 +104,11 @@ func (f *Frontend) Invite(c echo.Context) error {
 	if !ok {
 		return err
 	}
-	form := parseInviteForm(c.FormValue("email"), c.FormValue("role"))
+	values, ok := formValues(c, "email", "role")
+	if !ok {
+		return f.Problem(c, http.StatusBadRequest, "error.bad_request", "")
+	}
+	form := parseInviteForm(values.Get("email"), values.Get("role"))
 	again := func(status int, problem, field string) error {
 		form.Problem, form.Field = problem, field
 		if problem == "team.invite.domain" {
@@ -172,7 +176,11 @@ func (f *Frontend) ChangeRole(c echo.Context) error {
 		}
 		return f.teamRefusal(c, extension.ErrNotFound)
 	}
-	role, ok := parseRole(c.FormValue("role"))
+	values, ok := formValues(c, "role")
+	if !ok {
+		return f.Problem(c, http.StatusBadRequest, "error.bad_request", "")
+	}
+	role, ok := parseRole(values.Get("role"))
 	if !ok {
 		return f.teamRefusal(c, extension.ErrInvalidRole)
 	}
@@ -210,8 +218,12 @@ func (f *Frontend) TransferOwnership(c echo.Context) error {
 	if s.Account.Role != extension.RoleOwner {
 		return f.teamRefusal(c, extension.ErrForbidden)
 	}
-	id := c.FormValue("account")
-	if !uuidPattern.MatchString(id) {
+	values, ok := formValues(c, "account")
+	if !ok {
+		return f.Problem(c, http.StatusBadRequest, "error.bad_request", "")
+	}
+	id, ok := parseTransferForm(values)
+	if !ok {
 		return f.teamRefusal(c, extension.ErrNotFound)
 	}
 	if err := f.store.TransferOwnership(c.Request().Context(), s.Instance.ID, s.Account.ID, id); err != nil {
@@ -243,11 +255,7 @@ func (f *Frontend) IssueReset(c echo.Context) error {
 	}
 	f.logger.InfoContext(ctx, "password reset issued", "instance_id", s.Instance.ID, "account_id", s.Account.ID, "target_id", id)
 	link := extension.Secret(f.origin + resetLinkPath + token.Reveal())
-	name := acc.Name
-	if name == "" {
-		name = acc.Email
-	}
-	v := linkView{InstanceID: s.Instance.ID, Reset: true, Link: link.Reveal(), For: name, Expires: linkDate(pr.ExpiresAt)}
+	v := linkView{InstanceID: s.Instance.ID, Reset: true, Link: link.Reveal(), For: acc.DisplayName(), Expires: linkDate(pr.ExpiresAt)}
 	if f.mailer != nil {
 		to, _ := extension.NormalizeEmail(acc.Email)
 		lang, _ := requestLang(c.Request())

@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"errors"
+	"net/url"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -23,10 +24,16 @@ const (
 // in unpadded base64url.
 var linkTokenPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 
-// clipText cuts s to at most n bytes without splitting a character, and drops invalid
-// UTF-8, so what is shown again is text.
+// clipText cuts s to at most n bytes at a character boundary and drops invalid UTF-8, so
+// what is shown again is text. It is for showing a field again: a parser validates what
+// was sent, not what clipText leaves of it.
 func clipText(s string, n int) string {
 	if len(s) > n {
+		n = max(n, 0)
+		// Back to the start of the character at n (at most utf8.UTFMax-1 steps in text).
+		for i := 0; i < utf8.UTFMax && n > 0 && !utf8.RuneStart(s[n]); i++ {
+			n--
+		}
 		s = s[:n]
 	}
 	return strings.ToValidUTF8(s, "")
@@ -44,14 +51,16 @@ type inviteForm struct {
 
 // parseInviteForm reads the invite form's fields email and role.
 func parseInviteForm(email, role string) inviteForm {
-	f := inviteForm{Email: strings.TrimSpace(clipText(email, maxEmailField))}
+	email = strings.TrimSpace(email)
+	f := inviteForm{Email: clipText(email, maxEmailField)}
 	if r, ok := parseRole(role); ok {
 		f.Role = r
 	} else {
 		f.Problem, f.Field = "team.invite.bad_role", "role"
 		return f
 	}
-	if _, err := extension.NormalizeEmail(f.Email); err != nil {
+	// The address as sent, not as clipped: a cut could make a wrong one look right.
+	if _, err := extension.NormalizeEmail(email); err != nil || f.Email != email {
 		f.Problem, f.Field = "team.invite.bad_email", "email"
 	}
 	return f
@@ -63,6 +72,16 @@ func parseRole(v string) (string, bool) {
 		return v, true
 	}
 	return "", false
+}
+
+// parseTransferForm reads the transfer form's field account: the id of the account that
+// is to become an owner, a UUID as the team page writes it; ok is false for anything else.
+func parseTransferForm(form url.Values) (id string, ok bool) {
+	id = form.Get("account")
+	if !uuidPattern.MatchString(id) {
+		return "", false
+	}
+	return id, true
 }
 
 // passwordForm is the form that sets a password: accepting an invitation (with a name)
@@ -80,8 +99,9 @@ type passwordForm struct {
 func parsePasswordForm(wantName bool, name, password, repeat string, repeatSent bool) passwordForm {
 	var f passwordForm
 	if wantName {
-		f.Name = strings.TrimSpace(clipText(name, maxNameField))
-		if !validName(f.Name) {
+		name = strings.TrimSpace(name)
+		f.Name = clipText(name, maxNameField)
+		if !validName(name) {
 			f.Problem = "team.password.bad_name"
 			return f
 		}
