@@ -3,6 +3,7 @@ package frontend
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/extension-backend/extension-backend/extension"
@@ -66,9 +67,14 @@ func linkToken(c echo.Context) (extension.Secret, bool) {
 
 // readPasswordForm reads a link page's form.
 func readPasswordForm(c echo.Context, wantName bool) passwordForm {
-	name, password, repeat := c.FormValue("name"), c.FormValue("password"), c.FormValue("password_repeat")
-	_, repeatSent := c.Request().PostForm["password_repeat"] // parsed by FormValue
-	return parsePasswordForm(wantName, name, password, repeat, repeatSent)
+	// The body only, each field once: a field sent twice (or only in the query string)
+	// reads as missing, and the form asks for it again.
+	form, ok := formValues(c, "name", "password", "password_repeat")
+	if !ok {
+		form = url.Values{}
+	}
+	_, repeatSent := form["password_repeat"]
+	return parsePasswordForm(wantName, form.Get("name"), form.Get("password"), form.Get("password_repeat"), repeatSent)
 }
 
 // Invitation serves GET /invite/{token}: who invites whom to what, and the form to accept;

@@ -125,11 +125,7 @@ func (f *Frontend) renderSettings(c echo.Context, status int, v settingsView, st
 	}
 	for _, a := range accounts {
 		if a.Local() {
-			name := a.Name
-			if name == "" {
-				name = a.Email
-			}
-			v.PasswordOnly = append(v.PasswordOnly, name)
+			v.PasswordOnly = append(v.PasswordOnly, a.DisplayName())
 		}
 	}
 	v.PasswordOff = !stored.PasswordLogin && len(v.PasswordOnly) > 0
