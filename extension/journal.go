@@ -2,6 +2,7 @@ package extension
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -92,11 +93,34 @@ func (s *Store) PruneDeliveries(ctx context.Context, before time.Time) (int64, e
 // deliveries reads a bounded stretch of the journal by its key instead of all of it: an
 // instance that got nothing among the last window deliveries shows none.
 func (s *Store) RecentDeliveries(ctx context.Context, instanceID string, limit, window int) ([]Delivery, error) {
-	var out []Delivery
-	newest := s.db.Model(&Delivery{}).Select("COALESCE(MAX(id), 0)")
-	err := s.db.WithContext(ctx).Where("instance_id = ? AND id > (?) - ?", instanceID, newest, window).
-		Order("id DESC").Limit(limit).Find(&out).Error
+	// A statement prepared once: every dashboard view runs it.
+	st, err := s.prepared(ctx, `SELECT id, request_id, kind, instance_id, event_created_at, received_at, outcome, reason
+FROM webhook_deliveries WHERE instance_id = ? AND id > (SELECT COALESCE(MAX(id), 0) FROM webhook_deliveries) - ?
+ORDER BY id DESC LIMIT ?`)
 	if err != nil {
+		return nil, fmt.Errorf("recent deliveries: %w", err)
+	}
+	rows, err := st.QueryContext(ctx, instanceID, window, limit)
+	if err != nil {
+		return nil, fmt.Errorf("recent deliveries: %w", translate(err))
+	}
+	defer rows.Close()
+	var out []Delivery
+	for rows.Next() {
+		var d Delivery
+		var created sql.NullTime
+		var outcome string
+		if err := rows.Scan(&d.ID, &d.RequestID, &d.Kind, &d.InstanceID, &created, &d.ReceivedAt, &outcome, &d.Reason); err != nil {
+			return nil, fmt.Errorf("recent deliveries: %w", err)
+		}
+		if created.Valid {
+			t := created.Time.UTC()
+			d.EventCreatedAt = &t
+		}
+		d.ReceivedAt, d.Outcome = d.ReceivedAt.UTC(), Outcome(outcome)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("recent deliveries: %w", translate(err))
 	}
 	return out, nil

@@ -96,6 +96,20 @@ func TestRecordDeliveryAndDeliveries(t *testing.T) {
 				if diff := cmp.Diff(tt.want, got, opts); diff != "" {
 					t.Errorf("Deliveries(%q, %d) mismatch (-want +got):\n%s", tt.instanceID, tt.limit, diff)
 				}
+				if tt.instanceID != "" {
+					// The dashboard's read gives the same rows within its window.
+					recent, err := s.RecentDeliveries(ctx, tt.instanceID, tt.limit, 100)
+					if err != nil {
+						t.Fatalf("RecentDeliveries: %v", err)
+					}
+					if diff := cmp.Diff(tt.want, recent, opts); diff != "" {
+						t.Errorf("RecentDeliveries(%q, %d) mismatch (-want +got):\n%s", tt.instanceID, tt.limit, diff)
+					}
+					// A window of the newest row alone holds only i-1's newest delivery.
+					if narrow, err := s.RecentDeliveries(ctx, tt.instanceID, tt.limit, 1); err != nil || (tt.instanceID != "i-1" && len(narrow) != 0) || len(narrow) > 1 {
+						t.Errorf("RecentDeliveries(%q) in a window of 1: %d rows, %v", tt.instanceID, len(narrow), err)
+					}
+				}
 				for i := 1; i < len(got); i++ {
 					if got[i].ID >= got[i-1].ID {
 						t.Errorf("row %d has id %d after id %d, want newest (highest id) first", i, got[i].ID, got[i-1].ID)

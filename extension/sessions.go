@@ -393,7 +393,7 @@ func (s *Store) SignedInSession(ctx context.Context, id Secret, idle, absolute t
 		return Session{}, Account{}, nil, fmt.Errorf("load session: %w", err)
 	}
 	var rows []signedInRow
-	err = s.db.WithContext(ctx).Table("sessions").Select(sel).
+	err = s.pageReads.WithContext(ctx).Table("sessions").Select(sel).
 		Joins("JOIN accounts ON accounts.id = sessions.account_id").
 		Joins("JOIN instances ON instances.id = sessions.instance_id").
 		Where("sessions.id_hash = ?", hash).Limit(1).Scan(&rows).Error
