@@ -4,18 +4,17 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	"gorm.io/gorm/schema"
 
 	"gorm.io/gorm"
 )
@@ -348,34 +347,55 @@ func (s *Store) EndOtherSessions(ctx context.Context, instanceID, accountID stri
 	return n, nil
 }
 
-// signedInRow is a session with its account and instance, read in one statement: a page
-// behind a session needs all three on every request.
-type signedInRow struct {
-	Session  sessionRow `gorm:"embedded;embeddedPrefix:s_"`
-	Account  accountRow `gorm:"embedded;embeddedPrefix:a_"`
-	Instance Instance   `gorm:"embedded;embeddedPrefix:i_"`
-}
+// signedInQuery reads a session with its account and instance in one statement: every
+// page behind a session needs all three. It runs on a statement prepared once and scans
+// by hand (scanSignedIn): through the ORM's reflection it cost more than the page's
+// rendering.
+const signedInQuery = `SELECT
+	s.account_id, s.instance_id, s.platform_user_id, s.created_at, s.last_seen_at, s.expires_at, s.handle, s.user_agent,
+	a.id, a.instance_id, a.platform_user_id, a.email, a.email_normalized, a.name, a.role, a.language, a.failed_logins,
+	a.locked_until, a.created_at, a.updated_at,
+	i.id, i.context_kind, i.context_id, i.consented_scopes, i.enabled, i.variant_key, i.sealed_secret, i.last_event_ns,
+	i.removed_at, i.context_name, i.context_name_at, i.created_at, i.updated_at
+FROM sessions s JOIN accounts a ON a.id = s.account_id JOIN instances i ON i.id = s.instance_id
+WHERE s.id_hash = ?`
 
-// signedInSelect is the select list of signedInRow: every column of the three tables
-// under its prefixed name, from their GORM schemas, so a new column needs no edit here.
-var signedInSelect = sync.OnceValues(func() (string, error) {
-	var cols []string
-	for _, t := range []struct {
-		model         any
-		table, prefix string
-	}{{&sessionRow{}, "sessions", "s_"}, {&accountRow{}, "accounts", "a_"}, {&Instance{}, "instances", "i_"}} {
-		sch, err := schema.Parse(t.model, &sync.Map{}, schema.NamingStrategy{})
-		if err != nil {
-			return "", err
-		}
-		for _, f := range sch.Fields {
-			if f.DBName != "" {
-				cols = append(cols, t.table+"."+f.DBName+" AS "+t.prefix+f.DBName)
-			}
-		}
+// scanSignedIn scans a row of signedInQuery.
+func scanSignedIn(row *sql.Row) (sessionRow, accountRow, Instance, error) {
+	var (
+		sr     sessionRow
+		ar     accountRow
+		in     Instance
+		scopes string
+		// Nullable columns, through sql.Null*: the drivers differ in what they accept.
+		platformUser                       sql.NullString
+		lockedUntil, removedAt, nameReadAt sql.NullTime
+	)
+	err := row.Scan(&sr.AccountID, &sr.InstanceID, &sr.PlatformUserID, &sr.CreatedAt, &sr.LastSeenAt, &sr.ExpiresAt, &sr.Handle, &sr.UserAgent,
+		&ar.ID, &ar.InstanceID, &platformUser, &ar.Email, &ar.EmailNormalized, &ar.Name, &ar.Role, &ar.Language, &ar.FailedLogins,
+		&lockedUntil, &ar.CreatedAt, &ar.UpdatedAt,
+		&in.ID, &in.ContextKind, &in.ContextID, &scopes, &in.Enabled, &in.VariantKey, &in.SealedSecret, &in.LastEventNano,
+		&removedAt, &in.ContextName, &nameReadAt, &in.CreatedAt, &in.UpdatedAt)
+	if err != nil {
+		return sr, ar, in, err
 	}
-	return strings.Join(cols, ", "), nil
-})
+	if platformUser.Valid {
+		ar.PlatformUserID = &platformUser.String
+	}
+	if lockedUntil.Valid {
+		ar.LockedUntil = &lockedUntil.Time
+	}
+	if removedAt.Valid {
+		in.RemovedAt = &removedAt.Time
+	}
+	if nameReadAt.Valid {
+		in.ContextNameAt = &nameReadAt.Time
+	}
+	if err := json.Unmarshal([]byte(scopes), &in.ConsentedScopes); err != nil {
+		return sr, ar, in, fmt.Errorf("consented scopes of instance %s: %w", in.ID, err)
+	}
+	return sr, ar, in, nil
+}
 
 // SignedInSession is SessionByID with the session's account and instance, in one
 // statement instead of three. It fails with ErrNotFound as SessionByID does, and also when
@@ -388,25 +408,21 @@ func (s *Store) SignedInSession(ctx context.Context, id Secret, idle, absolute t
 	if !ok {
 		return Session{}, Account{}, nil, ErrNotFound
 	}
-	sel, err := signedInSelect()
+	st, err := s.prepared(ctx, signedInQuery)
 	if err != nil {
 		return Session{}, Account{}, nil, fmt.Errorf("load session: %w", err)
 	}
-	var rows []signedInRow
-	err = s.pageReads.WithContext(ctx).Table("sessions").Select(sel).
-		Joins("JOIN accounts ON accounts.id = sessions.account_id").
-		Joins("JOIN instances ON instances.id = sessions.instance_id").
-		Where("sessions.id_hash = ?", hash).Limit(1).Scan(&rows).Error
+	sr, ar, in, err := scanSignedIn(st.QueryRowContext(ctx, hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Session{}, Account{}, nil, ErrNotFound
+	}
 	if err != nil {
 		return Session{}, Account{}, nil, fmt.Errorf("load session: %w", translate(err))
 	}
-	if len(rows) == 0 {
-		return Session{}, Account{}, nil, ErrNotFound
-	}
-	sess, err := s.liveSession(ctx, hash, rows[0].Session, idle, absolute)
+	sr.IDHash = hash
+	sess, err := s.liveSession(ctx, hash, sr, idle, absolute)
 	if err != nil {
 		return Session{}, Account{}, nil, err
 	}
-	in := rows[0].Instance
-	return sess, rows[0].Account.account(), &in, nil
+	return sess, ar.account(), &in, nil
 }

@@ -57,10 +57,6 @@ type Store struct {
 	now     func() time.Time
 	writer  *groupWriter // SQLite only: serialises lifecycle writes with group commit
 	stmts   sync.Map     // SQL text → *sql.Stmt, prepared once for the hot path
-	// pageReads is db with statements prepared once and kept: the reads every page view
-	// makes (its session, the dashboard's deliveries) would otherwise be parsed by the
-	// database on each request. Only for statements outside transactions.
-	pageReads *gorm.DB
 }
 
 // Options tunes Open. The zero value is valid: no keys (sealing fails with ErrNoKeys), no
@@ -163,7 +159,6 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 		now = time.Now
 	}
 	s := &Store{db: db, sqlDB: sqlDB, dialect: dialect, keys: opts.Keys, now: now}
-	s.pageReads = db.Session(&gorm.Session{PrepareStmt: true})
 	if dialect == SQLite {
 		s.writer = newGroupWriter(s)
 	}
