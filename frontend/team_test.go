@@ -383,7 +383,7 @@ func TestTeamChanges(t *testing.T) {
 		{"admin removes an owner", lena, "/" + e.adaID + "/remove", nil, http.StatusForbidden, "Your role does not allow this change"},
 		{"admin transfers", lena, "/transfer", url.Values{"account": {lenaID}}, http.StatusForbidden, "Your role does not allow this change"},
 		{"last owner demoted", e.ada, "/" + e.adaID + "/role", url.Values{"role": {"admin"}}, http.StatusConflict, "The team needs an owner"},
-		{"last owner removed", e.ada, "/" + e.adaID + "/remove", nil, http.StatusConflict, "Make someone else an owner first"},
+		{"last owner removed", e.ada, "/" + e.adaID + "/remove", url.Values{"confirm": {"yes"}}, http.StatusConflict, "Make someone else an owner first"},
 		{"another instance's account", e.ada, "/" + stranger.ID + "/role", url.Values{"role": {"admin"}}, http.StatusNotFound, "not in this team"},
 		{"another instance's account, no role", e.ada, "/" + stranger.ID + "/role", nil, http.StatusNotFound, "not in this team"},
 		{"another instance's account removed", e.ada, "/" + stranger.ID + "/remove", nil, http.StatusNotFound, "not in this team"},
@@ -441,7 +441,16 @@ func TestTeamChanges(t *testing.T) {
 	if resp, body := e.do(t, apptest.Browser(t), http.MethodGet, "/invite/"+openInv, nil, nil); resp.StatusCode != http.StatusGone || !strings.Contains(body, "withdrawn") {
 		t.Errorf("revoked invitation's page: %d", resp.StatusCode)
 	}
-	ok(lena, "/"+miloID+"/remove", nil, "removed")
+	// Removal asks first: the button's post without confirm=yes shows what it means and
+	// a form that confirms, and removes nobody.
+	resp, body = e.post(t, lena, e.team()+"/"+miloID+"/remove", nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `name="confirm" value="yes"`) || !strings.Contains(body, "Remove Milo") {
+		t.Errorf("remove without confirm: %d\n%s", resp.StatusCode, body)
+	}
+	if _, err := e.Store.AccountByID(t.Context(), miloID); err != nil {
+		t.Fatalf("asking removed Milo: %v", err)
+	}
+	ok(lena, "/"+miloID+"/remove", url.Values{"confirm": {"yes"}}, "removed")
 	if _, err := e.Store.AccountByID(t.Context(), miloID); err == nil {
 		t.Error("Milo is still there")
 	}

@@ -201,11 +201,38 @@ func (f *Frontend) Remove(c echo.Context) error {
 	if !ok {
 		return f.teamRefusal(c, extension.ErrNotFound)
 	}
+	values, ok := formValues(c, "confirm")
+	if !ok {
+		return f.Problem(c, http.StatusBadRequest, "error.bad_request", "")
+	}
+	if values.Get("confirm") != "yes" {
+		// The row's button asks first: a removal cannot be undone, and the pages run no
+		// script for a confirmation dialogue. What would refuse it is said now.
+		target, err := f.store.AccountByID(c.Request().Context(), id)
+		switch {
+		case errors.Is(err, extension.ErrNotFound) || (err == nil && target.InstanceID != s.Instance.ID):
+			return f.teamRefusal(c, extension.ErrNotFound)
+		case err != nil:
+			return f.internal(c, "load account", err)
+		case !extension.CanManage(s.Account.Role, target.Role):
+			return f.teamRefusal(c, extension.ErrForbidden)
+		}
+		return f.Render(c, http.StatusOK, pageConfirmRemove, confirmRemoveView{InstanceID: s.Instance.ID, AccountID: target.ID,
+			Name: target.DisplayName(), Platform: !target.Local()})
+	}
 	if err := f.store.RemoveAccount(c.Request().Context(), s.Instance.ID, s.Account.ID, id); err != nil {
 		return f.teamRefusal(c, err)
 	}
 	f.logger.InfoContext(c.Request().Context(), "account removed", "instance_id", s.Instance.ID, "account_id", s.Account.ID, "target_id", id)
 	return teamDoneRedirect(c, s.Instance.ID, "removed")
+}
+
+// pageConfirmRemove asks before a removal.
+const pageConfirmRemove = "confirmremove"
+
+type confirmRemoveView struct {
+	InstanceID, AccountID, Name string
+	Platform                    bool // signs in with the control panel: may come back from there
 }
 
 // TransferOwnership serves POST /app/{instanceId}/team/transfer with the field account:

@@ -207,6 +207,19 @@ func TestTeamInBrowser(t *testing.T) {
 			// The owner's team page with the new member: each row's forms.
 			owner.Open(base + team)
 			check(owner, "team-owner."+lang)
+			// Remove asks first; going back keeps the member.
+			owner.Follow("form[action$='/remove'] button[type='submit']")
+			if !owner.Exists("input[name='confirm'][value='yes']") {
+				t.Fatalf("the remove button does not ask first:\n%s", owner.Text("main"))
+			}
+			check(owner, "team-confirm-remove."+lang)
+			owner.Follow("main a.button.secondary")
+			if got := owner.Path(); got != team {
+				t.Errorf("keeping the member goes to %s, want the team page", got)
+			}
+			if accs, err := app.Store.Accounts(t.Context(), in.ID); err != nil || len(accs) < 2 {
+				t.Errorf("after going back the team has %d accounts (%v)", len(accs), err)
+			}
 			// Inviting the address again: the message next to the field, the address kept.
 			owner.Fill("#invite-email", email)
 			owner.Follow("form[action$='/team/invitations'] button[type='submit']")
