@@ -44,6 +44,7 @@ type scopeNeed struct {
 }
 
 type dashboardView struct {
+	Tabs       tabsView
 	User       string
 	Role       string
 	Context    contextView
@@ -105,7 +106,7 @@ func (f *Frontend) DashboardFrom(c echo.Context, s SignedIn, deliveries []extens
 
 func (f *Frontend) dashboard(s SignedIn, deliveries []extension.Delivery, health *extension.JobHealth) dashboardView {
 	in := s.Instance
-	v := dashboardView{User: s.Account.DisplayName(), Role: s.Account.Role, Context: contextOf(in), InstanceID: in.ID, Variant: in.VariantKey,
+	v := dashboardView{Tabs: tabsFor(s, tabDashboard), User: s.Account.DisplayName(), Role: s.Account.Role, Context: contextOf(in), InstanceID: in.ID, Variant: in.VariantKey,
 		Installed: day(in.CreatedAt), CanManage: extension.CanGrant(s.Account.Role, extension.RoleMember)}
 	if in.LastEventNano > 0 {
 		v.LastChange = minute(in.LastEventAt())

@@ -37,6 +37,7 @@ func TeamPath(instanceID string) string { return AppPath(instanceID) + "/team" }
 // change roles, remove, hand out reset links and manage the open invitations, each only
 // where the actor's role allows it; for a member the list alone.
 type teamView struct {
+	Tabs        tabsView
 	InstanceID  string
 	Members     []memberView
 	Invitations []invitationView
@@ -91,7 +92,7 @@ func (f *Frontend) renderTeam(c echo.Context, st teamState) error {
 	if err != nil {
 		return f.internal(c, "list accounts", err)
 	}
-	v := teamView{InstanceID: s.Instance.ID, CanManage: extension.CanGrant(actor, extension.RoleMember),
+	v := teamView{Tabs: tabsFor(s, tabTeam), InstanceID: s.Instance.ID, CanManage: extension.CanGrant(actor, extension.RoleMember),
 		Invite: st.invite, Mailer: f.mailer != nil, Done: st.done, Problem: st.problem}
 	if v.Invite.Role == "" {
 		v.Invite.Role = extension.RoleMember

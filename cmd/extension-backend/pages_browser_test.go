@@ -121,7 +121,7 @@ func TestPagesInBrowser(t *testing.T) {
 	t.Run("keyboard-only sign-out", func(t *testing.T) {
 		p := b.NewContext(t)
 		p.Open(clickThrough(t, app, base, in, ada))
-		p.TabTo("button: "+en["dashboard.sign_out"], 8)
+		p.TabTo("button: "+en["dashboard.sign_out"], 16)
 		p.Screenshot("dashboard-keyboard-focus.en") // for a look at the visible focus
 		p.PressAndWait(browsertest.Enter)
 		if got := p.Path(); got != "/signed-out" {
