@@ -59,9 +59,6 @@ type sessionView struct {
 	Current  bool // this browser's
 }
 
-// timeFormat is how the account and audit pages show a moment.
-const timeFormat = "2006-01-02 15:04 UTC"
-
 // Account serves GET /app/{instanceId}/account.
 func (f *Frontend) Account(c echo.Context) error {
 	s, _ := SignedInFrom(c.Request().Context())
@@ -92,7 +89,7 @@ func (f *Frontend) renderAccount(c echo.Context, status int, v accountView) erro
 		cur := ss.Handle == s.Session.Handle
 		v.Others = v.Others || !cur
 		v.Sessions = append(v.Sessions, sessionView{Handle: ss.Handle, Device: deviceText(cat, ss.UserAgent),
-			Since: ss.CreatedAt.Format(timeFormat), LastUsed: ss.LastSeenAt.Format(timeFormat), Current: cur})
+			Since: minuteUTC(ss.CreatedAt), LastUsed: minuteUTC(ss.LastSeenAt), Current: cur})
 	}
 	if status == http.StatusOK {
 		return f.renderReloadable(c, status, pageAccount, v)

@@ -59,7 +59,7 @@ type actionView struct {
 
 func viewAction(a extension.Action) actionView {
 	return actionView{ID: a.ID, Input: a.Input, State: a.State, Outcome: a.Outcome, URL: ActionPath(a.InstanceID, a.ID),
-		Finished: a.Finished(), CreatedAt: a.CreatedAt.Format("2006-01-02 15:04 UTC")}
+		Finished: a.Finished(), CreatedAt: minuteUTC(a.CreatedAt)}
 }
 
 // blockedReason says why the instance cannot run the rename, or "" when it can.

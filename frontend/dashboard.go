@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/labstack/echo/v4"
@@ -128,8 +127,3 @@ func (f *Frontend) dashboard(s SignedIn, deliveries []extension.Delivery, health
 	}
 	return v
 }
-
-// day and minute format times for a page: in UTC, said so on the page, as the server
-// cannot know the reader's time zone without script.
-func day(t time.Time) string    { return t.UTC().Format("2006-01-02") }
-func minute(t time.Time) string { return t.UTC().Format("2006-01-02 15:04") }

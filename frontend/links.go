@@ -118,7 +118,7 @@ func (f *Frontend) invitationPage(c echo.Context, inv extension.Invitation, stat
 		return err
 	}
 	v := inviteView{State: linkReady, Inviter: inv.InviterName, Context: contextOf(in), Role: inv.Role, Email: inv.Email,
-		Expires: linkDate(inv.ExpiresAt), LoginURL: LoginPath(inv.InstanceID), Form: form, Min: minPassword, Max: maxPassword}
+		Expires: minuteUTC(inv.ExpiresAt), LoginURL: LoginPath(inv.InstanceID), Form: form, Min: minPassword, Max: maxPassword}
 	switch inv.State {
 	case extension.InvitationExpired:
 		v.State, status = linkExpired, http.StatusGone
@@ -128,20 +128,23 @@ func (f *Frontend) invitationPage(c echo.Context, inv extension.Invitation, stat
 		v.State, status = linkRevoked, http.StatusGone
 	}
 	if s, err := f.Sessions.Read(c, inv.InstanceID); err == nil {
-		v.SignedInAs, v.DashboardURL = s.Account.Name, AppPath(inv.InstanceID)
-		if v.SignedInAs == "" {
-			v.SignedInAs = s.Account.Email
-		}
+		v.SignedInAs, v.DashboardURL = s.Account.DisplayName(), AppPath(inv.InstanceID)
 	}
 	return f.renderInvite(c, status, v)
 }
 
-func (f *Frontend) renderInvite(c echo.Context, status int, v inviteView) error {
+// renderLink writes a link page (page is pageInvite or pageReset) with the link pages'
+// headers; the language switch only on a GET, which may be loaded again.
+func (f *Frontend) renderLink(c echo.Context, status int, page string, v any) error {
 	linkHeaders(c)
 	if c.Request().Method == http.MethodGet {
-		return f.renderReloadable(c, status, pageInvite, v)
+		return f.renderReloadable(c, status, page, v)
 	}
-	return f.Render(c, status, pageInvite, v)
+	return f.Render(c, status, page, v)
+}
+
+func (f *Frontend) renderInvite(c echo.Context, status int, v inviteView) error {
+	return f.renderLink(c, status, pageInvite, v)
 }
 
 // AcceptInvitation serves POST /invite/{token} with the fields name and password (and
@@ -268,16 +271,12 @@ func (f *Frontend) resetPage(c echo.Context, token extension.Secret, status int,
 	case err != nil:
 		return f.internal(c, "load account", err)
 	}
-	v.Name, v.Email, v.Context, v.Expires, v.LoginURL = acc.Name, acc.Email, contextOf(in), linkDate(pr.ExpiresAt), LoginPath(in.ID)
+	v.Name, v.Email, v.Context, v.Expires, v.LoginURL = acc.Name, acc.Email, contextOf(in), minuteUTC(pr.ExpiresAt), LoginPath(in.ID)
 	return f.renderReset(c, status, v)
 }
 
 func (f *Frontend) renderReset(c echo.Context, status int, v resetView) error {
-	linkHeaders(c)
-	if c.Request().Method == http.MethodGet {
-		return f.renderReloadable(c, status, pageReset, v)
-	}
-	return f.Render(c, status, pageReset, v)
+	return f.renderLink(c, status, pageReset, v)
 }
 
 // UseReset serves POST /reset/{token} with the field password (and password_repeat,

@@ -124,7 +124,7 @@ func (f *Frontend) renderTeam(c echo.Context, st teamState) error {
 		}
 		for _, in := range open {
 			v.Invitations = append(v.Invitations, invitationView{ID: in.ID, Email: in.Email, Role: in.Role,
-				InvitedBy: in.InviterName, Expires: in.ExpiresAt.Format("2006-01-02"),
+				InvitedBy: in.InviterName, Expires: day(in.ExpiresAt),
 				Expired: in.State == extension.InvitationExpired, Manage: extension.CanGrant(actor, in.Role)})
 		}
 	}

@@ -3,7 +3,6 @@ package frontend
 import (
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/labstack/echo/v4"
@@ -91,9 +90,6 @@ func linkHeaders(c echo.Context) {
 	h.Set("Cache-Control", "no-store")
 }
 
-// linkDate is how a link page states an expiry.
-func linkDate(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
-
 // Invite serves POST /app/{instanceId}/team/invitations with the fields email and role:
 // it creates the invitation and shows its link once (and hands it to the mailer, if there
 // is one). A mistake is the team page again with the message next to the form and the
@@ -143,7 +139,7 @@ func (f *Frontend) Invite(c echo.Context) error {
 // showInvitationLink answers with the page that shows an invitation's link once.
 func (f *Frontend) showInvitationLink(c echo.Context, s SignedIn, inv extension.Invitation, token extension.Secret) error {
 	link := extension.Secret(f.origin + inviteLinkPath + token.Reveal())
-	v := linkView{InstanceID: s.Instance.ID, Link: link.Reveal(), For: inv.Email, Role: inv.Role, Expires: linkDate(inv.ExpiresAt)}
+	v := linkView{InstanceID: s.Instance.ID, Link: link.Reveal(), For: inv.Email, Role: inv.Role, Expires: minuteUTC(inv.ExpiresAt)}
 	if f.mailer != nil {
 		to, _ := extension.NormalizeEmail(inv.Email)
 		lang, _ := requestLang(c.Request())
@@ -282,7 +278,7 @@ func (f *Frontend) IssueReset(c echo.Context) error {
 	}
 	f.logger.InfoContext(ctx, "password reset issued", "instance_id", s.Instance.ID, "account_id", s.Account.ID, "target_id", id)
 	link := extension.Secret(f.origin + resetLinkPath + token.Reveal())
-	v := linkView{InstanceID: s.Instance.ID, Reset: true, Link: link.Reveal(), For: acc.DisplayName(), Expires: linkDate(pr.ExpiresAt)}
+	v := linkView{InstanceID: s.Instance.ID, Reset: true, Link: link.Reveal(), For: acc.DisplayName(), Expires: minuteUTC(pr.ExpiresAt)}
 	if f.mailer != nil {
 		to, _ := extension.NormalizeEmail(acc.Email)
 		lang, _ := requestLang(c.Request())

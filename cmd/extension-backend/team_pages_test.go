@@ -1,10 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -95,20 +92,6 @@ func teamLinks(t *testing.T, app *apptest.App, in mstudiotest.Instance, tag stri
 	return p
 }
 
-// teamCopy is the team pages' copy in one language, read from the frontend's catalogs.
-func teamCopy(t *testing.T, lang string) map[string]string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "frontend", "locales", "team."+lang+".json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := map[string]string{}
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // TestTeamInBrowser: in each language, an owner invites someone from the team page and
 // copies the link shown once; the invited person opens it in another browser, creates
 // their account and lands on the dashboard; their team page has no form, and a form they
@@ -128,7 +111,7 @@ func TestTeamInBrowser(t *testing.T) {
 	}
 	for _, lang := range []string{frontend.LangEnglish, frontend.LangGerman} {
 		t.Run(lang, func(t *testing.T) {
-			tc := teamCopy(t, lang)
+			tc := pageCopy(t, lang)
 			owner, invitee := b.NewContext(t), b.NewContext(t)
 			for _, p := range []*browsertest.Page{owner, invitee} {
 				p.Open(base + "/signed-out?lang=" + lang)
