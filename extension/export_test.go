@@ -1,6 +1,9 @@
 package extension
 
-import "context"
+import (
+	"context"
+	"database/sql"
+)
 
 // What the external tests need to see of a PasswordHasher's bound and the hash parser's
 // limits.
@@ -25,3 +28,6 @@ const (
 	ArgonMinSalt    = argonMinSalt
 	ArgonMinKey     = argonMinKey
 )
+
+// ReadPool is the pool the pages' reads run on.
+func (s *Store) ReadPool() *sql.DB { return s.reads }

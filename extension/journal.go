@@ -94,7 +94,7 @@ func (s *Store) PruneDeliveries(ctx context.Context, before time.Time) (int64, e
 // instance that got nothing among the last window deliveries shows none.
 func (s *Store) RecentDeliveries(ctx context.Context, instanceID string, limit, window int) ([]Delivery, error) {
 	// A statement prepared once: every dashboard view runs it.
-	st, err := s.prepared(ctx, `SELECT id, request_id, kind, instance_id, event_created_at, received_at, outcome, reason
+	st, err := s.preparedRead(ctx, `SELECT id, request_id, kind, instance_id, event_created_at, received_at, outcome, reason
 FROM webhook_deliveries WHERE instance_id = ? AND id > (SELECT COALESCE(MAX(id), 0) FROM webhook_deliveries) - ?
 ORDER BY id DESC LIMIT ?`)
 	if err != nil {

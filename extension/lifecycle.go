@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -314,15 +315,24 @@ func (s *Store) journalBatch(ctx context.Context, tx *sql.Tx, events []pendingEv
 
 // prepared returns a statement prepared once on the pool and reused after.
 func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
-	query = s.dialect.Rebind(query)
-	if st, ok := s.stmts.Load(query); ok {
+	return prepareOnce(ctx, s.sqlDB, &s.stmts, s.dialect.Rebind(query))
+}
+
+// preparedRead is prepared for a read-only statement: on the read pool, which on SQLite
+// does not wait for the writer's connection.
+func (s *Store) preparedRead(ctx context.Context, query string) (*sql.Stmt, error) {
+	return prepareOnce(ctx, s.reads, &s.readStmts, s.dialect.Rebind(query))
+}
+
+func prepareOnce(ctx context.Context, db *sql.DB, cache *sync.Map, query string) (*sql.Stmt, error) {
+	if st, ok := cache.Load(query); ok {
 		return st.(*sql.Stmt), nil
 	}
-	st, err := s.sqlDB.PrepareContext(ctx, query)
+	st, err := db.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
-	if prev, loaded := s.stmts.LoadOrStore(query, st); loaded {
+	if prev, loaded := cache.LoadOrStore(query, st); loaded {
 		st.Close()
 		return prev.(*sql.Stmt), nil
 	}

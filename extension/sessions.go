@@ -408,7 +408,7 @@ func (s *Store) SignedInSession(ctx context.Context, id Secret, idle, absolute t
 	if !ok {
 		return Session{}, Account{}, nil, ErrNotFound
 	}
-	st, err := s.prepared(ctx, signedInQuery)
+	st, err := s.preparedRead(ctx, signedInQuery)
 	if err != nil {
 		return Session{}, Account{}, nil, fmt.Errorf("load session: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -57,6 +58,14 @@ type Store struct {
 	now     func() time.Time
 	writer  *groupWriter // SQLite only: serialises lifecycle writes with group commit
 	stmts   sync.Map     // SQL text → *sql.Stmt, prepared once for the hot path
+
+	// reads serves the pages' read-only statements. On SQLite it is a pool of its own
+	// beside the one writer connection: WAL lets readers run while the writer commits,
+	// and with every read queued on the writer's single connection (which database/sql
+	// hands to a random waiter) a page's p99 under 32 concurrent views was 25–30 ms. On
+	// PostgreSQL it is the same pool as sqlDB.
+	reads     *sql.DB
+	readStmts sync.Map // SQL text → *sql.Stmt on reads
 }
 
 // Options tunes Open. The zero value is valid: no keys (sealing fails with ErrNoKeys), no
@@ -103,12 +112,7 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 				return nil, fmt.Errorf("create database folder: %w", err)
 			}
 		}
-		// WAL lets readers run beside the writer; _txlock=immediate takes the write lock
-		// at BEGIN, so two transactions never both read and then fail to upgrade
-		// (SQLITE_BUSY mid-transaction); busy_timeout waits instead of failing at once.
-		// The driver reads "file:" names as URIs: a literal % must be escaped.
-		dialector = sqlite.Open("file:" + strings.ReplaceAll(dsn, "%", "%25") +
-			"?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=10000&_txlock=immediate&_foreign_keys=on")
+		dialector = sqlite.Open(sqliteURI(dsn, ""))
 	case Postgres:
 		dialector = postgres.Open(dsn)
 	}
@@ -158,11 +162,48 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	if now == nil {
 		now = time.Now
 	}
-	s := &Store{db: db, sqlDB: sqlDB, dialect: dialect, keys: opts.Keys, now: now}
+	s := &Store{db: db, sqlDB: sqlDB, reads: sqlDB, dialect: dialect, keys: opts.Keys, now: now}
 	if dialect == SQLite {
+		reads, err := openSQLiteReads(ctx, dsn)
+		if err != nil {
+			sqlDB.Close()
+			return nil, err
+		}
+		s.reads = reads
 		s.writer = newGroupWriter(s)
 	}
 	return s, nil
+}
+
+// sqliteParams are the connection parameters of every SQLite connection. WAL lets readers
+// run beside the writer; _txlock=immediate takes the write lock at BEGIN, so two
+// transactions never both read and then fail to upgrade (SQLITE_BUSY mid-transaction);
+// busy_timeout waits instead of failing at once.
+const sqliteParams = "_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=10000&_txlock=immediate&_foreign_keys=on"
+
+// sqliteURI is the driver's name for the database file at path. The driver reads "file:"
+// names as URIs: a literal % must be escaped.
+func sqliteURI(path, extra string) string {
+	return "file:" + strings.ReplaceAll(path, "%", "%25") + "?" + sqliteParams + extra
+}
+
+// openSQLiteReads opens the read pool of a SQLite database: connections that refuse
+// writes (query_only), a few more than CPUs so that a page never waits for another's
+// read while a CPU is idle.
+func openSQLiteReads(ctx context.Context, path string) (*sql.DB, error) {
+	reads, err := sql.Open("sqlite3", sqliteURI(path, "&_query_only=true"))
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite read pool: %w", err)
+	}
+	n := 2 * runtime.GOMAXPROCS(0)
+	reads.SetMaxOpenConns(n)
+	reads.SetMaxIdleConns(n)
+	reads.SetConnMaxIdleTime(0)
+	if err := reads.PingContext(ctx); err != nil {
+		reads.Close()
+		return nil, fmt.Errorf("connect to sqlite read pool: %w", err)
+	}
+	return reads, nil
 }
 
 // oneLine shows an error on one line. pgx reports each connection attempt on a line of its
@@ -190,10 +231,15 @@ func (s *Store) Close() error {
 	if s.writer != nil {
 		s.writer.close()
 	}
-	s.stmts.Range(func(_, st any) bool {
-		st.(*sql.Stmt).Close()
-		return true
-	})
+	for _, stmts := range []*sync.Map{&s.stmts, &s.readStmts} {
+		stmts.Range(func(_, st any) bool {
+			st.(*sql.Stmt).Close()
+			return true
+		})
+	}
+	if s.reads != s.sqlDB {
+		s.reads.Close()
+	}
 	return s.sqlDB.Close()
 }
 

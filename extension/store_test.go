@@ -280,3 +280,57 @@ func TestStorePing(t *testing.T) {
 		}
 	})
 }
+
+// TestSQLiteReadPool checks the pool the pages read through on SQLite: it refuses writes,
+// it has the pragmas of the writer's connection, and a read does not wait for a write
+// transaction that holds the writer's only connection.
+func TestSQLiteReadPool(t *testing.T) {
+	s := extensiontest.Open(t, extensiontest.SQLiteURL(t), extension.Options{})
+	reads := s.ReadPool()
+	if reads == s.SQLDB() {
+		t.Fatal("the read pool is the writer's pool, want a pool of its own on SQLite")
+	}
+	if got := reads.Stats().MaxOpenConnections; got < 2 {
+		t.Errorf("read pool MaxOpenConnections got %d, want at least 2", got)
+	}
+	for pragma, want := range map[string]string{"query_only": "1", "foreign_keys": "1", "journal_mode": "wal"} {
+		var got string
+		if err := reads.QueryRow("PRAGMA " + pragma).Scan(&got); err != nil {
+			t.Fatalf("PRAGMA %s: %v", pragma, err)
+		}
+		if !strings.EqualFold(got, want) {
+			t.Errorf("read pool PRAGMA %s got %s, want %s", pragma, got, want)
+		}
+	}
+	if _, err := reads.Exec("CREATE TABLE probe (x INTEGER)"); err == nil {
+		t.Error("a write through the read pool succeeded, want it refused")
+	}
+
+	// Hold the writer's only connection in a write transaction, with a row not yet
+	// committed; a page's read must neither wait for it nor see the row.
+	tx, err := s.SQLDB().Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`INSERT INTO webhook_deliveries (request_id, kind, instance_id, received_at, outcome, reason)
+VALUES ('r-uncommitted', 'InstanceCreated', 'inst-1', CURRENT_TIMESTAMP, 'applied', '')`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	got, err := s.RecentDeliveries(ctx, "inst-1", 5, 100)
+	if err != nil {
+		t.Fatalf("RecentDeliveries while a write transaction is open: %v, want an answer without waiting", err)
+	}
+	if len(got) != 0 {
+		t.Errorf("RecentDeliveries got %d rows while the insert is uncommitted, want 0", len(got))
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.RecentDeliveries(ctx, "inst-1", 5, 100)
+	if err != nil || len(got) != 1 || got[0].RequestID != "r-uncommitted" {
+		t.Errorf("RecentDeliveries after commit got %v, %v, want the committed row", got, err)
+	}
+}
