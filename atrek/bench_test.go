@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,16 +28,24 @@ import (
 // The SSO benchmarks compare the whole entry (key claimed, redeemed, access checked,
 // profile read, tokens sealed and saved, account provisioned, session started, 303) with
 // a baseline of the same redemption + one INSERT + a redirect, in the same run, both
-// against the simulator in-process over loopback:
+// against the simulator in-process over loopback, answering at once (rtt=0s: what the
+// backend's own work costs) and after 20 ms (rtt=20ms: a network between backend and
+// platform, where the entry's two round trips against the baseline's one show):
 //
-//	go test ./atrek -run '^$' -bench SSOEntry -benchtime 2000x -count 6 | benchstat -col /path -
+//	go test ./atrek -run '^$' -bench SSOEntry -benchtime 200x -count 6 | benchstat -col /path -
 func BenchmarkSSOEntry(b *testing.B) {
 	sim, err := mstudiotest.New(mstudiotest.Options{SecretActivationDelay: -1, RetrievalKeyTTL: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(sim.Close)
-	srv := httptest.NewServer(sim)
+	// rtt stands for the network between the backend and the platform: each request to
+	// the simulator waits this long before it is answered.
+	var rtt atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Duration(rtt.Load()))
+		sim.ServeHTTP(w, r)
+	}))
 	b.Cleanup(srv.Close)
 	client, err := mstudio.New(srv.URL, mstudio.Options{})
 	if err != nil {
@@ -56,7 +66,7 @@ func BenchmarkSSOEntry(b *testing.B) {
 		return out
 	}
 
-	b.Run("path=baseline", func(b *testing.B) {
+	baseline := func(b *testing.B) {
 		db, err := sql.Open("sqlite3", "file:"+filepath.Join(b.TempDir(), "base.db")+"?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=10000&_txlock=immediate")
 		if err != nil {
 			b.Fatal(err)
@@ -82,9 +92,9 @@ func BenchmarkSSOEntry(b *testing.B) {
 		}
 		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
-	})
+	}
 
-	b.Run("path=full", func(b *testing.B) {
+	full := func(b *testing.B) {
 		store := extensiontest.Open(b, extensiontest.SQLiteURL(b), extension.Options{Keys: extensiontest.Keyring(b)})
 		enabled := true
 		if _, err := store.ApplyLifecycle(context.Background(), extension.LifecycleEvent{
@@ -116,5 +126,10 @@ func BenchmarkSSOEntry(b *testing.B) {
 		}
 		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
-	})
+	}
+	for _, d := range []time.Duration{0, 20 * time.Millisecond} {
+		rtt.Store(int64(d))
+		b.Run(fmt.Sprintf("rtt=%v/path=baseline", d), baseline)
+		b.Run(fmt.Sprintf("rtt=%v/path=full", d), full)
+	}
 }

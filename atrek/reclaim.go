@@ -42,22 +42,21 @@ var (
 	reclaimProblemSignIn   = problem{http.StatusUnauthorized, "reclaim.sign_in_again"}
 )
 
-// offerReclaim reports whether the platform names the token's user owner of the
-// instance's context, for an account that is no owner; a failure to ask is logged and
-// counts as no.
-func (h *Handler) offerReclaim(ctx context.Context, log *slog.Logger, in *extension.Instance, acc extension.Account, token extension.Secret) bool {
+// offerReclaim reports whether the platform named the signing-in user owner of the
+// instance's context (read beside the sign-in's other platform reads), for an account
+// that is no owner; a failure to ask is logged and counts as no.
+func (h *Handler) offerReclaim(ctx context.Context, log *slog.Logger, acc extension.Account, read platformReads) bool {
 	if acc.Role == extension.RoleOwner {
 		return false
 	}
-	owner, err := h.client.ContextOwner(ctx, token, in.ContextKind, in.ContextID)
-	if err != nil {
-		log.WarnContext(ctx, "sso: asking the platform for the user's role failed", "error", err.Error())
+	if read.ownerErr != nil {
+		log.WarnContext(ctx, "sso: asking the platform for the user's role failed", "error", read.ownerErr.Error())
 		return false
 	}
-	if owner {
+	if read.owner {
 		log.InfoContext(ctx, "sso: the platform names the user owner; reclaiming ownership is offered", "account_id", acc.ID, "role", acc.Role)
 	}
-	return owner
+	return read.owner
 }
 
 // confirmOwner finds the session's account and asks the platform, with the user's own

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -171,7 +172,19 @@ func (h *Handler) Entry(c echo.Context) error {
 		return h.fail(c, problemPlatform)
 	}
 
-	if p, ok := h.checkAccess(ctx, log, tok.Token, in); !ok {
+	// The second and last round trip: the access check, the profile and (for a user who
+	// is not owner here) the owner question at the same time, so a customer waits for two
+	// platform answers in a row, the redeem and then the slowest of these. The profile
+	// and the owner answer are used only once access is confirmed.
+	var (
+		refusal problem
+		allowed bool
+	)
+	read, err := h.readPlatform(ctx, in, userID, tok, func() { refusal, allowed = h.checkAccess(ctx, log, tok.Token, in) })
+	if err != nil {
+		return h.internal(c, "load role", err)
+	}
+	if p, ok := refusal, allowed; !ok {
 		// The tokens are dropped unsaved: they are of no use in this instance. A user who
 		// lost access loses what an earlier sign-in left too: their stored tokens and
 		// their sessions in this instance, this browser's included.
@@ -187,13 +200,55 @@ func (h *Handler) Entry(c echo.Context) error {
 		return h.fail(c, p)
 	}
 
-	return h.SignIn(c, in, userID, tok)
+	return h.signIn(c, in, userID, tok, read)
 }
 
-// SignIn completes a sign-in once the user's access to the instance is checked: it saves
-// the user's tokens, provisions the local account, starts a new session and answers 303
-// to the instance's dashboard. The click-through entry and the OAuth2 login both end here.
+// platformReads are the platform's answers a sign-in uses besides the access check: the
+// user's profile and whether the platform names them owner of the instance's context.
+type platformReads struct {
+	profile    mstudio.User
+	profileErr error
+	owner      bool
+	ownerErr   error
+}
+
+// SignIn completes a sign-in once the user's access to the instance is checked: it reads
+// the user's profile and owner role from the platform (both at once), saves the user's
+// tokens, provisions the local account, starts a new session and answers 303 to the
+// instance's dashboard, or to the reclaim page for a platform owner who is not owner here.
 func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, tok mstudio.UserToken) error {
+	read, err := h.readPlatform(c.Request().Context(), in, userID, tok, nil)
+	if err != nil {
+		return h.internal(c, "load role", err)
+	}
+	return h.signIn(c, in, userID, tok, read)
+}
+
+// readPlatform reads the user's profile and, unless their account here is owner
+// already, whether the platform names them owner of the instance's context. The
+// function also, when set, runs at the same time.
+func (h *Handler) readPlatform(ctx context.Context, in *extension.Instance, userID string, tok mstudio.UserToken, also func()) (platformReads, error) {
+	var read platformReads
+	role, err := h.store.PlatformAccountRole(ctx, in.ID, userID)
+	if err != nil && !errors.Is(err, extension.ErrNotFound) {
+		return read, err
+	}
+	var reads sync.WaitGroup
+	if also != nil {
+		reads.Go(also)
+	}
+	reads.Go(func() { read.profile, read.profileErr = h.client.User(ctx, tok.Token, "self") })
+	if role != extension.RoleOwner {
+		reads.Go(func() {
+			read.owner, read.ownerErr = h.client.ContextOwner(ctx, tok.Token, in.ContextKind, in.ContextID)
+		})
+	}
+	reads.Wait()
+	return read, nil
+}
+
+// signIn is SignIn with the platform's answers already read.
+func (h *Handler) signIn(c echo.Context, in *extension.Instance, userID string, tok mstudio.UserToken, read platformReads) error {
 	ctx := c.Request().Context()
 	instanceID := in.ID
 	log := h.logger.With("instance_id", instanceID, "user_id", userID)
@@ -209,7 +264,7 @@ func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, 
 	}
 
 	var email, name string
-	if u, err := h.client.User(ctx, tok.Token, "self"); err != nil {
+	if u, err := read.profile, read.profileErr; err != nil {
 		// The profile only adds a name and an address; signing in does not depend on it.
 		log.WarnContext(ctx, "sso: reading the user's profile failed", "error", err.Error())
 	} else if !strings.EqualFold(u.ID, userID) {
@@ -254,7 +309,7 @@ func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, 
 	log.InfoContext(ctx, "sso: signed in", "outcome", "signed in", "account_id", acc.ID, "role", acc.Role, "new_account", created)
 	// A user the platform names owner of the context, whose account here is not,
 	// is offered the owner role (reclaim.go).
-	if h.offerReclaim(ctx, log, in, acc, tok.Token) {
+	if h.offerReclaim(ctx, log, acc, read) {
 		return c.Redirect(http.StatusSeeOther, ReclaimPath(instanceID))
 	}
 	return c.Redirect(http.StatusSeeOther, AppPath(instanceID))

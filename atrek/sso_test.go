@@ -343,3 +343,51 @@ func TestSSOTemplateRole(t *testing.T) {
 		t.Errorf("Bob's role %q, want the template role admin", bob.Role)
 	}
 }
+
+// TestSSOEntryReadsAtOnce checks that the entry asks the platform in two rounds: the
+// redeem, then the access check, the profile and the owner question at the same time.
+// The access check is held back by the simulator; the other two must arrive while it is
+// still unanswered (in one after the other, they would come only after its answer).
+func TestSSOEntryReadsAtOnce(t *testing.T) {
+	e := newSSOEnv(t, extension.SQLite, nil)
+	const accessCheck = "GET /v2/extension-instances/{id}"
+	if err := e.Sim.InjectFault(accessCheck, mstudiotest.Fault{Latency: 3 * time.Second, Times: 1}); err != nil {
+		t.Fatal(err)
+	}
+	link := e.AppURL + ssoPath(e.key(t, e.Instance.ID, e.Ada.ID), e.Ada.ID, e.Instance.ID)
+	signedIn := make(chan struct{})
+	var status int
+	go func() {
+		defer close(signedIn)
+		if resp, err := e.HTTP.Get(link); err == nil {
+			resp.Body.Close()
+			status = resp.StatusCode
+		}
+	}()
+	routes := []string{"GET /v2/users/{id}", "GET /v2/projects/{id}/memberships/self"}
+	for {
+		checks := e.SimRequests(accessCheck)
+		arrived := 0
+		for _, r := range routes {
+			arrived += min(e.SimHits(r), 1)
+		}
+		if arrived == len(routes) {
+			if len(checks) != 1 || checks[0].Status != 0 {
+				t.Errorf("access checks %+v when the profile and owner reads arrived, want one still unanswered", checks)
+			}
+			break
+		}
+		select {
+		case <-signedIn:
+			t.Fatalf("signed in with %d of the reads %v seen, want each", arrived, routes)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	<-signedIn
+	if status != http.StatusSeeOther {
+		t.Errorf("entry answered %d, want 303 to the dashboard", status)
+	}
+	if got := e.hitCount(routeRedeem); got != 1 {
+		t.Errorf("%d redeem calls, want 1", got)
+	}
+}

@@ -2,6 +2,7 @@ package extension
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -105,6 +106,23 @@ func (s *Store) AccountByID(ctx context.Context, id string) (Account, error) {
 		return Account{}, fmt.Errorf("load account %s: %w", id, err)
 	}
 	return row.account(), nil
+}
+
+// PlatformAccountRole returns the role of a platform user's account in an instance; it
+// fails with ErrNotFound when the user has no account there yet.
+func (s *Store) PlatformAccountRole(ctx context.Context, instanceID, platformUserID string) (string, error) {
+	st, err := s.preparedRead(ctx, `SELECT role FROM accounts WHERE instance_id = ? AND platform_user_id = ?`)
+	if err != nil {
+		return "", fmt.Errorf("role of platform user %s: %w", platformUserID, err)
+	}
+	var role string
+	switch err := st.QueryRowContext(ctx, instanceID, platformUserID).Scan(&role); {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", ErrNotFound
+	case err != nil:
+		return "", fmt.Errorf("role of platform user %s: %w", platformUserID, translate(err))
+	}
+	return role, nil
 }
 
 // EnsurePlatformAccount returns the account of a platform user in an instance, and

@@ -1,9 +1,6 @@
 package extension
 
-import (
-	"context"
-	"database/sql"
-)
+import "context"
 
 // What the external tests need to see of a PasswordHasher's bound and the hash parser's
 // limits.
@@ -28,6 +25,3 @@ const (
 	ArgonMinSalt    = argonMinSalt
 	ArgonMinKey     = argonMinKey
 )
-
-// ReadPool is the pool the pages' reads run on.
-func (s *Store) ReadPool() *sql.DB { return s.reads }

@@ -163,13 +163,17 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 		now = time.Now
 	}
 	s := &Store{db: db, sqlDB: sqlDB, reads: sqlDB, dialect: dialect, keys: opts.Keys, now: now}
-	if dialect == SQLite {
+	// An in-memory database is private to its connection: a read pool would see another,
+	// empty one.
+	if dialect == SQLite && dsn != ":memory:" {
 		reads, err := openSQLiteReads(ctx, dsn)
 		if err != nil {
 			sqlDB.Close()
 			return nil, err
 		}
 		s.reads = reads
+	}
+	if dialect == SQLite {
 		s.writer = newGroupWriter(s)
 	}
 	return s, nil
@@ -191,7 +195,9 @@ func sqliteURI(path, extra string) string {
 // writes (query_only), a few more than CPUs so that a page never waits for another's
 // read while a CPU is idle.
 func openSQLiteReads(ctx context.Context, path string) (*sql.DB, error) {
-	reads, err := sql.Open("sqlite3", sqliteURI(path, "&_query_only=true"))
+	// Deferred transactions: the writer's immediate ones would ask for the write lock,
+	// which a query_only connection may not take.
+	reads, err := sql.Open("sqlite3", strings.Replace(sqliteURI(path, "&_query_only=true"), "_txlock=immediate", "_txlock=deferred", 1))
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite read pool: %w", err)
 	}
@@ -237,11 +243,16 @@ func (s *Store) Close() error {
 			return true
 		})
 	}
+	var readsErr error
 	if s.reads != s.sqlDB {
-		s.reads.Close()
+		readsErr = s.reads.Close()
 	}
-	return s.sqlDB.Close()
+	return errors.Join(readsErr, s.sqlDB.Close())
 }
+
+// ReadDB returns the handle for read-only statements of pages: on SQLite a pool of its
+// own that refuses writes, on PostgreSQL the same as SQLDB.
+func (s *Store) ReadDB() *sql.DB { return s.reads }
 
 // SQLDB returns the underlying database handle, for migrations.
 func (s *Store) SQLDB() *sql.DB { return s.sqlDB }

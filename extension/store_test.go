@@ -286,7 +286,7 @@ func TestStorePing(t *testing.T) {
 // transaction that holds the writer's only connection.
 func TestSQLiteReadPool(t *testing.T) {
 	s := extensiontest.Open(t, extensiontest.SQLiteURL(t), extension.Options{})
-	reads := s.ReadPool()
+	reads := s.ReadDB()
 	if reads == s.SQLDB() {
 		t.Fatal("the read pool is the writer's pool, want a pool of its own on SQLite")
 	}
@@ -304,6 +304,14 @@ func TestSQLiteReadPool(t *testing.T) {
 	}
 	if _, err := reads.Exec("CREATE TABLE probe (x INTEGER)"); err == nil {
 		t.Error("a write through the read pool succeeded, want it refused")
+	}
+	// A read transaction must be possible: deferred, not the writer's immediate one.
+	if rtx, err := reads.Begin(); err != nil {
+		t.Errorf("read transaction on the read pool: %v", err)
+	} else if err := rtx.QueryRow("SELECT COUNT(*) FROM webhook_deliveries").Scan(new(int)); err != nil {
+		t.Errorf("read in a read transaction: %v", err)
+	} else {
+		rtx.Rollback()
 	}
 
 	// Hold the writer's only connection in a write transaction, with a row not yet
@@ -332,5 +340,17 @@ VALUES ('r-uncommitted', 'InstanceCreated', 'inst-1', CURRENT_TIMESTAMP, 'applie
 	got, err = s.RecentDeliveries(ctx, "inst-1", 5, 100)
 	if err != nil || len(got) != 1 || got[0].RequestID != "r-uncommitted" {
 		t.Errorf("RecentDeliveries after commit got %v, %v, want the committed row", got, err)
+	}
+}
+
+// TestSQLiteInMemory checks that an in-memory database, private to its one connection,
+// reads what it wrote: it has no read pool of its own.
+func TestSQLiteInMemory(t *testing.T) {
+	s := extensiontest.Open(t, "sqlite::memory:", extension.Options{})
+	if s.ReadDB() != s.SQLDB() {
+		t.Error("an in-memory database got a read pool of its own, which would see another, empty database")
+	}
+	if _, err := s.RecentDeliveries(t.Context(), "inst-1", 5, 100); err != nil {
+		t.Errorf("RecentDeliveries on an in-memory database: %v", err)
 	}
 }

@@ -97,6 +97,13 @@ type Jobs struct {
 	queue   queue
 	pool    *pgxpool.Pool // PostgreSQL only
 
+	// pageReads lists jobs for pages: on SQLite a River client that is never started,
+	// on the store's read pool, so a dashboard does not queue for the writer's one
+	// connection; on PostgreSQL the queue itself.
+	pageReads interface {
+		JobList(ctx context.Context, params *river.JobListParams) (*river.JobListResult, error)
+	}
+
 	sealed      atomic.Bool // set by the first Start or Enqueue: no Register after it
 	batcherOnce sync.Once
 	batcher     *installBatcher // AfterApply's; nil until used, and after Stop
@@ -153,12 +160,15 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	var err error
 	switch cfg.Store.Dialect() {
 	case extension.SQLite:
-		j.queue, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.SQLDB()), rc)
+		if j.queue, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.SQLDB()), rc); err == nil {
+			j.pageReads, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.ReadDB()), &river.Config{Logger: rc.Logger})
+		}
 	case extension.Postgres:
 		if j.pool, err = newPool(ctx, cfg.DatabaseURL); err != nil {
 			return nil, err
 		}
 		j.queue, err = river.NewClient[pgx.Tx](riverpgxv5.New(j.pool), rc)
+		j.pageReads = j.queue
 	default:
 		err = fmt.Errorf("dialect %q", cfg.Store.Dialect())
 	}

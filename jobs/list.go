@@ -107,7 +107,7 @@ func (j *Jobs) InstanceJobHealth(ctx context.Context, instanceID string) (extens
 	params := river.NewJobListParams().
 		Where("args ->> 'instance_id' = @instance_id", river.NamedArgs{"instance_id": instanceID}).
 		OrderBy(river.JobListOrderByID, river.SortOrderDesc).First(healthWindow)
-	res, err := j.queue.JobList(ctx, params)
+	res, err := j.pageReads.JobList(ctx, params)
 	if err != nil {
 		return extension.JobHealth{}, fmt.Errorf("instance job health: %w", err)
 	}
