@@ -43,11 +43,15 @@ var (
 )
 
 // offerReclaim reports whether the platform named the signing-in user owner of the
-// instance's context (read beside the sign-in's other platform reads), for an account
-// that is no owner; a failure to ask is logged and counts as no.
-func (h *Handler) offerReclaim(ctx context.Context, log *slog.Logger, acc extension.Account, read platformReads) bool {
+// instance's context (read beside the sign-in's other platform reads, or asked now for an
+// account demoted while the sign-in ran), for an account that is no owner; a failure to
+// ask is logged and counts as no.
+func (h *Handler) offerReclaim(ctx context.Context, log *slog.Logger, in *extension.Instance, acc extension.Account, token extension.Secret, read platformReads) bool {
 	if acc.Role == extension.RoleOwner {
 		return false
+	}
+	if !read.ownerAsked {
+		read.owner, read.ownerErr = h.client.ContextOwner(ctx, token, in.ContextKind, in.ContextID)
 	}
 	if read.ownerErr != nil {
 		log.WarnContext(ctx, "sso: asking the platform for the user's role failed", "error", read.ownerErr.Error())

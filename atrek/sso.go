@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -180,7 +181,10 @@ func (h *Handler) Entry(c echo.Context) error {
 		refusal problem
 		allowed bool
 	)
-	read, err := h.readPlatform(ctx, in, userID, tok, func() { refusal, allowed = h.checkAccess(ctx, log, tok.Token, in) })
+	read, err := h.readPlatform(ctx, in, userID, tok, func(ctx context.Context) bool {
+		refusal, allowed = h.checkAccess(ctx, log, tok.Token, in)
+		return allowed
+	})
 	if err != nil {
 		return h.internal(c, "load role", err)
 	}
@@ -208,6 +212,7 @@ func (h *Handler) Entry(c echo.Context) error {
 type platformReads struct {
 	profile    mstudio.User
 	profileErr error
+	ownerAsked bool // false when the account was owner as the sign-in began
 	owner      bool
 	ownerErr   error
 }
@@ -225,25 +230,49 @@ func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, 
 }
 
 // readPlatform reads the user's profile and, unless their account here is owner
-// already, whether the platform names them owner of the instance's context. The
-// function also, when set, runs at the same time.
-func (h *Handler) readPlatform(ctx context.Context, in *extension.Instance, userID string, tok mstudio.UserToken, also func()) (platformReads, error) {
+// already, whether the platform names them owner of the instance's context. The access
+// check, when given, runs at the same time; when it refuses, the other reads are
+// cancelled, so a refused user does not wait for them.
+func (h *Handler) readPlatform(ctx context.Context, in *extension.Instance, userID string, tok mstudio.UserToken, access func(context.Context) bool) (platformReads, error) {
 	var read platformReads
 	role, err := h.store.PlatformAccountRole(ctx, in.ID, userID)
 	if err != nil && !errors.Is(err, extension.ErrNotFound) {
 		return read, err
 	}
+	others, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var reads sync.WaitGroup
-	if also != nil {
-		reads.Go(also)
-	}
-	reads.Go(func() { read.profile, read.profileErr = h.client.User(ctx, tok.Token, "self") })
-	if role != extension.RoleOwner {
+	// A panic in a read is raised again on the request's goroutine, where the front's
+	// recovery answers it: in a goroutine of its own it would end the process.
+	var panicked atomic.Value
+	goRecovered := func(f func()) {
 		reads.Go(func() {
-			read.owner, read.ownerErr = h.client.ContextOwner(ctx, tok.Token, in.ContextKind, in.ContextID)
+			defer func() {
+				if p := recover(); p != nil {
+					panicked.CompareAndSwap(nil, p)
+				}
+			}()
+			f()
+		})
+	}
+	if access != nil {
+		goRecovered(func() {
+			if !access(ctx) {
+				cancel()
+			}
+		})
+	}
+	goRecovered(func() { read.profile, read.profileErr = h.client.User(others, tok.Token, "self") })
+	if role != extension.RoleOwner {
+		read.ownerAsked = true
+		goRecovered(func() {
+			read.owner, read.ownerErr = h.client.ContextOwner(others, tok.Token, in.ContextKind, in.ContextID)
 		})
 	}
 	reads.Wait()
+	if p := panicked.Load(); p != nil {
+		panic(p)
+	}
 	return read, nil
 }
 
@@ -309,7 +338,7 @@ func (h *Handler) signIn(c echo.Context, in *extension.Instance, userID string, 
 	log.InfoContext(ctx, "sso: signed in", "outcome", "signed in", "account_id", acc.ID, "role", acc.Role, "new_account", created)
 	// A user the platform names owner of the context, whose account here is not,
 	// is offered the owner role (reclaim.go).
-	if h.offerReclaim(ctx, log, acc, read) {
+	if h.offerReclaim(ctx, log, in, acc, tok.Token, read) {
 		return c.Redirect(http.StatusSeeOther, ReclaimPath(instanceID))
 	}
 	return c.Redirect(http.StatusSeeOther, AppPath(instanceID))

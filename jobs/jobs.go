@@ -161,7 +161,7 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	switch cfg.Store.Dialect() {
 	case extension.SQLite:
 		if j.queue, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.SQLDB()), rc); err == nil {
-			j.pageReads, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.ReadDB()), &river.Config{Logger: rc.Logger})
+			j.pageReads, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.ReadDB()), &river.Config{Logger: rc.Logger, Schema: rc.Schema})
 		}
 	case extension.Postgres:
 		if j.pool, err = newPool(ctx, cfg.DatabaseURL); err != nil {
