@@ -177,18 +177,15 @@ func (h *Handler) Entry(c echo.Context) error {
 	// is not owner here) the owner question at the same time, so a customer waits for two
 	// platform answers in a row, the redeem and then the slowest of these. The profile
 	// and the owner answer are used only once access is confirmed.
-	var (
-		refusal problem
-		allowed bool
-	)
-	read, err := h.readPlatform(ctx, in, userID, tok, func(ctx context.Context) bool {
-		refusal, allowed = h.checkAccess(ctx, log, tok.Token, in)
-		return allowed
+	var refusal problem
+	read, allowed, err := h.readPlatform(ctx, in, userID, tok, func(ctx context.Context) (ok bool) {
+		refusal, ok = h.checkAccess(ctx, log, tok.Token, in)
+		return ok
 	})
 	if err != nil {
 		return h.internal(c, "load role", err)
 	}
-	if p, ok := refusal, allowed; !ok {
+	if !allowed {
 		// The tokens are dropped unsaved: they are of no use in this instance. A user who
 		// lost access loses what an earlier sign-in left too: their stored tokens and
 		// their sessions in this instance, this browser's included.
@@ -201,7 +198,7 @@ func (h *Handler) Entry(c echo.Context) error {
 		if err := h.sessions.End(c, instanceID); err != nil {
 			return h.internal(c, "end session", err)
 		}
-		return h.fail(c, p)
+		return h.fail(c, refusal)
 	}
 
 	return h.signIn(c, in, userID, tok, read)
@@ -222,7 +219,7 @@ type platformReads struct {
 // tokens, provisions the local account, starts a new session and answers 303 to the
 // instance's dashboard, or to the reclaim page for a platform owner who is not owner here.
 func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, tok mstudio.UserToken) error {
-	read, err := h.readPlatform(c.Request().Context(), in, userID, tok, nil)
+	read, _, err := h.readPlatform(c.Request().Context(), in, userID, tok, nil)
 	if err != nil {
 		return h.internal(c, "load role", err)
 	}
@@ -231,13 +228,12 @@ func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, 
 
 // readPlatform reads the user's profile and, unless their account here is owner
 // already, whether the platform names them owner of the instance's context. The access
-// check, when given, runs at the same time; when it refuses, the other reads are
-// cancelled, so a refused user does not wait for them.
-func (h *Handler) readPlatform(ctx context.Context, in *extension.Instance, userID string, tok mstudio.UserToken, access func(context.Context) bool) (platformReads, error) {
-	var read platformReads
+// check, when given, runs at the same time and tells allowed (true without one); when it
+// refuses, the other reads are cancelled, so a refused user does not wait for them.
+func (h *Handler) readPlatform(ctx context.Context, in *extension.Instance, userID string, tok mstudio.UserToken, access func(context.Context) bool) (read platformReads, allowed bool, err error) {
 	role, err := h.store.PlatformAccountRole(ctx, in.ID, userID)
 	if err != nil && !errors.Is(err, extension.ErrNotFound) {
-		return read, err
+		return read, false, err
 	}
 	others, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -255,9 +251,10 @@ func (h *Handler) readPlatform(ctx context.Context, in *extension.Instance, user
 			f()
 		})
 	}
+	allowed = true
 	if access != nil {
 		goRecovered(func() {
-			if !access(ctx) {
+			if allowed = access(ctx); !allowed {
 				cancel()
 			}
 		})
@@ -273,7 +270,7 @@ func (h *Handler) readPlatform(ctx context.Context, in *extension.Instance, user
 	if p := panicked.Load(); p != nil {
 		panic(p)
 	}
-	return read, nil
+	return read, allowed, nil
 }
 
 // signIn is SignIn with the platform's answers already read.

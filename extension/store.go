@@ -112,7 +112,7 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 				return nil, fmt.Errorf("create database folder: %w", err)
 			}
 		}
-		dialector = sqlite.Open(sqliteURI(dsn, ""))
+		dialector = sqlite.Open(sqliteURI(dsn, sqliteWriterParams))
 	case Postgres:
 		dialector = postgres.Open(dsn)
 	}
@@ -163,48 +163,50 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 		now = time.Now
 	}
 	s := &Store{db: db, sqlDB: sqlDB, reads: sqlDB, dialect: dialect, keys: opts.Keys, now: now}
-	// An in-memory database is private to its connection: a read pool would see another,
-	// empty one.
-	if dialect == SQLite && dsn != ":memory:" {
-		reads, err := openSQLiteReads(ctx, dsn)
-		if err != nil {
-			sqlDB.Close()
-			return nil, err
-		}
-		s.reads = reads
-	}
 	if dialect == SQLite {
+		// An in-memory database is private to its connection: a read pool would see
+		// another, empty one.
+		if dsn != ":memory:" {
+			if s.reads, err = openSQLiteReads(ctx, dsn); err != nil {
+				sqlDB.Close()
+				return nil, err
+			}
+		}
 		s.writer = newGroupWriter(s)
 	}
 	return s, nil
 }
 
-// sqliteParams are the connection parameters of every SQLite connection. WAL lets readers
-// run beside the writer; _txlock=immediate takes the write lock at BEGIN, so two
-// transactions never both read and then fail to upgrade (SQLITE_BUSY mid-transaction);
-// busy_timeout waits instead of failing at once.
-const sqliteParams = "_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=10000&_txlock=immediate&_foreign_keys=on"
+// sqliteParams are the connection parameters of every SQLite connection: WAL lets readers
+// run beside the writer; busy_timeout waits instead of failing at once.
+const sqliteParams = "_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=10000&_foreign_keys=on"
+
+// The parameters of the writer's connection and of the read pool's. The writer's
+// transactions take the write lock at BEGIN (immediate), so two never both read and then
+// fail to upgrade (SQLITE_BUSY mid-transaction). The readers refuse writes (query_only)
+// and begin deferred: an immediate BEGIN asks for the write lock they may not take.
+const (
+	sqliteWriterParams = "&_txlock=immediate"
+	sqliteReaderParams = "&_txlock=deferred&_query_only=true"
+)
 
 // sqliteURI is the driver's name for the database file at path. The driver reads "file:"
 // names as URIs: a literal % must be escaped.
-func sqliteURI(path, extra string) string {
-	return "file:" + strings.ReplaceAll(path, "%", "%25") + "?" + sqliteParams + extra
+func sqliteURI(path, params string) string {
+	return "file:" + strings.ReplaceAll(path, "%", "%25") + "?" + sqliteParams + params
 }
 
 // openSQLiteReads opens the read pool of a SQLite database: connections that refuse
 // writes (query_only), a few more than CPUs so that a page never waits for another's
 // read while a CPU is idle.
 func openSQLiteReads(ctx context.Context, path string) (*sql.DB, error) {
-	// Deferred transactions: the writer's immediate ones would ask for the write lock,
-	// which a query_only connection may not take.
-	reads, err := sql.Open("sqlite3", strings.Replace(sqliteURI(path, "&_query_only=true"), "_txlock=immediate", "_txlock=deferred", 1))
+	reads, err := sql.Open("sqlite3", sqliteURI(path, sqliteReaderParams))
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite read pool: %w", err)
 	}
 	n := 2 * runtime.GOMAXPROCS(0)
 	reads.SetMaxOpenConns(n)
 	reads.SetMaxIdleConns(n)
-	reads.SetConnMaxIdleTime(0)
 	if err := reads.PingContext(ctx); err != nil {
 		reads.Close()
 		return nil, fmt.Errorf("connect to sqlite read pool: %w", err)
