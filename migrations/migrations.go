@@ -35,7 +35,10 @@ func provider(db *sql.DB, dialect string) (*goose.Provider, error) {
 		gd = goose.DialectPostgres
 		// Replicas starting together queue on a PostgreSQL advisory lock held for the
 		// session, so exactly one applies each migration and the others find it done.
-		locker, err := lock.NewPostgresSessionLocker()
+		// The lock is tried every second (goose's default is every 5 s) for the same
+		// 5 minutes: a replica that finds it taken starts a second after the other's
+		// migrations, not up to five.
+		locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
 		if err != nil {
 			return nil, fmt.Errorf("migrations: %w", err)
 		}

@@ -60,66 +60,99 @@ const defaultWorkers = 32
 // serveBackend runs the backend on ln until ctx ends, with workers job workers.
 func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate bool, workers int, ln net.Listener) error {
 	defer ln.Close() // in case we fail before serving
-	store, err := openStore(ctx, cfg, logger)
+	b, err := startBackend(ctx, cfg, logger, migrate, workers)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer b.close(logger)
+	go prune(ctx, b.store, logger)
+	return serveHTTP(ctx, ln, b.front, logger)
+}
+
+// backend is one process's backend as serve assembles it: the store, migrated and
+// checked; the platform client; the instance token broker; the job queue, its workers
+// working; and the HTTP front with every route. The replica tests assemble theirs with
+// it, so they run what serve runs.
+type backend struct {
+	store  *extension.Store
+	client *mstudio.Client
+	broker *mstudio.Broker
+	jobs   *jobs.Jobs
+	front  *httpfront.Front
+}
+
+// startBackend assembles the backend and starts its job workers; the key caches behind
+// the front keep current until ctx ends. close stops it.
+func startBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate bool, workers int) (_ *backend, err error) {
+	store, err := openStore(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	b := &backend{store: store}
+	defer func() {
+		if err != nil {
+			b.close(logger)
+		}
+	}()
 	checked := false
 	if !migrate {
 		if err := requireMigrated(ctx, store, cfg.DatabaseURL.Reveal()); err != nil {
-			return err
+			return nil, err
 		}
 	} else {
 		// The checks come first where the schema lets them, so that a start they refuse
 		// (another key, the simulator's database) migrates nothing either.
 		if checked, err = canCheckBeforeMigrating(ctx, store); err != nil {
-			return err
+			return nil, err
 		}
 		if checked {
 			if err := checkStartup(ctx, store, cfg, logger); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if err := migrateUp(ctx, store, cfg.DatabaseURL.Reveal(), logger); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if !checked {
 		if err := checkStartup(ctx, store, cfg, logger); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger, Registerer: reg})
-	if err != nil {
-		return err
+	if b.client, err = mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger, Registerer: reg}); err != nil {
+		return nil, err
 	}
-	broker := mstudio.NewBroker(store, client, mstudio.BrokerOptions{Logger: logger})
-	jb, err := jobs.New(ctx, jobs.Config{
-		Store: store, DatabaseURL: cfg.DatabaseURL.Reveal(), Tokens: broker, Client: client,
+	b.broker = mstudio.NewBroker(store, b.client, mstudio.BrokerOptions{Logger: logger})
+	b.jobs, err = jobs.New(ctx, jobs.Config{
+		Store: store, DatabaseURL: cfg.DatabaseURL.Reveal(), Tokens: b.broker, Client: b.client,
 		Workers: workers, Logger: logger, Mail: mailConfig(cfg),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() { // registered before Start, so a failed Start still closes the pool
+	// Set before Start, so a failed Start still closes the pool.
+	if err := b.jobs.Start(ctx); err != nil {
+		return nil, err
+	}
+	if b.front, err = newHTTP(ctx, cfg, logger, reg, store, b.client, afterApply(b.broker, b.jobs), b.jobs); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// close stops the job workers, letting running jobs finish within the shutdown grace,
+// and then closes the store.
+func (b *backend) close(logger *slog.Logger) {
+	if b.jobs != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
-		if err := jb.Stop(sctx); err != nil {
+		if err := b.jobs.Stop(sctx); err != nil {
 			logger.Warn("stop jobs", "error", err.Error())
 		}
-	}()
-	if err := jb.Start(ctx); err != nil {
-		return err
 	}
-	front, err := newHTTP(ctx, cfg, logger, reg, store, client, afterApply(broker, jb), jb)
-	if err != nil {
-		return err
-	}
-	go prune(ctx, store, logger)
-	return serveHTTP(ctx, ln, front, logger)
+	b.store.Close()
 }
 
 // afterApply is what follows a committed lifecycle event: the broker drops what the
