@@ -1,0 +1,10 @@
+package main
+
+import "syscall"
+
+// dieWithParent has the kernel kill the child when the test process dies, so a test
+// binary killed by its -timeout leaves no backend running behind it (t.Cleanup does not
+// run then).
+func dieWithParent() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
