@@ -258,3 +258,32 @@ func (s *Store) updatePlatformAccount(db *gorm.DB, instanceID, platformUserID, e
 	}
 	return row.account(), nil
 }
+
+// accountColumns are an account's columns, of the table as "a", as accountScan reads them.
+const accountColumns = `a.id, a.instance_id, a.platform_user_id, a.email, a.email_normalized, a.name, a.role, a.language, a.failed_logins,
+	a.locked_until, a.created_at, a.updated_at`
+
+// accountScan scans accountColumns by hand: through the ORM's reflection a read cost more
+// than the statement. Nullable columns go through sql.Null*: the drivers differ in what
+// they accept.
+type accountScan struct {
+	r            accountRow
+	platformUser sql.NullString
+	lockedUntil  sql.NullTime
+}
+
+func (x *accountScan) dest() []any {
+	return []any{&x.r.ID, &x.r.InstanceID, &x.platformUser, &x.r.Email, &x.r.EmailNormalized, &x.r.Name, &x.r.Role,
+		&x.r.Language, &x.r.FailedLogins, &x.lockedUntil, &x.r.CreatedAt, &x.r.UpdatedAt}
+}
+
+func (x *accountScan) row() accountRow {
+	r := x.r
+	if x.platformUser.Valid {
+		r.PlatformUserID = &x.platformUser.String
+	}
+	if x.lockedUntil.Valid {
+		r.LockedUntil = &x.lockedUntil.Time
+	}
+	return r
+}
