@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,7 +117,8 @@ func timeEach(b *testing.B, rtt time.Duration, op func(i int)) {
 // started, sign-in audited; 303) with a baseline of the same redemption + one INSERT + a
 // redirect, in the same run, one entry at a time, both against the simulator in-process
 // over loopback. rtt=0s: the simulator answers at once, so what shows is the work, ours
-// and the simulator's (the entry makes four platform calls to the baseline's one).
+// and the simulator's (the entry makes three platform calls to the baseline's one;
+// path=calls makes just those).
 // rtt=20ms and rtt=50ms: the simulator answers each platform call after that long (its
 // latency injection), a network between backend and platform, where the entry's two
 // round trips against the baseline's one show; p50/rtt is the entry's median in
@@ -148,6 +150,34 @@ func BenchmarkSSOEntry(b *testing.B) {
 				}
 				rec := httptest.NewRecorder()
 				http.Redirect(rec, httptest.NewRequest(http.MethodGet, "/mstudio/sso", nil), "/app", http.StatusSeeOther)
+			})
+		}
+	}
+
+	// calls is the entry's platform calls alone, made as it makes them: the redeem, then
+	// the access check and the profile at once (the owner question is not asked: the
+	// user owns the instance from the first entry on). No database, no front: the floor
+	// that the simulator and the client set under the entry.
+	calls := func(rtt time.Duration) func(b *testing.B) {
+		return func(b *testing.B) {
+			sb := newSSOBench(b, rtt)
+			ks := sb.keys(b, b.N+1)
+			timeEach(b, rtt, func(i int) {
+				ctx := context.Background()
+				tok, err := sb.client.RedeemRetrievalKey(ctx, ks[i], sb.user.ID)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var (
+					reads              sync.WaitGroup
+					accessErr, userErr error
+				)
+				reads.Go(func() { _, accessErr = sb.client.Instance(ctx, tok.Token, sb.in.ID) })
+				reads.Go(func() { _, userErr = sb.client.User(ctx, tok.Token, "self") })
+				reads.Wait()
+				if accessErr != nil || userErr != nil {
+					b.Fatal(accessErr, userErr)
+				}
 			})
 		}
 	}
@@ -187,6 +217,7 @@ func BenchmarkSSOEntry(b *testing.B) {
 	}
 	for _, rtt := range []time.Duration{0, 20 * time.Millisecond, 50 * time.Millisecond} {
 		b.Run(fmt.Sprintf("rtt=%v/path=baseline", rtt), baseline(rtt))
+		b.Run(fmt.Sprintf("rtt=%v/path=calls", rtt), calls(rtt))
 		b.Run(fmt.Sprintf("rtt=%v/path=full", rtt), full(rtt))
 	}
 }

@@ -233,16 +233,6 @@ func (s *Store) PruneSessions(ctx context.Context, now time.Time) (int64, error)
 	return res.RowsAffected, nil
 }
 
-// DeleteUserSessions ends one platform user's sessions in an instance, for a user who lost
-// access to it.
-func (s *Store) DeleteUserSessions(ctx context.Context, instanceID, platformUserID string) error {
-	res := s.db.WithContext(ctx).Exec(`DELETE FROM sessions WHERE instance_id = ? AND platform_user_id = ?`, instanceID, platformUserID)
-	if res.Error != nil {
-		return fmt.Errorf("delete sessions of user %s in instance %s: %w", platformUserID, instanceID, translate(res.Error))
-	}
-	return nil
-}
-
 // maxUserAgent bounds the User-Agent kept with a session, in bytes.
 const maxUserAgent = 200
 

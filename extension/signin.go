@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"gorm.io/gorm"
 )
 
@@ -165,143 +164,52 @@ func (s *Store) signInPlatformUser(ctx context.Context, p PlatformSignIn) (Platf
 		return PlatformSignedIn{}, err
 	}
 
-	tx, err := s.sqlDB.BeginTx(ctx, nil)
-	if err != nil {
-		return PlatformSignedIn{}, s.translateDriver(err)
-	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	now := s.now().UTC()
-	acc, created, err := s.signInAccount(ctx, tx, st, p, now)
-	if err != nil {
-		return PlatformSignedIn{}, err
-	}
-	res, err := tx.StmtContext(ctx, st.token).ExecContext(ctx,
-		p.InstanceID, p.PlatformUserID, sealed, sealedRefresh, p.TokenExpiresAt.UTC(), now, p.InstanceID)
-	if err != nil {
-		return PlatformSignedIn{}, s.translateDriver(err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return PlatformSignedIn{}, err
-	} else if n == 0 {
-		return PlatformSignedIn{}, ErrNotFound // disabled or removed
-	}
-	if replacing {
-		if _, err := tx.StmtContext(ctx, st.sessionDelete).ExecContext(ctx, replaces); err != nil {
-			return PlatformSignedIn{}, s.translateDriver(err)
+	var out PlatformSignedIn
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		now := s.now().UTC()
+		acc, created, err := s.ensurePlatformAccount(ctx, tx, st, platformAccount{instanceID: p.InstanceID, userID: p.PlatformUserID,
+			email: p.Email, name: p.Name, defaultRole: p.DefaultRole}, now)
+		if err != nil {
+			return err
 		}
-	}
-	sess := Session{AccountID: acc.ID, InstanceID: p.InstanceID, PlatformUserID: p.PlatformUserID,
-		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(p.Session.Absolute), Handle: ns.handle, UserAgent: agent}
-	res, err = tx.StmtContext(ctx, st.session).ExecContext(ctx, sessionInsertArgs(ns.hash, sess)...)
-	if err != nil {
-		return PlatformSignedIn{}, s.translateDriver(err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return PlatformSignedIn{}, err
-	} else if n != 1 {
-		return PlatformSignedIn{}, ErrNotFound
-	}
-	args, err := s.auditArgs(AuditEvent{InstanceID: p.InstanceID, AccountID: acc.ID, ActorName: acc.Name, Kind: AuditSignIn,
-		Detail: map[string]string{"method": "platform"}, CreatedAt: now})
-	if err != nil {
-		return PlatformSignedIn{}, err
-	}
-	if _, err := tx.StmtContext(ctx, st.audit).ExecContext(ctx, args...); err != nil {
-		return PlatformSignedIn{}, s.translateDriver(err)
-	}
-	if err := tx.Commit(); err != nil {
-		return PlatformSignedIn{}, s.translateDriver(err)
-	}
-	return PlatformSignedIn{Account: acc, Created: created, SessionID: ns.id, Session: sess}, nil
-}
-
-// signInAccount returns the user's account, with the e-mail address and name sent now
-// written when they changed, or provisions it (created is then true), inside the
-// sign-in's transaction.
-func (s *Store) signInAccount(ctx context.Context, tx *sql.Tx, st signInStmts, p PlatformSignIn, now time.Time) (Account, bool, error) {
-	acc, err := s.signInUpdateAccount(ctx, tx, st, p, now)
-	if !errors.Is(err, ErrNotFound) {
-		return acc, false, err
-	}
-	// The first sign-in. The instance's row serialises provisioning (see
-	// lockInstanceAccounts), taken before anything else of the instance is locked here,
-	// in the order lifecycle changes take it. The user's own first sign-in may have
-	// raced this one and won.
-	var id string
-	if err := tx.StmtContext(ctx, st.lock).QueryRowContext(ctx, p.InstanceID).Scan(&id); errors.Is(err, sql.ErrNoRows) {
-		return Account{}, false, ErrNotFound
-	} else if err != nil {
-		return Account{}, false, s.translateDriver(err)
-	}
-	if acc, err := s.signInUpdateAccount(ctx, tx, st, p, now); !errors.Is(err, ErrNotFound) {
-		return acc, false, err
-	}
-	var others bool
-	if err := tx.StmtContext(ctx, st.anyAccount).QueryRowContext(ctx, p.InstanceID).Scan(&others); err != nil {
-		return Account{}, false, s.translateDriver(err)
-	}
-	role := RoleOwner // the instance's first account: without it nobody could sign in to change the settings
-	if others {
-		var (
-			stored  sql.NullString
-			domains string
-		)
-		err := tx.StmtContext(ctx, st.settings).QueryRowContext(ctx, p.InstanceID).Scan(&stored, &domains)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return Account{}, false, s.translateDriver(err)
+		res, err := tx.StmtContext(ctx, st.token).ExecContext(ctx,
+			p.InstanceID, p.PlatformUserID, sealed, sealedRefresh, p.TokenExpiresAt.UTC(), now, p.InstanceID)
+		if err != nil {
+			return s.translateDriver(err)
 		}
-		role = p.DefaultRole
-		if stored.Valid {
-			role = stored.String // the instance's own template role, once an owner set one
-			var set InstanceSettings
-			if err := json.Unmarshal([]byte(domains), &set.AllowedDomains); err != nil {
-				return Account{}, false, fmt.Errorf("allowed domains of instance %s: %w", p.InstanceID, err)
-			}
-			if len(set.AllowedDomains) > 0 {
-				normalized, err := NormalizeEmail(p.Email)
-				if err != nil || !set.AllowsEmail(normalized) {
-					return Account{}, false, ErrDomainNotAllowed
-				}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return ErrNotFound // disabled or removed
+		}
+		if replacing {
+			if _, err := tx.StmtContext(ctx, st.sessionDelete).ExecContext(ctx, replaces); err != nil {
+				return s.translateDriver(err)
 			}
 		}
-	}
-	platformUserID := p.PlatformUserID
-	row := accountRow{ID: uuid.NewString(), InstanceID: p.InstanceID, PlatformUserID: &platformUserID,
-		Email: p.Email, Name: p.Name, Role: role, CreatedAt: now, UpdatedAt: now}
-	if _, err := tx.StmtContext(ctx, st.accountInsert).ExecContext(ctx,
-		row.ID, row.InstanceID, platformUserID, row.Email, row.Name, row.Role, now, now); err != nil {
-		return Account{}, false, s.translateDriver(err)
-	}
-	return row.account(), true, nil
-}
-
-// signInUpdateAccount loads the user's account in the transaction and writes the e-mail
-// address and name sent now if they changed: a write only when something is new. It
-// fails with ErrNotFound when there is no such account.
-func (s *Store) signInUpdateAccount(ctx context.Context, tx *sql.Tx, st signInStmts, p PlatformSignIn, now time.Time) (Account, error) {
-	var a accountScan
-	err := tx.StmtContext(ctx, st.account).QueryRowContext(ctx, p.InstanceID, p.PlatformUserID).Scan(a.dest()...)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Account{}, ErrNotFound
-	}
-	if err != nil {
-		return Account{}, s.translateDriver(err)
-	}
-	row := a.row()
-	if (p.Email == "" || p.Email == row.Email) && (p.Name == "" || p.Name == row.Name) {
-		return row.account(), nil
-	}
-	if p.Email != "" {
-		row.Email = p.Email
-	}
-	if p.Name != "" {
-		row.Name = p.Name
-	}
-	row.UpdatedAt = now
-	if _, err := tx.StmtContext(ctx, st.accountUpdate).ExecContext(ctx, row.Email, row.Name, now, row.ID); err != nil {
-		return Account{}, s.translateDriver(err)
-	}
-	return row.account(), nil
+		sess := Session{AccountID: acc.ID, InstanceID: p.InstanceID, PlatformUserID: p.PlatformUserID,
+			CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(p.Session.Absolute), Handle: ns.handle, UserAgent: agent}
+		res, err = tx.StmtContext(ctx, st.session).ExecContext(ctx, sessionInsertArgs(ns.hash, sess)...)
+		if err != nil {
+			return s.translateDriver(err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n != 1 {
+			return ErrNotFound
+		}
+		args, err := s.auditArgs(AuditEvent{InstanceID: p.InstanceID, AccountID: acc.ID, ActorName: acc.Name, Kind: AuditSignIn,
+			Detail: map[string]string{"method": "platform"}, CreatedAt: now})
+		if err != nil {
+			return err
+		}
+		if _, err := tx.StmtContext(ctx, st.audit).ExecContext(ctx, args...); err != nil {
+			return s.translateDriver(err)
+		}
+		out = PlatformSignedIn{Account: acc, Created: created, SessionID: ns.id, Session: sess}
+		return nil
+	})
+	return out, err
 }
 
 // signInStmts are the sign-in's statements, prepared on the writer's pool.
@@ -362,10 +270,28 @@ func (s *Store) signInStatements(ctx context.Context) (signInStmts, error) {
 	return st, nil
 }
 
+// inTx runs f in a transaction on the writer's pool and commits when it returns nil.
+// Statements must be prepared before: on SQLite the transaction holds the only
+// connection.
+func (s *Store) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
+	tx, err := s.sqlDB.BeginTx(ctx, nil)
+	if err != nil {
+		return s.translateDriver(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if err := f(tx); err != nil {
+		return err
+	}
+	return s.translateDriver(tx.Commit())
+}
+
 // translateDriver is translateRef for an error of a statement run through database/sql
 // rather than GORM: the dialect's translator turns the driver's key violations into
 // GORM's, as GORM does for its own statements.
 func (s *Store) translateDriver(err error) error {
+	if err == nil {
+		return nil
+	}
 	if tr, ok := s.db.Dialector.(gorm.ErrorTranslator); ok {
 		if t := tr.Translate(err); t != nil {
 			err = t
