@@ -20,10 +20,12 @@ type Pages interface {
 
 // Sessions starts and ends browser sessions; cmd hands over the frontend's.
 type Sessions interface {
-	// Start signs the account in to its instance in this browser, never adopting a
-	// session id the browser brought. It fails with extension.ErrNotFound when the
-	// instance was disabled or removed meanwhile.
-	Start(c echo.Context, acc extension.Account, platformUserID string) error
+	// Starting says how a sign-in to the instance starts its session in this browser:
+	// the timeout, the User-Agent, and the session the browser brought, which the
+	// sign-in ends (a session id the browser brought is never adopted).
+	Starting(c echo.Context, instanceID string) extension.SessionStart
+	// Started hands the browser the session the store started for the account.
+	Started(c echo.Context, acc extension.Account, id extension.Secret)
 	// End ends this browser's session of the instance, if any.
 	End(c echo.Context, instanceID string) error
 	// Current returns the account of the session the request's middleware found, and

@@ -132,7 +132,9 @@ func (h *Handler) Entry(c echo.Context) error {
 	userID, instanceID, contextID = strings.ToLower(userID), strings.ToLower(instanceID), strings.ToLower(contextID)
 	log := h.logger.With("instance_id", instanceID, "user_id", userID)
 
-	in, err := h.store.InstanceByID(ctx, instanceID)
+	// The instance and the user's role here in one read: the role tells whether the
+	// platform must be asked if the user owns the instance's context.
+	in, role, err := h.store.SignInState(ctx, instanceID, userID)
 	switch {
 	case errors.Is(err, extension.ErrNotFound):
 		log.InfoContext(ctx, "sso: refused", "outcome", "instance unknown")
@@ -178,22 +180,16 @@ func (h *Handler) Entry(c echo.Context) error {
 	// platform answers in a row, the redeem and then the slowest of these. The profile
 	// and the owner answer are used only once access is confirmed.
 	var refusal problem
-	read, allowed, err := h.readPlatform(ctx, in, userID, tok, func(ctx context.Context) (ok bool) {
+	read, allowed := h.readPlatform(ctx, in, role, tok, func(ctx context.Context) (ok bool) {
 		refusal, ok = h.checkAccess(ctx, log, tok.Token, in)
 		return ok
 	})
-	if err != nil {
-		return h.internal(c, "load role", err)
-	}
 	if !allowed {
 		// The tokens are dropped unsaved: they are of no use in this instance. A user who
 		// lost access loses what an earlier sign-in left too: their stored tokens and
 		// their sessions in this instance, this browser's included.
-		if err := h.store.DeleteUserToken(ctx, userID, instanceID); err != nil {
-			return h.internal(c, "delete user token", err)
-		}
-		if err := h.store.DeleteUserSessions(ctx, instanceID, userID); err != nil {
-			return h.internal(c, "delete sessions", err)
+		if err := h.store.SignOutPlatformUser(ctx, instanceID, userID); err != nil {
+			return h.internal(c, "sign out user", err)
 		}
 		if err := h.sessions.End(c, instanceID); err != nil {
 			return h.internal(c, "end session", err)
@@ -219,22 +215,20 @@ type platformReads struct {
 // tokens, provisions the local account, starts a new session and answers 303 to the
 // instance's dashboard, or to the reclaim page for a platform owner who is not owner here.
 func (h *Handler) SignIn(c echo.Context, in *extension.Instance, userID string, tok mstudio.UserToken) error {
-	read, _, err := h.readPlatform(c.Request().Context(), in, userID, tok, nil)
-	if err != nil {
+	role, err := h.store.PlatformAccountRole(c.Request().Context(), in.ID, userID)
+	if err != nil && !errors.Is(err, extension.ErrNotFound) {
 		return h.internal(c, "load role", err)
 	}
+	read, _ := h.readPlatform(c.Request().Context(), in, role, tok, nil)
 	return h.signIn(c, in, userID, tok, read)
 }
 
 // readPlatform reads the user's profile and, unless their account here is owner
-// already, whether the platform names them owner of the instance's context. The access
-// check, when given, runs at the same time and tells allowed (true without one); when it
-// refuses, the other reads are cancelled, so a refused user does not wait for them.
-func (h *Handler) readPlatform(ctx context.Context, in *extension.Instance, userID string, tok mstudio.UserToken, access func(context.Context) bool) (read platformReads, allowed bool, err error) {
-	role, err := h.store.PlatformAccountRole(ctx, in.ID, userID)
-	if err != nil && !errors.Is(err, extension.ErrNotFound) {
-		return read, false, err
-	}
+// already (role, "" without an account), whether the platform names them owner of the
+// instance's context. The access check, when given, runs at the same time and tells
+// allowed (true without one); when it refuses, the other reads are cancelled, so a
+// refused user does not wait for them.
+func (h *Handler) readPlatform(ctx context.Context, in *extension.Instance, role string, tok mstudio.UserToken, access func(context.Context) bool) (read platformReads, allowed bool) {
 	others, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var reads sync.WaitGroup
@@ -270,25 +264,16 @@ func (h *Handler) readPlatform(ctx context.Context, in *extension.Instance, user
 	if p := panicked.Load(); p != nil {
 		panic(p)
 	}
-	return read, allowed, nil
+	return read, allowed
 }
 
-// signIn is SignIn with the platform's answers already read.
+// signIn is SignIn with the platform's answers already read. Its writes (the user's
+// tokens, the account, the session, the audit event) are one transaction: a failure
+// leaves no half sign-in.
 func (h *Handler) signIn(c echo.Context, in *extension.Instance, userID string, tok mstudio.UserToken, read platformReads) error {
 	ctx := c.Request().Context()
 	instanceID := in.ID
 	log := h.logger.With("instance_id", instanceID, "user_id", userID)
-	// Bound to (user, instance): the store seals them with both ids as associated data,
-	// so they can never be read as another user's or another instance's. A fresh
-	// sign-in's tokens replace older ones, whatever refresh may be under way.
-	if err := h.tokens.Save(ctx, userID, instanceID, tok); errors.Is(err, extension.ErrNotFound) {
-		// Disabled or removed while the sign-in was under way.
-		log.InfoContext(ctx, "sso: refused", "outcome", "instance disabled meanwhile")
-		return h.fail(c, problemDisabled)
-	} else if err != nil {
-		return h.internal(c, "store user token", err)
-	}
-
 	var email, name string
 	if u, err := read.profile, read.profileErr; err != nil {
 		// The profile only adds a name and an address; signing in does not depend on it.
@@ -300,39 +285,37 @@ func (h *Handler) signIn(c echo.Context, in *extension.Instance, userID string, 
 	} else {
 		email, name = u.Email, strings.TrimSpace(u.FirstName+" "+u.LastName)
 	}
-	// The instance's own template role, once an owner set one, wins over the operator's
-	// default (EXT_DEFAULT_ROLE).
-	role := h.defaultRole
-	if st, err := h.store.InstanceSettings(ctx, instanceID); err != nil {
-		return h.internal(c, "load settings", err)
-	} else if st.Stored {
-		role = st.DefaultRole
-	}
-	// The instance's allowed domains are checked in the transaction that provisions a
-	// new account (not for an existing account, nor for the instance's first: its owner).
-	acc, created, err := h.store.EnsurePlatformAccount(ctx, instanceID, userID, email, name, role)
-	if errors.Is(err, extension.ErrDomainNotAllowed) {
-		if email == "" {
-			// The profile could not be read, so its address could not be checked.
-			log.InfoContext(ctx, "sso: refused", "outcome", "address unknown, allowed domains set")
-			return h.fail(c, problemPlatform)
-		}
+	// The tokens are bound to (user, instance): the store seals them with both ids as
+	// associated data, so they can never be read as another user's or another
+	// instance's. A fresh sign-in's tokens replace older ones, whatever refresh may be
+	// under way. The instance's own template role, once an owner set one, wins over the
+	// operator's default (EXT_DEFAULT_ROLE); the instance's allowed domains are checked
+	// for a new account (not for an existing one, nor for the instance's first: its
+	// owner).
+	done, err := h.store.SignInPlatformUser(ctx, extension.PlatformSignIn{
+		InstanceID: instanceID, PlatformUserID: userID, Email: email, Name: name, DefaultRole: h.defaultRole,
+		// PostgreSQL keeps microseconds: cut the rest now, so every replica sees one expiry.
+		Token: tok.Token, Refresh: tok.RefreshToken, TokenExpiresAt: tok.ExpiresAt.UTC().Truncate(time.Microsecond),
+		Session: h.sessions.Starting(c, instanceID),
+	})
+	switch {
+	case errors.Is(err, extension.ErrDomainNotAllowed) && email == "":
+		// The profile could not be read, so its address could not be checked.
+		log.InfoContext(ctx, "sso: refused", "outcome", "address unknown, allowed domains set")
+		return h.fail(c, problemPlatform)
+	case errors.Is(err, extension.ErrDomainNotAllowed):
 		log.InfoContext(ctx, "sso: refused", "outcome", "e-mail domain not allowed")
 		return h.fail(c, problemDomainNotAllowed)
-	} else if errors.Is(err, extension.ErrNotFound) {
+	case errors.Is(err, extension.ErrNotFound):
+		// Disabled or removed while the sign-in was under way.
 		log.InfoContext(ctx, "sso: refused", "outcome", "instance disabled meanwhile")
 		return h.fail(c, problemDisabled)
-	} else if err != nil {
-		return h.internal(c, "provision account", err)
+	case err != nil:
+		return h.internal(c, "sign in", err)
 	}
-
-	if err := h.sessions.Start(c, acc, userID); errors.Is(err, extension.ErrNotFound) {
-		log.InfoContext(ctx, "sso: refused", "outcome", "instance disabled meanwhile")
-		return h.fail(c, problemDisabled)
-	} else if err != nil {
-		return h.internal(c, "start session", err)
-	}
-	log.InfoContext(ctx, "sso: signed in", "outcome", "signed in", "account_id", acc.ID, "role", acc.Role, "new_account", created)
+	acc := done.Account
+	h.sessions.Started(c, acc, done.SessionID)
+	log.InfoContext(ctx, "sso: signed in", "outcome", "signed in", "account_id", acc.ID, "role", acc.Role, "new_account", done.Created)
 	// A user the platform names owner of the context, whose account here is not,
 	// is offered the owner role (reclaim.go).
 	if h.offerReclaim(ctx, log, in, acc, tok.Token, read) {

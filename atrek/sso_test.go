@@ -397,3 +397,89 @@ func TestSSOEntryReadsAtOnce(t *testing.T) {
 		t.Errorf("the owner's second sign-in asked the platform for her role %d times, want 0", got-owned)
 	}
 }
+
+// failAuditWrites makes the database refuse every audit event, by a trigger: the last
+// write of a sign-in fails there, as a full disk or a lost connection would make it. It
+// returns the trigger's removal.
+func failAuditWrites(t *testing.T, e *ssoEnv) func() {
+	t.Helper()
+	create := []string{`CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'injected failure'); END`}
+	drop := []string{`DROP TRIGGER fail_audit`}
+	if e.Store.Dialect() == extension.Postgres {
+		// In the test's own schema (its search_path), like the tables.
+		create = []string{
+			`CREATE FUNCTION fail_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$`,
+			`CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION fail_audit()`,
+		}
+		drop = []string{`DROP TRIGGER fail_audit ON audit_events`, `DROP FUNCTION fail_audit()`}
+	}
+	run := func(qs []string) {
+		for _, q := range qs {
+			if _, err := e.Store.SQLDB().Exec(q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+	}
+	run(create)
+	return func() { run(drop) }
+}
+
+// TestSSOSignInAllOrNothing: the writes of a click-through are one transaction. When its
+// last write fails in the database, the customer sees the error page, gets no cookie,
+// and nothing of the sign-in stays: no account, tokens or session of a new user; for a
+// returning user, the tokens, the name and the session of the earlier sign-in, which
+// keeps working. The same click-through succeeds once writes do.
+func TestSSOSignInAllOrNothing(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		e := newSSOEnv(t, d, nil)
+		ctx := context.Background()
+		e.signIn(t, e.HTTP, e.Ada)
+		// The name the platform had at her earlier sign-in: her next one would write the
+		// platform's.
+		if _, err := e.Store.SQLDB().Exec(e.Store.Dialect().Rebind(`UPDATE accounts SET name = 'Ada Earlier' WHERE platform_user_id = ?`), e.Ada.ID); err != nil {
+			t.Fatal(err)
+		}
+		adaBefore := accountOf(t, e, e.Ada.ID)
+		tokBefore, err := e.Store.UserToken(ctx, e.Ada.ID, e.Instance.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		restore := failAuditWrites(t, e)
+
+		bob := e.newBrowser(t)
+		resp, body := e.get(t, bob, ssoPath(e.key(t, e.Instance.ID, e.Bob.ID), e.Bob.ID, e.Instance.ID))
+		wantPage(t, resp, body, http.StatusInternalServerError, "Something went wrong on our side")
+		if len(resp.Cookies()) != 0 {
+			t.Errorf("a failed sign-in set cookies: %q", resp.Header.Values("Set-Cookie"))
+		}
+		if _, err := e.Store.PlatformAccountRole(ctx, e.Instance.ID, e.Bob.ID); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("a failed first sign-in left an account (%v)", err)
+		}
+		if _, err := e.Store.UserToken(ctx, e.Bob.ID, e.Instance.ID); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("a failed first sign-in left tokens (%v)", err)
+		}
+
+		// Ada again, in the browser she is signed in with.
+		resp, body = e.get(t, e.HTTP, ssoPath(e.key(t, e.Instance.ID, e.Ada.ID), e.Ada.ID, e.Instance.ID))
+		wantPage(t, resp, body, http.StatusInternalServerError, "Something went wrong on our side")
+		if got := accountOf(t, e, e.Ada.ID); got != adaBefore {
+			t.Errorf("a failed sign-in changed the account: %+v, was %+v", got, adaBefore)
+		}
+		if tok, err := e.Store.UserToken(ctx, e.Ada.ID, e.Instance.ID); err != nil || tok.Token != tokBefore.Token || tok.Refresh != tokBefore.Refresh {
+			t.Errorf("a failed sign-in replaced the tokens (%v)", err)
+		}
+		if resp, _ := e.get(t, e.HTTP, e.appPath()); resp.StatusCode != http.StatusOK {
+			t.Errorf("after a failed sign-in the earlier session got %d, want 200", resp.StatusCode)
+		}
+
+		restore()
+		e.signIn(t, bob, e.Bob)
+		if acc := accountOf(t, e, e.Bob.ID); acc.Role != extension.RoleMember {
+			t.Errorf("Bob's account after the sign-in: %+v", acc)
+		}
+		events, _, err := e.Store.AuditEvents(ctx, e.Instance.ID, extension.AuditFilter{Kind: extension.AuditSignIn}, extension.AuditPage{})
+		if err != nil || len(events) != 2 {
+			t.Errorf("audit of the sign-ins: %d events (%v), want Ada's first and Bob's", len(events), err)
+		}
+	})
+}

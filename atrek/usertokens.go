@@ -79,18 +79,6 @@ func NewUserTokens(store *extension.Store, client *mstudio.Client, opts UserToke
 	return u
 }
 
-// Save stores the tokens of a fresh sign-in of the user in the instance. They replace
-// whatever was there, and a refresh under way elsewhere cannot store its older lineage
-// over them.
-func (u *UserTokens) Save(ctx context.Context, userID, instanceID string, t mstudio.UserToken) error {
-	// PostgreSQL keeps microseconds: cut the rest now, so every replica sees one expiry.
-	expires := t.ExpiresAt.UTC().Truncate(time.Microsecond)
-	if _, err := u.store.PutUserToken(ctx, userID, instanceID, t.Token, t.RefreshToken, expires, ""); err != nil {
-		return fmt.Errorf("save user token: %w", err)
-	}
-	return nil
-}
-
 // Token returns a valid access token of the user in the instance, refreshed first when it
 // is due. It fails with an error wrapping ErrSignInAgain when there is none, or when the
 // platform refused the refresh token; the stored tokens are deleted then. Any other

@@ -78,7 +78,8 @@ func (e *userTokenEnv) signIn(t testing.TB, userID, instanceID string) mstudio.U
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Tokens[0].Save(ctx, userID, instanceID, tok); err != nil {
+	// Stored as a sign-in stores them (PostgreSQL keeps microseconds).
+	if _, err := e.Stores[0].PutUserToken(ctx, userID, instanceID, tok.Token, tok.RefreshToken, tok.ExpiresAt.UTC().Truncate(time.Microsecond), ""); err != nil {
 		t.Fatal(err)
 	}
 	return tok

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"encoding/json"
+
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 )
@@ -127,10 +129,11 @@ func (s *Store) PlatformAccountRole(ctx context.Context, instanceID, platformUse
 
 // EnsurePlatformAccount returns the account of a platform user in an instance, and
 // provisions it at the user's first sign-in (created is then true). The first account of
-// an instance becomes its owner and later ones get defaultRole, exactly one owner even
-// when first sign-ins race on several replicas. A later sign-in takes over the e-mail
-// address and name the platform sends now; an empty one keeps what is stored. It fails
-// with ErrNotFound when the instance does not exist.
+// an instance becomes its owner and later ones get the instance's template role once an
+// owner set one (its settings), else defaultRole; exactly one owner even when first
+// sign-ins race on several replicas. A later sign-in takes over the e-mail address and
+// name the platform sends now; an empty one keeps what is stored. It fails with
+// ErrNotFound when the instance does not exist.
 //
 // When the instance's settings list allowed domains, a user who has no account yet is
 // provisioned only with an address (as NormalizeEmail reads it) in one of them, else it
@@ -139,6 +142,9 @@ func (s *Store) PlatformAccountRole(ctx context.Context, instanceID, platformUse
 // account, after the settings are read there. Existing accounts sign in as before, and
 // the instance's very first account (its owner) is never refused: without it nobody
 // could sign in to change the setting.
+//
+// A sign-in does this in its own transaction (SignInPlatformUser); this is the same on
+// its own.
 func (s *Store) EnsurePlatformAccount(ctx context.Context, instanceID, platformUserID, email, name, defaultRole string) (Account, bool, error) {
 	if instanceID == "" || platformUserID == "" {
 		return Account{}, false, errors.New("ensure platform account: empty instance or user id")
@@ -146,68 +152,128 @@ func (s *Store) EnsurePlatformAccount(ctx context.Context, instanceID, platformU
 	if defaultRole == "" {
 		return Account{}, false, errors.New("ensure platform account: empty default role")
 	}
-	// Most sign-ins are repeat sign-ins: read without a transaction or lock first.
-	acc, err := s.updatePlatformAccount(s.db.WithContext(ctx), instanceID, platformUserID, email, name)
-	if err == nil {
-		return acc, false, nil
-	}
-	if !errors.Is(err, ErrNotFound) {
+	st, err := s.signInStatements(ctx)
+	if err != nil {
 		return Account{}, false, fmt.Errorf("ensure account of user %s in instance %s: %w", platformUserID, instanceID, err)
 	}
-	var created bool
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := s.lockInstanceAccounts(tx, instanceID); err != nil {
-			return err
-		}
-		// The user's own first sign-in may have raced this one and won.
-		found, err := s.updatePlatformAccount(tx, instanceID, platformUserID, email, name)
-		if !errors.Is(err, ErrNotFound) {
-			acc = found
-			return err
-		}
-		var existing []string
-		if err := tx.Raw(`SELECT id FROM accounts WHERE instance_id = ? LIMIT 1`, instanceID).Scan(&existing).Error; err != nil {
-			return translate(err)
-		}
-		role := defaultRole
-		if len(existing) == 0 {
-			role = RoleOwner
-		} else if err := s.checkProvisionDomain(tx, instanceID, email); err != nil {
-			return err
-		}
-		now := s.now().UTC()
-		row := accountRow{ID: uuid.NewString(), InstanceID: instanceID, PlatformUserID: &platformUserID,
-			Email: email, Name: name, Role: role, CreatedAt: now, UpdatedAt: now}
-		if err := tx.Create(&row).Error; err != nil {
-			return translateRef(err)
-		}
-		acc, created = row.account(), true
-		return nil
+	var (
+		acc     Account
+		created bool
+	)
+	err = s.inTx(ctx, func(tx *sql.Tx) (err error) {
+		acc, created, err = s.ensurePlatformAccount(ctx, tx, st, platformAccount{instanceID: instanceID, userID: platformUserID,
+			email: email, name: name, defaultRole: defaultRole}, s.now().UTC())
+		return err
 	})
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDomainNotAllowed) {
 		return Account{}, false, err
 	}
 	if err != nil {
-		return Account{}, false, fmt.Errorf("provision account of user %s in instance %s: %w", platformUserID, instanceID, translate(err))
+		return Account{}, false, fmt.Errorf("ensure account of user %s in instance %s: %w", platformUserID, instanceID, err)
 	}
 	return acc, created, nil
 }
 
-// checkProvisionDomain fails with ErrDomainNotAllowed when the instance's settings, read
-// through tx, list allowed domains and email is not in one of them (or is no address).
-func (s *Store) checkProvisionDomain(tx *gorm.DB, instanceID, email string) error {
-	st, err := s.instanceSettings(tx, instanceID)
+// platformAccount is what provisioning a platform user's account needs to know.
+type platformAccount struct {
+	instanceID, userID string
+	email, name        string // the profile as the platform sent it now; "" keeps what is stored
+	defaultRole        string // a new account's role unless the instance's settings name one
+}
+
+// ensurePlatformAccount is EnsurePlatformAccount inside the transaction tx, with the
+// statements of signInStatements.
+func (s *Store) ensurePlatformAccount(ctx context.Context, tx *sql.Tx, st signInStmts, p platformAccount, now time.Time) (Account, bool, error) {
+	acc, err := s.updatePlatformAccount(ctx, tx, st, p, now)
+	if !errors.Is(err, ErrNotFound) {
+		return acc, false, err
+	}
+	// The first sign-in. The instance's row serialises provisioning (see
+	// lockInstanceAccounts); it is the first row of the instance this transaction locks,
+	// as in the lifecycle's changes, so the two never wait for each other in a circle.
+	// The user's own first sign-in may have raced this one and won.
+	var id string
+	if err := tx.StmtContext(ctx, st.lock).QueryRowContext(ctx, p.instanceID).Scan(&id); errors.Is(err, sql.ErrNoRows) {
+		return Account{}, false, ErrNotFound
+	} else if err != nil {
+		return Account{}, false, s.translateDriver(err)
+	}
+	if acc, err := s.updatePlatformAccount(ctx, tx, st, p, now); !errors.Is(err, ErrNotFound) {
+		return acc, false, err
+	}
+	var others bool
+	if err := tx.StmtContext(ctx, st.anyAccount).QueryRowContext(ctx, p.instanceID).Scan(&others); err != nil {
+		return Account{}, false, s.translateDriver(err)
+	}
+	role := RoleOwner // the instance's first account: without it nobody could sign in to change the settings
+	if others {
+		if role, err = s.provisionRole(ctx, tx, st, p); err != nil {
+			return Account{}, false, err
+		}
+	}
+	userID := p.userID
+	row := accountRow{ID: uuid.NewString(), InstanceID: p.instanceID, PlatformUserID: &userID,
+		Email: p.email, Name: p.name, Role: role, CreatedAt: now, UpdatedAt: now}
+	if _, err := tx.StmtContext(ctx, st.accountInsert).ExecContext(ctx,
+		row.ID, row.InstanceID, userID, row.Email, row.Name, row.Role, now, now); err != nil {
+		return Account{}, false, s.translateDriver(err)
+	}
+	return row.account(), true, nil
+}
+
+// provisionRole returns the role of a new account that is not the instance's first: its
+// template role once an owner set one, else the default. It fails with
+// ErrDomainNotAllowed when the instance's settings list allowed domains and the address
+// is in none of them (or is no address).
+func (s *Store) provisionRole(ctx context.Context, tx *sql.Tx, st signInStmts, p platformAccount) (string, error) {
+	var role, domains string
+	err := tx.StmtContext(ctx, st.settings).QueryRowContext(ctx, p.instanceID).Scan(&role, &domains)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p.defaultRole, nil // never changed: the defaults
+	}
 	if err != nil {
-		return err
+		return "", s.translateDriver(err)
 	}
-	if len(st.AllowedDomains) == 0 {
-		return nil
+	var set InstanceSettings
+	if err := json.Unmarshal([]byte(domains), &set.AllowedDomains); err != nil {
+		return "", fmt.Errorf("allowed domains of instance %s: %w", p.instanceID, err)
 	}
-	normalized, err := NormalizeEmail(email)
-	if err != nil || !st.AllowsEmail(normalized) {
-		return ErrDomainNotAllowed
+	if len(set.AllowedDomains) > 0 {
+		normalized, err := NormalizeEmail(p.email)
+		if err != nil || !set.AllowsEmail(normalized) {
+			return "", ErrDomainNotAllowed
+		}
 	}
-	return nil
+	return role, nil
+}
+
+// updatePlatformAccount loads a platform user's account in tx and writes the e-mail
+// address and name sent now if they changed: a write only when something is new. It
+// fails with ErrNotFound when there is no such account.
+func (s *Store) updatePlatformAccount(ctx context.Context, tx *sql.Tx, st signInStmts, p platformAccount, now time.Time) (Account, error) {
+	var a accountScan
+	err := tx.StmtContext(ctx, st.account).QueryRowContext(ctx, p.instanceID, p.userID).Scan(a.dest()...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Account{}, ErrNotFound
+	}
+	if err != nil {
+		return Account{}, s.translateDriver(err)
+	}
+	row := a.row()
+	if (p.email == "" || p.email == row.Email) && (p.name == "" || p.name == row.Name) {
+		return row.account(), nil
+	}
+	if p.email != "" {
+		row.Email = p.email
+	}
+	if p.name != "" {
+		row.Name = p.name
+	}
+	row.UpdatedAt = now
+	if _, err := tx.StmtContext(ctx, st.accountUpdate).ExecContext(ctx, row.Email, row.Name, now, row.ID); err != nil {
+		return Account{}, s.translateDriver(err)
+	}
+	return row.account(), nil
 }
 
 // lockInstanceAccounts serialises changes to an instance's accounts that depend on the
@@ -233,28 +299,31 @@ func (s *Store) lockInstanceAccounts(tx *gorm.DB, instanceID string) error {
 	return nil
 }
 
-// updatePlatformAccount loads a platform user's account through db (the store's handle or
-// a transaction) and writes the e-mail address and name if they changed: a write only
-// when something is new. It fails with ErrNotFound when there is no such account.
-func (s *Store) updatePlatformAccount(db *gorm.DB, instanceID, platformUserID, email, name string) (Account, error) {
-	var row accountRow
-	if err := db.Take(&row, "instance_id = ? AND platform_user_id = ?", instanceID, platformUserID).Error; err != nil {
-		return Account{}, translate(err)
+// accountColumns are an account's columns, of the table as "a", as accountScan reads them.
+const accountColumns = `a.id, a.instance_id, a.platform_user_id, a.email, a.email_normalized, a.name, a.role, a.language, a.failed_logins,
+	a.locked_until, a.created_at, a.updated_at`
+
+// accountScan scans accountColumns by hand: through the ORM's reflection a read cost more
+// than the statement. Nullable columns go through sql.Null*: the drivers differ in what
+// they accept.
+type accountScan struct {
+	r            accountRow
+	platformUser sql.NullString
+	lockedUntil  sql.NullTime
+}
+
+func (x *accountScan) dest() []any {
+	return []any{&x.r.ID, &x.r.InstanceID, &x.platformUser, &x.r.Email, &x.r.EmailNormalized, &x.r.Name, &x.r.Role,
+		&x.r.Language, &x.r.FailedLogins, &x.lockedUntil, &x.r.CreatedAt, &x.r.UpdatedAt}
+}
+
+func (x *accountScan) row() accountRow {
+	r := x.r
+	if x.platformUser.Valid {
+		r.PlatformUserID = &x.platformUser.String
 	}
-	if (email == "" || email == row.Email) && (name == "" || name == row.Name) {
-		return row.account(), nil
+	if x.lockedUntil.Valid {
+		r.LockedUntil = &x.lockedUntil.Time
 	}
-	if email != "" {
-		row.Email = email
-	}
-	if name != "" {
-		row.Name = name
-	}
-	row.UpdatedAt = s.now().UTC()
-	err := db.Exec(`UPDATE accounts SET email = ?, name = ?, updated_at = ? WHERE id = ?`,
-		row.Email, row.Name, row.UpdatedAt, row.ID).Error
-	if err != nil {
-		return Account{}, translate(err)
-	}
-	return row.account(), nil
+	return r
 }

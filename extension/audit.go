@@ -91,18 +91,31 @@ func (s *Store) Audit(ctx context.Context, ev AuditEvent) error {
 // records. The actor's name comes from the account when the caller gives none, in the same
 // statement.
 func (s *Store) audit(db *gorm.DB, ev AuditEvent) error {
+	args, err := s.auditArgs(ev)
+	if err != nil {
+		return err
+	}
+	return db.Exec(auditInsert, args...).Error
+}
+
+// auditInsert writes an audit event; auditArgs gives its arguments.
+const auditInsert = `INSERT INTO audit_events (instance_id, account_id, actor_name, kind, detail, created_at)
+VALUES (?, ?, CASE WHEN ? <> '' THEN ? ELSE COALESCE((SELECT name FROM accounts WHERE id = ?), '') END, ?, ?, ?)`
+
+// auditArgs checks an event and returns the arguments of auditInsert for it.
+func (s *Store) auditArgs(ev AuditEvent) ([]any, error) {
 	if ev.InstanceID == "" || ev.Kind == "" || len(ev.Kind) > maxAuditKind {
-		return errors.New("audit event: want an instance and a kind of at most 64 bytes")
+		return nil, errors.New("audit event: want an instance and a kind of at most 64 bytes")
 	}
 	detail := []byte("{}")
 	if len(ev.Detail) > 0 {
 		var err error
 		if detail, err = json.Marshal(ev.Detail); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if len(detail) > maxAuditDetail {
-		return fmt.Errorf("audit event: detail of %d bytes, at most %d", len(detail), maxAuditDetail)
+		return nil, fmt.Errorf("audit event: detail of %d bytes, at most %d", len(detail), maxAuditDetail)
 	}
 	at := ev.CreatedAt
 	if at.IsZero() {
@@ -112,9 +125,7 @@ func (s *Store) audit(db *gorm.DB, ev AuditEvent) error {
 	if ev.AccountID != "" {
 		account = &ev.AccountID
 	}
-	return db.Exec(`INSERT INTO audit_events (instance_id, account_id, actor_name, kind, detail, created_at)
-VALUES (?, ?, CASE WHEN ? <> '' THEN ? ELSE COALESCE((SELECT name FROM accounts WHERE id = ?), '') END, ?, ?, ?)`,
-		ev.InstanceID, account, ev.ActorName, ev.ActorName, ev.AccountID, ev.Kind, string(detail), at.UTC()).Error
+	return []any{ev.InstanceID, account, ev.ActorName, ev.ActorName, ev.AccountID, ev.Kind, string(detail), at.UTC()}, nil
 }
 
 // AuditFilter narrows an audit listing; empty fields match everything.

@@ -34,12 +34,20 @@ func (s *Store) ClaimRetrievalKey(ctx context.Context, key string, ttl time.Dura
 	if ttl <= 0 {
 		return false, fmt.Errorf("claim retrieval key: ttl %v, want a positive duration", ttl)
 	}
-	res := s.db.WithContext(ctx).Exec(`INSERT INTO retrieval_keys (key_hash, expires_at) VALUES (?, ?)
-ON CONFLICT (key_hash) DO NOTHING`, retrievalKeyHash(key), s.now().UTC().Add(ttl))
-	if res.Error != nil {
-		return false, fmt.Errorf("claim retrieval key: %w", translate(res.Error))
+	// Every click-through runs it: a statement prepared once, not the ORM's.
+	st, err := s.prepared(ctx, `INSERT INTO retrieval_keys (key_hash, expires_at) VALUES (?, ?) ON CONFLICT (key_hash) DO NOTHING`)
+	if err != nil {
+		return false, fmt.Errorf("claim retrieval key: %w", err)
 	}
-	return res.RowsAffected == 1, nil
+	res, err := st.ExecContext(ctx, retrievalKeyHash(key), s.now().UTC().Add(ttl))
+	if err != nil {
+		return false, fmt.Errorf("claim retrieval key: %w", s.translateDriver(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("claim retrieval key: %w", err)
+	}
+	return n == 1, nil
 }
 
 // PruneRetrievalKeys forgets the keys whose time ran out before now and returns how many.

@@ -7,7 +7,6 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -97,31 +96,53 @@ func (s *Store) CreateSessionWithAgent(ctx context.Context, accountID, instanceI
 	if absolute <= 0 {
 		return "", Session{}, fmt.Errorf("create session: absolute timeout %v, want a positive duration", absolute)
 	}
-	raw := make([]byte, sessionIDBytes+sessionHandleBytes)
-	if _, err := rand.Read(raw); err != nil {
+	ns, err := newSessionID()
+	if err != nil {
 		return "", Session{}, fmt.Errorf("create session: %w", err)
 	}
-	id := Secret(base64.RawURLEncoding.EncodeToString(raw[:sessionIDBytes]))
-	handle := hex.EncodeToString(raw[sessionIDBytes:])
-	hash, _ := sessionIDHash(id)
 	now := s.now().UTC()
 	sess := Session{AccountID: accountID, InstanceID: instanceID, PlatformUserID: platformUserID,
-		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(absolute), Handle: handle, UserAgent: CleanUserAgent(userAgent)}
-	// One statement checks the account and the instance and inserts: it inserts nothing
-	// unless the account is the instance's and the user's, and the instance is live and
-	// enabled at this moment (a disable applied while a sign-in was under way wins).
-	res := s.db.WithContext(ctx).Exec(`INSERT INTO sessions (id_hash, account_id, instance_id, platform_user_id, created_at, last_seen_at, expires_at, handle, user_agent)
-SELECT ?, accounts.id, accounts.instance_id, ?, ?, ?, ?, ?, ? FROM accounts JOIN instances ON instances.id = accounts.instance_id
-WHERE accounts.id = ? AND accounts.instance_id = ? AND COALESCE(accounts.platform_user_id, '') = ?
-	AND instances.enabled AND instances.removed_at IS NULL`,
-		hash, platformUserID, now, now, sess.ExpiresAt, handle, sess.UserAgent, accountID, instanceID, platformUserID)
+		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(absolute), Handle: ns.handle, UserAgent: CleanUserAgent(userAgent)}
+	res := s.db.WithContext(ctx).Exec(sessionInsert, sessionInsertArgs(ns.hash, sess)...)
 	if res.Error != nil {
 		return "", Session{}, fmt.Errorf("create session of account %s: %w", accountID, translateRef(res.Error))
 	}
 	if res.RowsAffected != 1 {
 		return "", Session{}, ErrNotFound
 	}
-	return id, sess, nil
+	return ns.id, sess, nil
+}
+
+// newSession is a new session's id, its stored hash and its public handle.
+type newSession struct {
+	id     Secret
+	hash   string
+	handle string
+}
+
+// newSessionID draws a new session's id and handle.
+func newSessionID() (newSession, error) {
+	raw := make([]byte, sessionIDBytes+sessionHandleBytes)
+	if _, err := rand.Read(raw); err != nil {
+		return newSession{}, err
+	}
+	id := Secret(base64.RawURLEncoding.EncodeToString(raw[:sessionIDBytes]))
+	hash, _ := sessionIDHash(id)
+	return newSession{id: id, hash: hash, handle: hex.EncodeToString(raw[sessionIDBytes:])}, nil
+}
+
+// sessionInsert checks the account and the instance and inserts a session in one
+// statement: it inserts nothing unless the account is the instance's and the user's, and
+// the instance is live and enabled at this moment (a disable applied while a sign-in was
+// under way wins). sessionInsertArgs gives its arguments.
+const sessionInsert = `INSERT INTO sessions (id_hash, account_id, instance_id, platform_user_id, created_at, last_seen_at, expires_at, handle, user_agent)
+SELECT ?, accounts.id, accounts.instance_id, ?, ?, ?, ?, ?, ? FROM accounts JOIN instances ON instances.id = accounts.instance_id
+WHERE accounts.id = ? AND accounts.instance_id = ? AND COALESCE(accounts.platform_user_id, '') = ?
+	AND instances.enabled AND instances.removed_at IS NULL`
+
+func sessionInsertArgs(hash string, sess Session) []any {
+	return []any{hash, sess.PlatformUserID, sess.CreatedAt, sess.LastSeenAt, sess.ExpiresAt, sess.Handle, sess.UserAgent,
+		sess.AccountID, sess.InstanceID, sess.PlatformUserID}
 }
 
 // SessionByID returns the live session with the id from a cookie. It fails with
@@ -210,16 +231,6 @@ func (s *Store) PruneSessions(ctx context.Context, now time.Time) (int64, error)
 		return 0, fmt.Errorf("prune sessions: %w", translate(res.Error))
 	}
 	return res.RowsAffected, nil
-}
-
-// DeleteUserSessions ends one platform user's sessions in an instance, for a user who lost
-// access to it.
-func (s *Store) DeleteUserSessions(ctx context.Context, instanceID, platformUserID string) error {
-	res := s.db.WithContext(ctx).Exec(`DELETE FROM sessions WHERE instance_id = ? AND platform_user_id = ?`, instanceID, platformUserID)
-	if res.Error != nil {
-		return fmt.Errorf("delete sessions of user %s in instance %s: %w", platformUserID, instanceID, translate(res.Error))
-	}
-	return nil
 }
 
 // maxUserAgent bounds the User-Agent kept with a session, in bytes.
@@ -353,48 +364,25 @@ func (s *Store) EndOtherSessions(ctx context.Context, instanceID, accountID stri
 // rendering.
 const signedInQuery = `SELECT
 	s.account_id, s.instance_id, s.platform_user_id, s.created_at, s.last_seen_at, s.expires_at, s.handle, s.user_agent,
-	a.id, a.instance_id, a.platform_user_id, a.email, a.email_normalized, a.name, a.role, a.language, a.failed_logins,
-	a.locked_until, a.created_at, a.updated_at,
-	i.id, i.context_kind, i.context_id, i.consented_scopes, i.enabled, i.variant_key, i.sealed_secret, i.last_event_ns,
-	i.removed_at, i.context_name, i.context_name_at, i.created_at, i.updated_at
+	` + accountColumns + `,
+	` + instanceColumns + `
 FROM sessions s JOIN accounts a ON a.id = s.account_id JOIN instances i ON i.id = s.instance_id
 WHERE s.id_hash = ?`
 
 // scanSignedIn scans a row of signedInQuery.
 func scanSignedIn(row *sql.Row) (sessionRow, accountRow, Instance, error) {
 	var (
-		sr     sessionRow
-		ar     accountRow
-		in     Instance
-		scopes string
-		// Nullable columns, through sql.Null*: the drivers differ in what they accept.
-		platformUser                       sql.NullString
-		lockedUntil, removedAt, nameReadAt sql.NullTime
+		sr sessionRow
+		ar accountScan
+		is instanceScan
 	)
-	err := row.Scan(&sr.AccountID, &sr.InstanceID, &sr.PlatformUserID, &sr.CreatedAt, &sr.LastSeenAt, &sr.ExpiresAt, &sr.Handle, &sr.UserAgent,
-		&ar.ID, &ar.InstanceID, &platformUser, &ar.Email, &ar.EmailNormalized, &ar.Name, &ar.Role, &ar.Language, &ar.FailedLogins,
-		&lockedUntil, &ar.CreatedAt, &ar.UpdatedAt,
-		&in.ID, &in.ContextKind, &in.ContextID, &scopes, &in.Enabled, &in.VariantKey, &in.SealedSecret, &in.LastEventNano,
-		&removedAt, &in.ContextName, &nameReadAt, &in.CreatedAt, &in.UpdatedAt)
-	if err != nil {
-		return sr, ar, in, err
+	dest := append([]any{&sr.AccountID, &sr.InstanceID, &sr.PlatformUserID, &sr.CreatedAt, &sr.LastSeenAt, &sr.ExpiresAt, &sr.Handle, &sr.UserAgent},
+		ar.dest()...)
+	if err := row.Scan(append(dest, is.dest()...)...); err != nil {
+		return sr, accountRow{}, Instance{}, err
 	}
-	if platformUser.Valid {
-		ar.PlatformUserID = &platformUser.String
-	}
-	if lockedUntil.Valid {
-		ar.LockedUntil = &lockedUntil.Time
-	}
-	if removedAt.Valid {
-		in.RemovedAt = &removedAt.Time
-	}
-	if nameReadAt.Valid {
-		in.ContextNameAt = &nameReadAt.Time
-	}
-	if err := json.Unmarshal([]byte(scopes), &in.ConsentedScopes); err != nil {
-		return sr, ar, in, fmt.Errorf("consented scopes of instance %s: %w", in.ID, err)
-	}
-	return sr, ar, in, nil
+	in, err := is.instance()
+	return sr, ar.row(), in, err
 }
 
 // SignedInSession is SessionByID with the session's account and instance, in one

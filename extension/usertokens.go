@@ -95,27 +95,15 @@ func (s *Store) PutUserToken(ctx context.Context, userID, instanceID string, tok
 	if token.IsZero() || expiresAt.IsZero() {
 		return false, errors.New("store user token: no token or no expiry")
 	}
-	sealed, err := s.keys.Seal(token, userTokenAAD(aadUserToken, userID, instanceID))
+	sealed, sealedRefresh, err := s.sealUserToken(userID, instanceID, token, refresh)
 	if err != nil {
-		return false, fmt.Errorf("seal token of user %s in instance %s: %w", userID, instanceID, err)
-	}
-	var sealedRefresh string
-	if !refresh.IsZero() {
-		if sealedRefresh, err = s.keys.Seal(refresh, userTokenAAD(aadUserRefresh, userID, instanceID)); err != nil {
-			return false, fmt.Errorf("seal refresh token of user %s in instance %s: %w", userID, instanceID, err)
-		}
+		return false, err
 	}
 	now := s.now().UTC()
 	db := s.db.WithContext(ctx)
 	var n int64
 	if owner == "" {
-		// Only for a live, enabled instance: a disable applied while a sign-in was under way
-		// deleted the instance's tokens, and must not see them come back.
-		res := db.Exec(`INSERT INTO user_tokens (instance_id, platform_user_id, sealed_token, sealed_refresh, expires_at, lease_owner, lease_until, updated_at)
-SELECT ?, ?, ?, ?, ?, '', NULL, ? FROM instances WHERE id = ? AND enabled AND removed_at IS NULL
-ON CONFLICT (instance_id, platform_user_id) DO UPDATE SET sealed_token = excluded.sealed_token,
-	sealed_refresh = excluded.sealed_refresh, expires_at = excluded.expires_at, lease_owner = '', lease_until = NULL,
-	updated_at = excluded.updated_at`, instanceID, userID, sealed, sealedRefresh, expiresAt.UTC(), now, instanceID)
+		res := db.Exec(userTokenSignIn, instanceID, userID, sealed, sealedRefresh, expiresAt.UTC(), now, instanceID)
 		err, n = res.Error, res.RowsAffected
 	} else {
 		res := db.Exec(`UPDATE user_tokens
@@ -133,6 +121,30 @@ WHERE instance_id = ? AND platform_user_id = ? AND lease_owner = ?`, sealed, sea
 		return false, ErrNotFound // no such instance, or it is disabled or removed
 	}
 	return n == 1, nil
+}
+
+// userTokenSignIn stores a fresh sign-in's tokens over whatever was there, lease
+// included, only for a live, enabled instance: a disable applied while a sign-in was under
+// way deleted the instance's tokens, and must not see them come back. Its arguments:
+// instance, user, sealed token, sealed refresh token, expiry, now, instance.
+const userTokenSignIn = `INSERT INTO user_tokens (instance_id, platform_user_id, sealed_token, sealed_refresh, expires_at, lease_owner, lease_until, updated_at)
+SELECT ?, ?, ?, ?, ?, '', NULL, ? FROM instances WHERE id = ? AND enabled AND removed_at IS NULL
+ON CONFLICT (instance_id, platform_user_id) DO UPDATE SET sealed_token = excluded.sealed_token,
+	sealed_refresh = excluded.sealed_refresh, expires_at = excluded.expires_at, lease_owner = '', lease_until = NULL,
+	updated_at = excluded.updated_at`
+
+// sealUserToken seals a user's tokens for their row; the refresh token only when there
+// is one.
+func (s *Store) sealUserToken(userID, instanceID string, token, refresh Secret) (sealed, sealedRefresh string, err error) {
+	if sealed, err = s.keys.Seal(token, userTokenAAD(aadUserToken, userID, instanceID)); err != nil {
+		return "", "", fmt.Errorf("seal token of user %s in instance %s: %w", userID, instanceID, err)
+	}
+	if !refresh.IsZero() {
+		if sealedRefresh, err = s.keys.Seal(refresh, userTokenAAD(aadUserRefresh, userID, instanceID)); err != nil {
+			return "", "", fmt.Errorf("seal refresh token of user %s in instance %s: %w", userID, instanceID, err)
+		}
+	}
+	return sealed, sealedRefresh, nil
 }
 
 // LeaseUserTokenRefresh tries to take, or renew, the lease to refresh a user's tokens for

@@ -98,21 +98,36 @@ func (s *Sessions) setCookie(w http.ResponseWriter, instanceID string, id extens
 // the account or instance is gone or disabled meanwhile.
 func (s *Sessions) Start(c echo.Context, acc extension.Account, platformUserID string) error {
 	ctx := c.Request().Context()
-	if old, ok := s.cookie(acc.InstanceID, c.Request()); ok {
-		if err := s.store.DeleteSession(ctx, old); err != nil {
+	st := s.Starting(c, acc.InstanceID)
+	if !st.Replaces.IsZero() {
+		if err := s.store.DeleteSession(ctx, st.Replaces); err != nil {
 			return fmt.Errorf("end previous session: %w", err)
 		}
 	}
-	id, _, err := s.store.CreateSessionWithAgent(ctx, acc.ID, acc.InstanceID, platformUserID, s.absolute, c.Request().UserAgent())
+	id, _, err := s.store.CreateSessionWithAgent(ctx, acc.ID, acc.InstanceID, platformUserID, st.Absolute, st.UserAgent)
 	if err != nil {
 		return err
 	}
+	s.Started(c, acc, id)
+	return nil
+}
+
+// Starting says how a sign-in to the instance starts a session in this browser, for a
+// sign-in that writes the session itself in its own transaction (the platform's):
+// Start's timeout and User-Agent, and the session the browser brought, to end.
+func (s *Sessions) Starting(c echo.Context, instanceID string) extension.SessionStart {
+	old, _ := s.cookie(instanceID, c.Request())
+	return extension.SessionStart{Absolute: s.absolute, UserAgent: c.Request().UserAgent(), Replaces: old}
+}
+
+// Started hands the browser a session the store started for the account, as Start does:
+// the cookie, and the account's chosen page language.
+func (s *Sessions) Started(c echo.Context, acc extension.Account, id extension.Secret) {
 	s.setCookie(c.Response(), acc.InstanceID, id, int(s.absolute/time.Second))
 	if isLang(acc.Language) {
 		// The account's chosen language holds in this browser from now on, as a ?lang= would.
 		setLangCookie(c, acc.Language, s.secure)
 	}
-	return nil
 }
 
 // End ends this browser's session of the instance, if it has one, and drops its cookie.
