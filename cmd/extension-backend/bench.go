@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
@@ -110,7 +111,7 @@ func benchBesideBaseline(ctx context.Context, opts mstudiotest.BenchOptions, dat
 	return nil
 }
 
-func median[T int64 | float64 | time.Duration](xs []T) T {
+func median[T float64 | time.Duration](xs []T) T {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	if len(s)%2 == 1 {
@@ -120,12 +121,9 @@ func median[T int64 | float64 | time.Duration](xs []T) T {
 }
 
 func formatRatios(rs []float64) string {
-	out := ""
+	out := make([]string, len(rs))
 	for i, r := range rs {
-		if i > 0 {
-			out += " "
-		}
-		out += fmt.Sprintf("%.2fx", r)
+		out[i] = fmt.Sprintf("%.2fx", r)
 	}
-	return out
+	return strings.Join(out, " ")
 }
