@@ -69,7 +69,7 @@ func startServeProcess(t *testing.T, bin, name string, vars map[string]string) *
 	t.Cleanup(func() {
 		p.kill()
 		if t.Failed() {
-			t.Logf("%s's log, last lines:\n%s", name, lastLines(p.log, 40))
+			t.Logf("%s's log, last lines:\n%s", name, fileTail(p.log, 40))
 		}
 	})
 	p.waitReady(t)
@@ -98,7 +98,7 @@ func (p *serveProcess) waitReady(t *testing.T) {
 	for ; time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited before it was ready:\n%s", p.name, lastLines(p.log, 40))
+			t.Fatalf("%s exited before it was ready:\n%s", p.name, fileTail(p.log, 40))
 		default:
 		}
 		if p.URL == "" {
@@ -114,7 +114,7 @@ func (p *serveProcess) waitReady(t *testing.T) {
 			return
 		}
 	}
-	t.Fatalf("%s was not ready within a minute:\n%s", p.name, lastLines(p.log, 40))
+	t.Fatalf("%s was not ready within a minute:\n%s", p.name, fileTail(p.log, 40))
 }
 
 // listeningURL finds the address in serve's "listening" log line; "" until it is written.
@@ -150,12 +150,11 @@ func (p *serveProcess) kill() {
 	<-p.done
 }
 
-// lastLines returns up to n last lines of a file.
-func lastLines(file string, n int) string {
+// fileTail returns up to n last lines of a file.
+func fileTail(file string, n int) string {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return err.Error()
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	return lastLines(string(b), n)
 }

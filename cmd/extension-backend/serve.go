@@ -32,11 +32,19 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	addr := fs.String("addr", "", "listen address (overrides EXT_ADDR)")
 	noMigrate := fs.Bool("no-migrate", false, "do not apply pending migrations at start")
 	workers := fs.Int("workers", defaultWorkers, "background jobs worked at once in this process; 0 runs no workers (a web-only process)")
+	timeouts := defaultConnTimeouts
+	fs.DurationVar(&timeouts.readHeader, "read-header-timeout", timeouts.readHeader,
+		"how long a connection may take to send a request's headers (a connection that sends nothing is closed then)")
+	fs.DurationVar(&timeouts.idle, "idle-timeout", timeouts.idle,
+		"how long a keep-alive connection may wait for its next request; keep it above a reverse proxy's idle timeout towards the backend")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
 	if *workers < 0 {
 		return usagef("--workers must be 0 or more")
+	}
+	if timeouts.readHeader < 100*time.Millisecond || timeouts.idle < 100*time.Millisecond {
+		return usagef("--read-header-timeout and --idle-timeout must be at least 100ms")
 	}
 	cfg, err := loadConfig(getenv, needs{keys: true, extensionID: true})
 	if err != nil {
@@ -51,7 +59,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-	return serveBackend(ctx, cfg, logger, !*noMigrate, *workers, ln)
+	return serveBackendWith(ctx, cfg, logger, !*noMigrate, *workers, ln, timeouts)
 }
 
 // defaultWorkers is how many jobs a process works at once unless --workers says otherwise.
@@ -59,6 +67,11 @@ const defaultWorkers = 32
 
 // serveBackend runs the backend on ln until ctx ends, with workers job workers.
 func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate bool, workers int, ln net.Listener) error {
+	return serveBackendWith(ctx, cfg, logger, migrate, workers, ln, defaultConnTimeouts)
+}
+
+// serveBackendWith is serveBackend with the connections' timeouts of serve's flags.
+func serveBackendWith(ctx context.Context, cfg *Config, logger *slog.Logger, migrate bool, workers int, ln net.Listener, timeouts connTimeouts) error {
 	defer ln.Close() // in case we fail before serving
 	b, err := startBackend(ctx, cfg, logger, migrate, workers)
 	if err != nil {
@@ -66,7 +79,7 @@ func serveBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	}
 	defer b.close(logger)
 	go prune(ctx, b.store, logger)
-	return serveHTTP(ctx, ln, b.front, logger)
+	return serveHTTPWith(ctx, ln, b.front, logger, timeouts)
 }
 
 // backend is one process's backend as serve assembles it: the store, migrated and
@@ -166,15 +179,35 @@ func afterApply(broker *mstudio.Broker, jb *jobs.Jobs) func(context.Context, ext
 	}
 }
 
+// connTimeouts bound how long a connection may hold the server's memory (a goroutine and
+// two 4 KiB buffers each) without a request to work on.
+type connTimeouts struct {
+	// readHeader ends a connection that has not sent a whole request head in time,
+	// including one that sends nothing at all: a slow or stuck client, or a slowloris.
+	readHeader time.Duration
+	// idle ends a keep-alive connection between requests. A reverse proxy in front must
+	// give up its idle connections to us sooner, or it may send a request on one that we
+	// close at the same moment, and its client then gets a 502 (docker-compose's proxy
+	// keeps them 60 s).
+	idle time.Duration
+}
+
+var defaultConnTimeouts = connTimeouts{readHeader: 10 * time.Second, idle: 2 * time.Minute}
+
 // serveHTTP serves on ln until ctx ends, then stops accepting and lets requests in flight
 // finish.
 func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, logger *slog.Logger) error {
+	return serveHTTPWith(ctx, ln, h, logger, defaultConnTimeouts)
+}
+
+// serveHTTPWith is serveHTTP with the connections' timeouts given.
+func serveHTTPWith(ctx context.Context, ln net.Listener, h http.Handler, logger *slog.Logger, timeouts connTimeouts) error {
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: timeouts.readHeader,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       timeouts.idle,
 		// Requests do not inherit ctx: SIGTERM must not cancel a delivery mid-transaction.
 		BaseContext: func(net.Listener) context.Context { return context.Background() },
 		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelWarn),

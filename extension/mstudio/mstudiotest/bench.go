@@ -40,15 +40,58 @@ type BenchOptions struct {
 // progress line each second to stderr and a summary (throughput, latency percentiles,
 // counts per status) to stdout. It fails when no delivery was answered 2xx.
 func Bench(ctx context.Context, opts BenchOptions, stdout, stderr io.Writer) error {
+	res, err := RunBench(ctx, opts, stderr)
+	if err != nil {
+		return err
+	}
+	res.WriteSummary(stdout)
+	return res.Err(opts.KeyFile)
+}
+
+// BenchResult is what one run of the load generator measured.
+type BenchResult struct {
+	Elapsed  time.Duration
+	Statuses map[string]int // deliveries by HTTP status, or by what went wrong instead
+	latency  latencyHistogram
+}
+
+// Answered is how many deliveries got an HTTP answer, of any status.
+func (r *BenchResult) Answered() int { return r.latency.n }
+
+// Throughput is answered deliveries per second.
+func (r *BenchResult) Throughput() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.latency.n) / r.Elapsed.Seconds()
+}
+
+// Latency returns the q-quantile of the answered deliveries' latency, within 1 %.
+func (r *BenchResult) Latency(q float64) time.Duration { return r.latency.quantile(q) }
+
+// NotOK counts the deliveries that were not answered 2xx.
+func (r *BenchResult) NotOK() int {
+	n := 0
+	for k, c := range r.Statuses {
+		if !strings.HasPrefix(k, "2") {
+			n += c
+		}
+	}
+	return n
+}
+
+// RunBench is Bench without the summary: it sends the load and returns what it
+// measured, writing only the progress line to stderr.
+func RunBench(ctx context.Context, opts BenchOptions, stderr io.Writer) (*BenchResult, error) {
 	switch {
 	case opts.To == "" || opts.KeyFile == "" || opts.ExtensionID == "":
-		return errorf("bench: the webhook URL, the key file and the extension id are required")
+		return nil, errorf("bench: the webhook URL, the key file and the extension id are required")
 	case opts.Concurrency < 1 || opts.Instances < opts.Concurrency || opts.Duration <= 0 || opts.Duration > time.Hour:
-		return errorf("bench: need concurrency ≥ 1, instances ≥ concurrency and 0 < duration ≤ 1h")
+		return nil, errorf("bench: need concurrency ≥ 1, instances ≥ concurrency and 0 < duration ≤ 1h")
 	}
 	key, err := loadSigningKey(opts.KeyFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if opts.ContributorID == "" {
 		opts.ContributorID = uuid.NewString()
@@ -148,8 +191,7 @@ progress:
 		}
 	}
 	fmt.Fprintln(stderr)
-	elapsed := time.Since(start)
-	return printBenchSummary(stdout, elapsed, &latencies, statuses, opts.KeyFile)
+	return &BenchResult{Elapsed: time.Since(start), Statuses: statuses, latency: latencies}, nil
 }
 
 // benchSend signs and posts one delivery; it returns the status ("" once the run's time
@@ -175,31 +217,36 @@ func benchSend(ctx context.Context, client *http.Client, to string, key KeyPair,
 	return fmt.Sprint(resp.StatusCode), d
 }
 
-func printBenchSummary(w io.Writer, elapsed time.Duration, h *latencyHistogram, statuses map[string]int, keyFile string) error {
-	ok := 0
-	keys := make([]string, 0, len(statuses))
-	for k, n := range statuses {
-		keys = append(keys, k)
-		if strings.HasPrefix(k, "2") {
-			ok += n
-		}
-	}
-	sort.Strings(keys)
+// WriteSummary writes the throughput, the latency percentiles and the counts per status.
+func (r *BenchResult) WriteSummary(w io.Writer) {
+	h := &r.latency
 	if h.n > 0 {
-		fmt.Fprintf(w, "deliveries  %d answered in %s\n", h.n, elapsed.Round(time.Millisecond))
-		fmt.Fprintf(w, "throughput  %.0f deliveries/s\n", float64(h.n)/elapsed.Seconds())
+		fmt.Fprintf(w, "deliveries  %d answered in %s\n", h.n, r.Elapsed.Round(time.Millisecond))
+		fmt.Fprintf(w, "throughput  %.0f deliveries/s\n", r.Throughput())
 		fmt.Fprintf(w, "latency     p50 %s  p90 %s  p99 %s  max %s\n", h.quantile(0.50), h.quantile(0.90), h.quantile(0.99), h.max.Round(10*time.Microsecond))
 	}
+	keys := make([]string, 0, len(r.Statuses))
+	for k := range r.Statuses {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
 	fmt.Fprint(w, "status     ")
 	for _, k := range keys {
-		fmt.Fprintf(w, " %s: %d", k, statuses[k])
+		fmt.Fprintf(w, " %s: %d", k, r.Statuses[k])
 	}
 	fmt.Fprintln(w)
-	switch {
-	case ok > 0:
-		return nil
-	case statuses["401"] > 0:
-		return refusedSignature(keyFile, fmt.Sprintf(" on %d of %d deliveries", statuses["401"], h.n))
+}
+
+// Err says why the run failed: no delivery was answered 2xx. A 401 is explained, with the
+// key file that signed.
+func (r *BenchResult) Err(keyFile string) error {
+	for k, n := range r.Statuses {
+		if strings.HasPrefix(k, "2") && n > 0 {
+			return nil
+		}
+	}
+	if r.Statuses["401"] > 0 {
+		return refusedSignature(keyFile, fmt.Sprintf(" on %d of %d deliveries", r.Statuses["401"], r.latency.n))
 	}
 	return fmt.Errorf("no delivery was answered with a 2xx")
 }
