@@ -233,17 +233,19 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 	}
 	version := eventVersion(ev)
 	// A group the event does not carry gets the empty version on insert: older than any.
-	groupVersion := func(g fieldGroup) string {
+	// The version is boxed once for its seven places among the arguments.
+	var boxed any = version
+	groupVersion := func(g fieldGroup) any {
 		if carried&g == 0 {
 			return ""
 		}
-		return version
+		return boxed
 	}
 	var bits int64
 	var w written
 	err = tx.StmtContext(ctx, pe.upsert).QueryRowContext(ctx,
 		ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, variant, pe.sealed, removedAt,
-		ev.CreatedAt.UnixNano(), string(ev.Kind), version,
+		ev.CreatedAt.UnixNano(), string(ev.Kind), boxed,
 		groupVersion(groupEnabled), groupVersion(groupScopes), groupVersion(groupVariant), groupVersion(groupContext),
 		groupVersion(groupSecret), groupVersion(groupRemoval),
 		int64(carried)|int64(carried)<<wonShift|insertedBit, now, now,
