@@ -241,9 +241,17 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 		}
 		return boxed
 	}
+	// On SQLite the statement runs without ctx's cancellation: go-sqlite3 steps a
+	// cancellable query on a goroutine of its own and waits for it, and on the one writer,
+	// with senders busy on every core, that hand-off cost more than the statement. The
+	// statement is short, and the transaction around it still ends with ctx.
+	qctx := ctx
+	if s.dialect == SQLite {
+		qctx = context.WithoutCancel(ctx)
+	}
 	var bits int64
 	var w written
-	err = tx.StmtContext(ctx, pe.upsert).QueryRowContext(ctx,
+	err = tx.StmtContext(ctx, pe.upsert).QueryRowContext(qctx,
 		ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, variant, pe.sealed, removedAt,
 		ev.CreatedAt.UnixNano(), string(ev.Kind), boxed,
 		groupVersion(groupEnabled), groupVersion(groupScopes), groupVersion(groupVariant), groupVersion(groupContext),
