@@ -253,7 +253,7 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 	var w written
 	err = tx.StmtContext(ctx, pe.upsert).QueryRowContext(qctx,
 		ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, variant, pe.sealed, removedAt,
-		ev.CreatedAt.UnixNano(), string(ev.Kind), boxed,
+		eventNano(ev), string(ev.Kind), boxed,
 		groupVersion(groupEnabled), groupVersion(groupScopes), groupVersion(groupVariant), groupVersion(groupContext),
 		groupVersion(groupSecret), groupVersion(groupRemoval),
 		int64(carried)|int64(carried)<<wonShift|insertedBit, now, now,

@@ -100,11 +100,7 @@ const versionPrefix = 21
 // and kind, so that every replica and every order picks the same one. Nanoseconds are kept
 // in the text because PostgreSQL's timestamps keep only microseconds.
 func eventVersion(ev LifecycleEvent) string {
-	ns := ev.CreatedAt.UnixNano()
-	if ev.CreatedAt.IsZero() || ns < 0 {
-		ns = 0
-	}
-	digits := strconv.FormatInt(ns, 10)
+	digits := strconv.FormatInt(eventNano(ev), 10)
 	var b strings.Builder
 	b.Grow(versionPrefix + len(ev.RequestID))
 	for range 20 - len(digits) {
@@ -114,6 +110,15 @@ func eventVersion(ev LifecycleEvent) string {
 	b.WriteByte(kindRank[ev.Kind])
 	b.WriteString(ev.RequestID)
 	return b.String()
+}
+
+// eventNano is the event's createdAt in Unix nanoseconds; 0 for none (the webhook
+// refuses a delivery without one, or before the year 2000).
+func eventNano(ev LifecycleEvent) int64 {
+	if ns := ev.CreatedAt.UnixNano(); !ev.CreatedAt.IsZero() && ns > 0 {
+		return ns
+	}
+	return 0
 }
 
 // Bits of last_write_groups, which the upsert writes from the row's versions before the
