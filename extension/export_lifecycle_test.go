@@ -13,14 +13,16 @@ func EventVersion(ev LifecycleEvent) string { return eventVersion(ev) }
 // VersionPrefix is the length of a version's time and kind.
 const VersionPrefix = versionPrefix
 
-// PrepareUpserts prepares the upsert of every set of carried groups there can be.
+// PrepareUpserts prepares both upserts of every set of carried groups there can be.
 func (s *Store) PrepareUpserts(ctx context.Context) (int, error) {
 	n := 0
 	for g := fieldGroup(1); g <= allGroups; g++ {
-		if _, err := s.prepared(ctx, upsertStatement(g)); err != nil {
-			return n, fmt.Errorf("groups %06b: %w", g, err)
+		for _, fast := range []bool{false, true} {
+			if _, err := s.prepared(ctx, upsertStatement(g, fast)); err != nil {
+				return n, fmt.Errorf("groups %06b (fast %v): %w", g, fast, err)
+			}
+			n++
 		}
-		n++
 	}
 	return n, nil
 }

@@ -104,6 +104,7 @@ type pendingEvent struct {
 	ev     LifecycleEvent
 	sealed string
 	upsert *sql.Stmt // nil for an event that carries no field
+	fast   *sql.Stmt // SQLite: the fast variant of upsert, tried first
 }
 
 // applyInTx applies one event in a transaction of its own.
@@ -125,11 +126,15 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 		if carried == 0 {
 			continue
 		}
-		st, err := s.prepared(ctx, upsertStatement(carried))
-		if err != nil {
+		var err error
+		if events[i].upsert, err = s.preparedUpsert(ctx, carried, false); err != nil {
 			return nil, err
 		}
-		events[i].upsert = st
+		if s.dialect == SQLite {
+			if events[i].fast, err = s.preparedUpsert(ctx, carried, true); err != nil {
+				return nil, err
+			}
+		}
 	}
 	forget, err := s.prepared(ctx, forgetSharedToken)
 	if err != nil {
@@ -155,8 +160,8 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 			return nil, translate(err)
 		}
 		results[i] = w.result
-		if w.inserted {
-			continue // a new instance has no token, session or user token yet
+		if w.blank {
+			continue // nothing to forget or sign out
 		}
 		// A new secret, a change of the enabled state or a removal (or its lifting) makes
 		// the instance's shared token useless: it goes in the same transaction, so no
@@ -198,12 +203,15 @@ var signOutInstance = []string{
 
 // written is what one event did to its instance.
 type written struct {
-	result   Result
-	fresh    fieldGroup // groups the event set as news
-	won      fieldGroup // groups whose version it took: fresh ones and ones it took again as a retry
-	inserted bool       // it made the instance's row
-	enabled  bool       // the instance's enabled state after it
-	removed  bool       // whether the instance is removed after it
+	result  Result
+	fresh   fieldGroup // groups the event set as news
+	won     fieldGroup // groups whose version it took: fresh ones and ones it took again as a retry
+	enabled bool       // the instance's enabled state after it, when it won that group
+	removed bool       // whether the instance is removed after it
+	// blank: the instance had no shared token, session or user token before the event,
+	// because the event made its row, or is an install applied to a removed instance (the
+	// removal deleted them all, and none is made for a removed instance).
+	blank bool
 }
 
 // applyLifecycle writes one event and says what became of it.
@@ -249,15 +257,26 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 	if s.dialect == SQLite {
 		qctx = context.WithoutCancel(ctx)
 	}
-	var bits int64
-	var w written
-	err = tx.StmtContext(ctx, pe.upsert).QueryRowContext(qctx,
-		ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, variant, pe.sealed, removedAt,
+	args := []any{ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, variant, pe.sealed, removedAt,
 		eventNano(ev), string(ev.Kind), boxed,
 		groupVersion(groupEnabled), groupVersion(groupScopes), groupVersion(groupVariant), groupVersion(groupContext),
 		groupVersion(groupSecret), groupVersion(groupRemoval),
-		int64(carried)|int64(carried)<<wonShift|insertedBit, now, now,
-	).Scan(&bits, &w.enabled, &w.removed)
+		int64(carried) | int64(carried)<<wonShift | insertedBit, now, now}
+	if pe.fast != nil {
+		res, err := tx.StmtContext(ctx, pe.fast).ExecContext(qctx, args...)
+		if err != nil {
+			return written{}, err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			// News to every group it carries, and the instance is live after it unless
+			// it is the removal: applied, and nothing to read back.
+			return written{result: Result{Outcome: OutcomeApplied, changed: true}, fresh: carried, won: carried,
+				enabled: enabled, removed: ev.Kind == EventRemoved, blank: ev.Kind == EventAdded}, err
+		}
+	}
+	var bits int64
+	var w written
+	err = tx.StmtContext(ctx, pe.upsert).QueryRowContext(qctx, args...).Scan(&bits, &w.enabled, &w.removed)
 	if errors.Is(err, sql.ErrNoRows) {
 		// The event is newer than no group it carries. This is the cold path of retries
 		// and reordering.
@@ -267,7 +286,7 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 	if err != nil {
 		return written{}, err
 	}
-	w.fresh, w.won, w.inserted = fieldGroup(bits)&allGroups, fieldGroup(bits>>wonShift)&allGroups, bits&insertedBit != 0
+	w.fresh, w.won, w.blank = fieldGroup(bits)&allGroups, fieldGroup(bits>>wonShift)&allGroups, bits&insertedBit != 0
 	w.result.changed = w.fresh != 0 && (!w.removed || w.fresh&groupRemoval != 0)
 	switch {
 	case w.fresh == carried:
@@ -332,6 +351,27 @@ func (s *Store) journalBatch(ctx context.Context, tx *sql.Tx, events []pendingEv
 	}
 	_, err := tx.ExecContext(ctx, s.dialect.Rebind(b.String()), args...)
 	return err
+}
+
+// upsertKey names a prepared upsert in the statement cache: looked up per delivery, it
+// is quicker to hash than the statement's text.
+type upsertKey struct {
+	groups fieldGroup
+	fast   bool
+}
+
+// preparedUpsert returns the upsert of an event carrying the groups g, prepared once.
+func (s *Store) preparedUpsert(ctx context.Context, g fieldGroup, fast bool) (*sql.Stmt, error) {
+	key := upsertKey{g, fast}
+	if st, ok := s.stmts.Load(key); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.prepared(ctx, upsertStatement(g, fast))
+	if err != nil {
+		return nil, err
+	}
+	s.stmts.Store(key, st) // also cached under its text: Close closes it twice, the second a no-op
+	return st, nil
 }
 
 // prepared returns a statement prepared once on the pool and reused after.

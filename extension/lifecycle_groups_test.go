@@ -18,8 +18,8 @@ func TestUpsertStatementsPrepare(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n != 63 {
-			t.Errorf("prepared %d statements, want 63 (every non-empty set of 6 groups)", n)
+		if n != 126 {
+			t.Errorf("prepared %d statements, want 126 (two for every non-empty set of 6 groups)", n)
 		}
 	})
 }
