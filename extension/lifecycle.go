@@ -72,10 +72,13 @@ func (r Result) Changed() bool { return r.changed }
 // secret, removal) remembers the version of the event that last set it (createdAt in
 // nanoseconds, then the kind, then the request id), and an event sets a group only if it
 // is newer. A removal is a tombstone that only a newer install lifts; an older rotation
-// delivered late never replaces a newer secret.
+// delivered late never replaces a newer secret. Two events with the same createdAt and
+// kind are one event delivered twice: the second is a duplicate and changes nothing.
 //
 // This is the hot path of the backend, so it runs on database/sql with cached prepared
-// statements rather than through GORM; everything else uses GORM.
+// statements rather than through GORM; everything else uses GORM. One conditional
+// statement writes the event (see upsertStatement); on SQLite, a delivery that is not
+// news to every group it carries takes a second, and one that changes nothing a read.
 func (s *Store) ApplyLifecycle(ctx context.Context, ev LifecycleEvent) (Result, error) {
 	if !eventKinds[ev.Kind] {
 		res := Result{Outcome: OutcomeIgnored, Reason: "unknown event kind"}
