@@ -15,7 +15,9 @@ const (
 
 // Instance is one installation of the extension in a project or customer context,
 // keyed by the platform's extension instance id. A removed instance stays as a tombstone
-// (RemovedAt set, secret destroyed) so that a late, older delivery cannot bring it back.
+// (RemovedAt set, every secret older than the removal destroyed) so that a late, older
+// delivery cannot bring it back; only a newer install does. Its other fields still follow
+// newer events, which belong to an install that may yet arrive (see ApplyLifecycle).
 type Instance struct {
 	ID              string   `gorm:"primaryKey"`
 	ContextKind     string   // ContextProject or ContextCustomer
@@ -25,9 +27,10 @@ type Instance struct {
 	VariantKey      string // booked pricing variant; empty when none
 	// SealedSecret is the instance secret sealed by the Keyring, bound to the instance id.
 	SealedSecret string `json:"-"`
-	// LastEventNano is request.createdAt of the last applied lifecycle event, in Unix
-	// nanoseconds: the platform sends nanosecond timestamps and PostgreSQL's timestamp
-	// keeps only microseconds, which could make two distinct events look equal.
+	// LastEventNano is request.createdAt of the newest lifecycle event applied (wholly or
+	// in part), in Unix nanoseconds: the platform sends nanosecond timestamps and
+	// PostgreSQL's timestamp keeps only microseconds, which could make two distinct events
+	// look equal.
 	LastEventNano int64 `gorm:"column:last_event_ns"`
 	RemovedAt     *time.Time
 	// ContextName is the project's description or the customer's name, as the platform
@@ -38,7 +41,7 @@ type Instance struct {
 	UpdatedAt     time.Time
 }
 
-// LastEventAt is the platform's creation time of the last lifecycle event applied.
+// LastEventAt is the platform's creation time of the newest lifecycle event applied.
 func (in *Instance) LastEventAt() time.Time { return time.Unix(0, in.LastEventNano).UTC() }
 
 // Removed reports whether the instance was removed from its context.

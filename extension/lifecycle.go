@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -41,35 +42,50 @@ type Outcome string
 
 // Delivery outcomes.
 const (
-	OutcomeApplied   Outcome = "applied"   // the event changed the instance
-	OutcomeStale     Outcome = "stale"     // older than the last applied event: nothing changed
-	OutcomeDuplicate Outcome = "duplicate" // this event was applied before: nothing changed
-	OutcomeDryRun    Outcome = "dry-run"   // a dry run: verified and validated, nothing changed
-	OutcomeIgnored   Outcome = "ignored"   // verified, but nothing to do (unknown kind, removed instance)
-	OutcomeRefused   Outcome = "refused"   // verified, but refused (foreign extension, invalid payload)
+	OutcomeApplied       Outcome = "applied"        // the event set every field it carries
+	OutcomePartlyApplied Outcome = "partly-applied" // the event set some fields; newer events had set the others
+	OutcomeStale         Outcome = "stale"          // newer events had set every field it carries: nothing changed
+	OutcomeDuplicate     Outcome = "duplicate"      // this event (same createdAt and kind) was applied before: nothing changed
+	OutcomeDryRun        Outcome = "dry-run"        // a dry run: verified and validated, nothing changed
+	OutcomeIgnored       Outcome = "ignored"        // verified, but nothing to do (unknown kind, no field sent)
+	OutcomeRefused       Outcome = "refused"        // verified, but refused (foreign extension, invalid payload)
 )
 
-// Result is the outcome of one delivery and, when nothing changed, why.
+// Result is the outcome of one delivery and, when nothing or not everything changed, why.
 type Result struct {
 	Outcome Outcome
 	Reason  string
+	// changed: the delivery changed what the rest of the backend sees of the instance.
+	changed bool
 }
 
+// Changed reports whether the delivery changed the instance as the rest of the backend
+// sees it: it set fields (wholly or partly applied) of an instance that is not removed,
+// or it removed the instance. Follow-up work (dropping a cached token, the post-install
+// job) is due exactly then. A field set on a removed instance, kept for an install that
+// may follow, changes nothing anyone sees.
+func (r Result) Changed() bool { return r.changed }
+
 // ApplyLifecycle applies one lifecycle event and journals it, and returns once that is
-// committed. It is idempotent and order-safe: per instance it remembers request.createdAt
-// of the last event applied; an event that is not newer changes nothing (stale, or a
-// duplicate when it is the very event applied last), and a removed instance is revived
-// only by a newer ExtensionAddedToContext.
+// committed. The instance's state converges whatever the order of the events and however
+// often each arrives: each group of fields (enabled state, scopes, variant, context,
+// secret, removal) remembers the version of the event that last set it (createdAt in
+// nanoseconds, then the kind, then the request id), and an event sets a group only if it
+// is newer. A removal is a tombstone that only a newer install lifts; an older rotation
+// delivered late never replaces a newer secret. Two events with the same createdAt and
+// kind are one event delivered twice: the second is a duplicate and changes nothing.
 //
 // This is the hot path of the backend, so it runs on database/sql with cached prepared
-// statements rather than through GORM; everything else uses GORM.
+// statements rather than through GORM; everything else uses GORM. One conditional
+// statement writes the event (see upsertStatement); on SQLite, a delivery that is not
+// news to every group it carries takes a second, and one that changes nothing a read.
 func (s *Store) ApplyLifecycle(ctx context.Context, ev LifecycleEvent) (Result, error) {
 	if !eventKinds[ev.Kind] {
-		res := Result{OutcomeIgnored, "unknown event kind"}
+		res := Result{Outcome: OutcomeIgnored, Reason: "unknown event kind"}
 		return res, s.RecordDelivery(ctx, ev, res)
 	}
-	// Only Added and SecretRotated carry a secret. Without one, the stored secret is
-	// cleared (the previous one is no longer valid after a rotation) and
+	// Only Added and SecretRotated carry a secret. A removal, or one of them without a
+	// secret, stores none (the previous one is no longer valid after a rotation), and
 	// InstanceCredentials answers ErrNoSecret.
 	var sealed string
 	if (ev.Kind == EventAdded || ev.Kind == EventSecretRotated) && !ev.Secret.IsZero() {
@@ -90,7 +106,8 @@ var eventKinds = map[EventKind]bool{EventAdded: true, EventUpdated: true, EventS
 type pendingEvent struct {
 	ev     LifecycleEvent
 	sealed string
-	upsert *sql.Stmt
+	upsert *sql.Stmt // nil for an event that carries no field
+	fast   *sql.Stmt // SQLite: the fast variant of upsert, tried first
 }
 
 // applyInTx applies one event in a transaction of its own.
@@ -108,11 +125,19 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 	// Statements are prepared before BEGIN: on SQLite the transaction holds the only
 	// connection, and preparing on the pool inside it would wait for itself.
 	for i := range events {
-		st, err := s.prepared(ctx, upsertStatement(events[i].ev))
-		if err != nil {
+		carried := carriedGroups(events[i].ev)
+		if carried == 0 {
+			continue
+		}
+		var err error
+		if events[i].upsert, err = s.preparedUpsert(ctx, carried, false); err != nil {
 			return nil, err
 		}
-		events[i].upsert = st
+		if s.dialect == SQLite {
+			if events[i].fast, err = s.preparedUpsert(ctx, carried, true); err != nil {
+				return nil, err
+			}
+		}
 	}
 	forget, err := s.prepared(ctx, forgetSharedToken)
 	if err != nil {
@@ -133,22 +158,26 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	results := make([]Result, len(events))
 	for i, pe := range events {
-		if results[i], err = s.applyLifecycle(ctx, tx, pe); err != nil {
+		w, err := s.applyLifecycle(ctx, tx, pe)
+		if err != nil {
 			return nil, translate(err)
 		}
-		// A rotation, an update (which may disable) or a removal makes the instance's
-		// shared token useless: it goes in the same transaction, so no replica can read
-		// it after the event is committed. (The token broker drops its memory copy when
-		// the webhook path tells it.)
-		if results[i].Outcome == OutcomeApplied && pe.ev.Kind != EventAdded {
+		results[i] = w.result
+		if w.blank {
+			continue // nothing to forget or sign out
+		}
+		// A new secret, a change of the enabled state or a removal (or its lifting) makes
+		// the instance's shared token useless: it goes in the same transaction, so no
+		// replica can read it after the event is committed. (The token broker drops its
+		// memory copy when the webhook path tells it.)
+		if w.fresh&(groupSecret|groupEnabled|groupRemoval) != 0 {
 			if _, err := tx.StmtContext(ctx, forget).ExecContext(ctx, pe.ev.InstanceID); err != nil {
 				return nil, translate(err)
 			}
 		}
-		// A removal or a disable ends every user's session and user token in the
-		// instance, as the platform invalidates every token then.
-		disabled := pe.ev.Kind == EventUpdated && pe.ev.Enabled != nil && !*pe.ev.Enabled
-		if results[i].Outcome == OutcomeApplied && (pe.ev.Kind == EventRemoved || disabled) {
+		// An event that leaves the instance disabled or removed ends every user's session
+		// and user token in the instance, as the platform invalidates every token then.
+		if (w.won&groupEnabled != 0 && !w.enabled) || (w.won&groupRemoval != 0 && w.removed) {
 			for _, st := range signOut {
 				if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, pe.ev.InstanceID); err != nil {
 					return nil, translate(err)
@@ -175,66 +204,26 @@ var signOutInstance = []string{
 	`DELETE FROM user_tokens WHERE instance_id = ?`,
 }
 
-// upsertInstance writes an event in one statement: it inserts the instance if it is new,
-// and otherwise updates it only where the event is newer than the last one applied (and,
-// but for a new install, the instance is not removed). The condition sits in the
-// statement itself, so two replicas racing on one instance need no lock and no retry:
-// PostgreSQL re-evaluates it against the row the other committed.
-const upsertInstance = `INSERT INTO instances (id, context_kind, context_id, consented_scopes, enabled, variant_key,
-	sealed_secret, last_event_ns, last_event_kind, removed_at, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET `
-
-// What each kind changes in an existing instance. A field not sent keeps its value; so
-// does a context sent empty. An event is newer than the last one applied if its time is
-// later, or equal with another kind: whole-second timestamps can tie, and an update and a
-// rotation in the same second must both count.
-const (
-	setContext = `context_kind = CASE WHEN excluded.context_id = '' THEN instances.context_kind ELSE excluded.context_kind END,
-	context_id = CASE WHEN excluded.context_id = '' THEN instances.context_id ELSE excluded.context_id END, `
-	setScopes  = `consented_scopes = excluded.consented_scopes, `
-	setEnabled = `enabled = excluded.enabled, `
-	setTail    = `last_event_ns = excluded.last_event_ns, last_event_kind = excluded.last_event_kind, updated_at = excluded.updated_at
-WHERE (instances.last_event_ns < excluded.last_event_ns
-	OR (instances.last_event_ns = excluded.last_event_ns AND instances.last_event_kind <> excluded.last_event_kind))`
-	notRemoved = ` AND instances.removed_at IS NULL`
-)
-
-func upsertStatement(ev LifecycleEvent) string {
-	var b strings.Builder
-	b.WriteString(upsertInstance)
-	b.WriteString(setContext)
-	switch ev.Kind {
-	case EventAdded:
-		// A newer install brings a removed instance back with all its fields.
-		b.WriteString(setScopes + setEnabled + `variant_key = excluded.variant_key, sealed_secret = excluded.sealed_secret, removed_at = NULL, ` + setTail)
-		return b.String()
-	case EventUpdated:
-		if ev.Scopes != nil {
-			b.WriteString(setScopes)
-		}
-		if ev.Enabled != nil {
-			b.WriteString(setEnabled)
-		}
-		if ev.VariantKey != nil {
-			b.WriteString(`variant_key = excluded.variant_key, `)
-		}
-	case EventSecretRotated:
-		b.WriteString(`sealed_secret = excluded.sealed_secret, `)
-	case EventRemoved:
-		// Destroy the secret: nothing can mint a token for this instance any more.
-		if ev.Scopes != nil {
-			b.WriteString(setScopes)
-		}
-		b.WriteString(`enabled = excluded.enabled, sealed_secret = '', removed_at = excluded.removed_at, `)
-	}
-	b.WriteString(setTail + notRemoved)
-	return b.String()
+// written is what one event did to its instance.
+type written struct {
+	result  Result
+	fresh   fieldGroup // groups the event set as news
+	won     fieldGroup // groups whose version it took: fresh ones and ones it took again as a retry
+	enabled bool       // the instance's enabled state after it, when it won that group
+	removed bool       // whether the instance is removed after it
+	// blank: the instance had no shared token, session or user token before the event,
+	// because the event made its row, or is an install applied to a removed instance (the
+	// removal deleted them all, and none is made for a removed instance).
+	blank bool
 }
 
 // applyLifecycle writes one event and says what became of it.
-func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent) (Result, error) {
+func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent) (written, error) {
 	ev := pe.ev
+	carried := carriedGroups(ev)
+	if carried == 0 {
+		return written{result: Result{Outcome: OutcomeIgnored, Reason: "it sends no field to change"}}, nil
+	}
 	now := s.now().UTC()
 	scopes := ev.Scopes
 	if scopes == nil {
@@ -242,7 +231,7 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 	}
 	scopesJSON, err := json.Marshal(scopes)
 	if err != nil {
-		return Result{}, err
+		return written{}, err
 	}
 	enabled := ev.Enabled == nil || *ev.Enabled
 	var removedAt *time.Time
@@ -253,47 +242,101 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 	if ev.VariantKey != nil {
 		variant = *ev.VariantKey
 	}
-	created := ev.CreatedAt.UnixNano()
-	res, err := tx.StmtContext(ctx, pe.upsert).ExecContext(ctx,
-		ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, variant,
-		pe.sealed, created, string(ev.Kind), removedAt, now, now)
-	if err != nil {
-		return Result{}, err
+	version := eventVersion(ev)
+	// A group the event does not carry gets the empty version on insert: older than any.
+	// The version is boxed once for its seven places among the arguments.
+	var boxed any = version
+	groupVersion := func(g fieldGroup) any {
+		if carried&g == 0 {
+			return ""
+		}
+		return boxed
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		return Result{Outcome: OutcomeApplied}, err
+	// On SQLite the statement runs without ctx's cancellation: go-sqlite3 steps a
+	// cancellable query on a goroutine of its own and waits for it, and on the one writer,
+	// with senders busy on every core, that hand-off cost more than the statement. The
+	// statement is short, and the transaction around it still ends with ctx.
+	qctx := ctx
+	if s.dialect == SQLite {
+		qctx = context.WithoutCancel(ctx)
 	}
-	// Nothing changed: find out why. This is the cold path of retries and reordering.
-	var last int64
-	var lastKind string
-	var removed bool
-	err = tx.QueryRowContext(ctx, s.dialect.Rebind(`SELECT last_event_ns, last_event_kind, removed_at IS NOT NULL FROM instances WHERE id = ?`), ev.InstanceID).
-		Scan(&last, &lastKind, &removed)
-	if err != nil {
-		return Result{}, err
-	}
-	switch {
-	case created == last && lastKind == string(ev.Kind):
-		// The event applied last, delivered again (a retry or a replay).
-		return Result{OutcomeDuplicate, "same event as the last applied"}, nil
-	case created < last && ev.Kind == EventAdded && pe.sealed != "" && !removed:
-		// The record was made by a later event that carried no secret (an update that
-		// overtook a lost install): the install's secret is still the one to keep.
-		res, err := tx.ExecContext(ctx, s.dialect.Rebind(`UPDATE instances SET sealed_secret = ?, updated_at = ? WHERE id = ? AND sealed_secret = ''`),
-			pe.sealed, now, ev.InstanceID)
+	args := []any{ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, variant, pe.sealed, removedAt,
+		eventNano(ev), string(ev.Kind), boxed,
+		groupVersion(groupEnabled), groupVersion(groupScopes), groupVersion(groupVariant), groupVersion(groupContext),
+		groupVersion(groupSecret), groupVersion(groupRemoval),
+		int64(carried) | int64(carried)<<wonShift | insertedBit, now, now}
+	if pe.fast != nil {
+		res, err := tx.StmtContext(ctx, pe.fast).ExecContext(qctx, args...)
 		if err != nil {
-			return Result{}, err
+			return written{}, err
 		}
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
-			return Result{OutcomeApplied, "older install: only its secret was kept"}, err
+			// News to every group it carries, and the instance is live after it unless
+			// it is the removal: applied, and nothing to read back.
+			return written{result: Result{Outcome: OutcomeApplied, changed: true}, fresh: carried, won: carried,
+				enabled: enabled, removed: ev.Kind == EventRemoved, blank: ev.Kind == EventAdded}, err
 		}
-		return Result{OutcomeStale, "older than the last applied event"}, nil
-	case created < last:
-		return Result{OutcomeStale, "older than the last applied event"}, nil
-	case removed:
-		return Result{OutcomeIgnored, "instance was removed"}, nil
 	}
-	return Result{}, fmt.Errorf("instance %s: event neither applied nor older", ev.InstanceID)
+	var bits int64
+	var w written
+	err = tx.StmtContext(ctx, pe.upsert).QueryRowContext(qctx, args...).Scan(&bits, &w.enabled, &w.removed)
+	if errors.Is(err, sql.ErrNoRows) {
+		// The event is newer than no group it carries. This is the cold path of retries
+		// and reordering.
+		w.result, err = s.unchanged(ctx, tx, ev, carried, version)
+		return w, err
+	}
+	if err != nil {
+		return written{}, err
+	}
+	w.fresh, w.won, w.blank = fieldGroup(bits)&allGroups, fieldGroup(bits>>wonShift)&allGroups, bits&insertedBit != 0
+	w.result.changed = w.fresh != 0 && (!w.removed || w.fresh&groupRemoval != 0)
+	switch {
+	case w.fresh == carried:
+		w.result.Outcome = OutcomeApplied
+	case w.fresh != 0:
+		w.result.Outcome = OutcomePartlyApplied
+		w.result.Reason = "applied: " + w.fresh.words() + "; newer already: " + (carried &^ w.fresh).words()
+	default:
+		// Only groups that hold this event already, under another request id.
+		w.result.Outcome, w.result.Reason = OutcomeDuplicate, "same event as applied before"
+		return w, nil
+	}
+	if w.removed && ev.Kind != EventRemoved {
+		// Kept for an install that may come: the fields of a removed instance follow the
+		// newest events too, or a re-install overtaken by its next update would lose it.
+		w.result.Reason = strings.TrimPrefix(w.result.Reason+"; the instance stays removed", "; ")
+	}
+	return w, nil
+}
+
+// heldVersions reads the versions of an instance's groups, in the order of groupColumns.
+var heldVersions = func() string {
+	cols := make([]string, len(groupColumns))
+	for i, c := range groupColumns {
+		cols[i] = c.version
+	}
+	return "SELECT " + strings.Join(cols, ", ") + " FROM instances WHERE id = ?"
+}()
+
+// unchanged says why an event changed nothing: a group it carries holds this very event
+// (same createdAt and kind, perhaps under another request id), so it is a duplicate; or
+// newer events set all of them, so it is stale.
+func (s *Store) unchanged(ctx context.Context, tx *sql.Tx, ev LifecycleEvent, carried fieldGroup, version string) (Result, error) {
+	held := make([]string, len(groupColumns))
+	dest := make([]any, len(groupColumns))
+	for i := range held {
+		dest[i] = &held[i]
+	}
+	if err := tx.QueryRowContext(ctx, s.dialect.Rebind(heldVersions), ev.InstanceID).Scan(dest...); err != nil {
+		return Result{}, err
+	}
+	for i, c := range groupColumns {
+		if carried&c.group != 0 && strings.HasPrefix(held[i], version[:versionPrefix]) {
+			return Result{Outcome: OutcomeDuplicate, Reason: "same event as applied before"}, nil
+		}
+	}
+	return Result{Outcome: OutcomeStale, Reason: "newer events set every field it sends"}, nil
 }
 
 // journalBatch writes the journal rows of a batch in one statement.
@@ -311,6 +354,27 @@ func (s *Store) journalBatch(ctx context.Context, tx *sql.Tx, events []pendingEv
 	}
 	_, err := tx.ExecContext(ctx, s.dialect.Rebind(b.String()), args...)
 	return err
+}
+
+// upsertKey names a prepared upsert in the statement cache: looked up per delivery, it
+// is quicker to hash than the statement's text.
+type upsertKey struct {
+	groups fieldGroup
+	fast   bool
+}
+
+// preparedUpsert returns the upsert of an event carrying the groups g, prepared once.
+func (s *Store) preparedUpsert(ctx context.Context, g fieldGroup, fast bool) (*sql.Stmt, error) {
+	key := upsertKey{g, fast}
+	if st, ok := s.stmts.Load(key); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.prepared(ctx, upsertStatement(g, fast))
+	if err != nil {
+		return nil, err
+	}
+	s.stmts.Store(key, st) // also cached under its text: Close closes it twice, the second a no-op
+	return st, nil
 }
 
 // prepared returns a statement prepared once on the pool and reused after.

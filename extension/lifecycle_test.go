@@ -395,7 +395,9 @@ func TestLifecycleOrdering(t *testing.T) {
 			secret2 = extension.Secret("ordering-secret-two-z8bYc3HfJ6dGa1Eo")
 			secret3 = extension.Secret("ordering-secret-three-UiVtX5yKqZr0aB")
 		)
-		// A removal destroys the secret and disables; it keeps the booked variant.
+		// A removal destroys the secret and disables; it keeps the booked variant. Fields a
+		// removal does not send follow the newest event that does, removed or not: that
+		// is what makes every order end in the same state.
 		tombstone := func(variant string, last time.Time) instanceView {
 			return instanceView{"project", "p-1", []string{"project:read"}, false, variant, false, true, last}
 		}
@@ -482,7 +484,8 @@ func TestLifecycleOrdering(t *testing.T) {
 					return []step{
 						{addedEvent(id, at(1), secret1), extension.OutcomeApplied},
 						{removedEvent(id, at(3)), extension.OutcomeApplied},
-						{addedEvent(id, at(2), secret2), extension.OutcomeStale},
+						// It sets the variant, which the removal leaves alone, to what it was.
+						{addedEvent(id, at(2), secret2), extension.OutcomePartlyApplied},
 					}
 				},
 				want:    func() instanceView { return tombstone("default", at(3)) },
@@ -494,10 +497,11 @@ func TestLifecycleOrdering(t *testing.T) {
 					return []step{
 						{addedEvent(id, at(1), secret1), extension.OutcomeApplied},
 						{removedEvent(id, at(3)), extension.OutcomeApplied},
-						{updatedEvent(id, at(2), true, "pro", "project:write"), extension.OutcomeStale},
+						// Newer than the install, so its variant stands; the rest is the removal's.
+						{updatedEvent(id, at(2), true, "pro", "project:write"), extension.OutcomePartlyApplied},
 					}
 				},
-				want:    func() instanceView { return tombstone("default", at(3)) },
+				want:    func() instanceView { return tombstone("pro", at(3)) },
 				wantErr: extension.ErrRemoved,
 			},
 			{
@@ -518,10 +522,14 @@ func TestLifecycleOrdering(t *testing.T) {
 					return []step{
 						{addedEvent(id, at(1), secret1), extension.OutcomeApplied},
 						{removedEvent(id, at(2)), extension.OutcomeApplied},
-						{updatedEvent(id, at(3), true, "pro", "project:write"), extension.OutcomeIgnored},
+						// Kept for the re-install it belongs to, which may still arrive; the
+						// instance stays removed until then.
+						{updatedEvent(id, at(3), true, "pro", "project:write"), extension.OutcomeApplied},
 					}
 				},
-				want:    func() instanceView { return tombstone("default", at(2)) },
+				want: func() instanceView {
+					return instanceView{"project", "p-1", []string{"project:write"}, true, "pro", false, true, at(3)}
+				},
 				wantErr: extension.ErrRemoved,
 			},
 			{
@@ -530,10 +538,14 @@ func TestLifecycleOrdering(t *testing.T) {
 					return []step{
 						{addedEvent(id, at(1), secret1), extension.OutcomeApplied},
 						{removedEvent(id, at(2)), extension.OutcomeApplied},
-						{rotatedEvent(id, at(3), secret2), extension.OutcomeIgnored},
+						// A secret newer than the removal is kept for the re-install; nothing
+						// mints with it while the instance is removed.
+						{rotatedEvent(id, at(3), secret2), extension.OutcomeApplied},
 					}
 				},
-				want:    func() instanceView { return tombstone("default", at(2)) },
+				want: func() instanceView {
+					return instanceView{"project", "p-1", []string{"project:read"}, false, "default", true, true, at(3)}
+				},
 				wantErr: extension.ErrRemoved,
 			},
 			{
@@ -580,10 +592,11 @@ func TestLifecycleOrdering(t *testing.T) {
 				steps: func(id string) []step {
 					return []step{
 						{removedEvent(id, at(2)), extension.OutcomeApplied},
-						{addedEvent(id, at(1), secret1), extension.OutcomeStale},
+						// Only its variant, which the removal does not send.
+						{addedEvent(id, at(1), secret1), extension.OutcomePartlyApplied},
 					}
 				},
-				want:    func() instanceView { return tombstone("", at(2)) },
+				want:    func() instanceView { return tombstone("default", at(2)) },
 				wantErr: extension.ErrRemoved,
 			},
 			{
@@ -979,19 +992,21 @@ func TestLifecycleEdgeCases(t *testing.T) {
 		// The same rotation again is a duplicate.
 		mustApply(t, s, rotatedEvent("i-tie", at(2), "second-secret"), extension.OutcomeDuplicate)
 
-		// An update that leaves out scopes, state and variant keeps them.
+		// An update that leaves out scopes, state, variant and context keeps them: it has
+		// nothing to change.
 		mustApply(t, s, addedEvent("i-keep", at(1), "s"), extension.OutcomeApplied)
 		mustApply(t, s, extension.LifecycleEvent{
 			Kind: extension.EventUpdated, RequestID: newRequestID(), CreatedAt: at(2), InstanceID: "i-keep",
-		}, extension.OutcomeApplied)
+		}, extension.OutcomeIgnored)
 		checkInstance(t, s, "i-keep", instanceView{
 			ContextKind: extension.ContextProject, ContextID: "p-1", Scopes: []string{"project:read"},
-			Enabled: true, VariantKey: "default", HasSecret: true, LastEventAt: at(2),
+			Enabled: true, VariantKey: "default", HasSecret: true, LastEventAt: at(1),
 		})
 
-		// An install that arrives after an update created the record still brings its secret.
+		// An install that arrives after an update created the record still brings its secret:
+		// the update set every other field.
 		mustApply(t, s, updatedEvent("i-late-install", at(2), true, "pro", "project:read"), extension.OutcomeApplied)
-		mustApply(t, s, addedEvent("i-late-install", at(1), "install-secret"), extension.OutcomeApplied)
+		mustApply(t, s, addedEvent("i-late-install", at(1), "install-secret"), extension.OutcomePartlyApplied)
 		checkCredentials(t, s, "i-late-install", "install-secret", nil)
 		checkInstance(t, s, "i-late-install", instanceView{
 			ContextKind: extension.ContextProject, ContextID: "p-1", Scopes: []string{"project:read"},

@@ -45,9 +45,10 @@ type Config struct {
 	ContributorID string            // checked when set
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer // nil: no metrics
-	// Applied, when set, is told of every event applied, after its commit and before the
-	// answer: the place for follow-up work such as forgetting a cached token or enqueueing
-	// a job. It must be quick and must not fail the delivery: the event is committed.
+	// Applied, when set, is told of every event that changed the instance (applied wholly
+	// or in part: extension.Result.Changed), after its commit and before the answer: the
+	// place for follow-up work such as forgetting a cached token or enqueueing a job. It
+	// must be quick and must not fail the delivery: the event is committed.
 	Applied func(ctx context.Context, ev extension.LifecycleEvent)
 }
 
@@ -161,7 +162,7 @@ func (h *Handler) receive(c echo.Context) error {
 		return fmt.Errorf("webhook %s: %w", ev.Kind, err)
 	}
 	h.observe(c, p.Kind, res)
-	if res.Outcome == extension.OutcomeApplied && h.cfg.Applied != nil {
+	if res.Changed() && h.cfg.Applied != nil {
 		h.cfg.Applied(ctx, ev)
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -117,6 +117,7 @@ type handlerOptions struct {
 	ContributorID string                  // checked when set
 	Logger        *slog.Logger            // nil: discard; else also used for a request log line per request
 	KeyCache      mstudio.KeyCacheOptions // negative TTL, clock
+	Applied       func(context.Context, extension.LifecycleEvent)
 }
 
 // newTestHandler returns the production front (httpfront: error handler, request log,
@@ -148,6 +149,7 @@ func newTestHandlerWith(t testing.TB, o handlerOptions) *httpfront.Front {
 		ContributorID: o.ContributorID,
 		Logger:        o.Logger,
 		Registerer:    front.Registry,
+		Applied:       o.Applied,
 	}).Receive)
 	return front
 }

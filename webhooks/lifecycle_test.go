@@ -203,9 +203,6 @@ func TestOlderDeliveryIsStale(t *testing.T) {
 
 		env.mustDeliver(t, older, http.StatusNoContent)
 		checkOutcome(t, env.Store, extension.OutcomeStale)
-		olderRotation := newPayload(extension.EventSecretRotated, id, at(15))
-		env.mustDeliver(t, olderRotation, http.StatusNoContent)
-		checkOutcome(t, env.Store, extension.OutcomeStale)
 		// One nanosecond older still counts.
 		justOlder := newPayload(extension.EventUpdated, id, at(20).Add(-1))
 		justOlder.Scopes = []string{"older:scope"}
@@ -220,6 +217,21 @@ func TestOlderDeliveryIsStale(t *testing.T) {
 			ConsentedScopes: []string{"newer:scope"}, Enabled: true, VariantKey: "newer", LastEventNano: at(20).UnixNano(),
 		})
 		checkSecret(t, env.Store, id, add.Secret)
+
+		// A rotation older than the update but newer than the install: its secret is the
+		// platform's current one (the update sent none), its context is older than the
+		// update's. An older rotation after it changes nothing.
+		olderRotation := newPayload(extension.EventSecretRotated, id, at(15))
+		env.mustDeliver(t, olderRotation, http.StatusNoContent)
+		checkOutcome(t, env.Store, extension.OutcomePartlyApplied)
+		checkSecret(t, env.Store, id, olderRotation.Secret)
+		env.mustDeliver(t, newPayload(extension.EventSecretRotated, id, at(12)), http.StatusNoContent)
+		checkOutcome(t, env.Store, extension.OutcomeStale)
+		checkSecret(t, env.Store, id, olderRotation.Secret)
+		checkInstance(t, env.Store, extension.Instance{
+			ID: id, ContextKind: extension.ContextProject, ContextID: testContextID,
+			ConsentedScopes: []string{"newer:scope"}, Enabled: true, VariantKey: "newer", LastEventNano: at(20).UnixNano(),
+		})
 
 		// One nanosecond newer is applied.
 		justNewer := newPayload(extension.EventUpdated, id, at(20).Add(1))
@@ -237,26 +249,34 @@ func TestRemovedInstanceIsNotRevivedByOlderEvents(t *testing.T) {
 		id := uuid.NewString()
 		env.mustDeliver(t, newPayload(extension.EventAdded, id, at(0)), http.StatusNoContent)
 		env.mustDeliver(t, newPayload(extension.EventRemoved, id, at(20)), http.StatusNoContent)
-		tombstone := instances(t, env.Store)
 
-		for _, late := range []testPayload{
-			newPayload(extension.EventAdded, id, at(10)),
-			newPayload(extension.EventUpdated, id, at(15)),
-			newPayload(extension.EventSecretRotated, id, at(19)),
+		// Late older events set only what the removal does not (the install's variant: the
+		// removal sends none, nor does the update), and the instance stays removed.
+		for _, late := range []struct {
+			p    testPayload
+			want extension.Outcome
+		}{
+			{newPayload(extension.EventAdded, id, at(10)), extension.OutcomePartlyApplied},
+			{newPayload(extension.EventUpdated, id, at(15)), extension.OutcomeStale},
+			{newPayload(extension.EventSecretRotated, id, at(19)), extension.OutcomeStale},
 		} {
-			env.mustDeliver(t, late, http.StatusNoContent)
-			checkOutcome(t, env.Store, extension.OutcomeStale)
+			env.mustDeliver(t, late.p, http.StatusNoContent)
+			checkOutcome(t, env.Store, late.want)
+			if !instance(t, env.Store, id).Removed() {
+				t.Errorf("a late %s at %v revived the instance", late.p.Kind, late.p.CreatedAt)
+			}
 		}
-		// Newer events other than an install do not bring it back either.
+		// Newer events other than an install do not bring it back either. They are kept
+		// for the install they belong to, which may be on its way.
 		for _, later := range []testPayload{
 			newPayload(extension.EventUpdated, id, at(30)),
 			newPayload(extension.EventSecretRotated, id, at(31)),
 		} {
 			env.mustDeliver(t, later, http.StatusNoContent)
-			checkOutcome(t, env.Store, extension.OutcomeIgnored)
-		}
-		if diff := cmp.Diff(tombstone, instances(t, env.Store)); diff != "" {
-			t.Errorf("the tombstone changed (-before +after):\n%s", diff)
+			checkOutcome(t, env.Store, extension.OutcomeApplied)
+			if !instance(t, env.Store, id).Removed() {
+				t.Errorf("a newer %s revived the instance", later.Kind)
+			}
 		}
 		checkCredentialsErr(t, env.Store, id, extension.ErrRemoved)
 
