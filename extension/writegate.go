@@ -37,7 +37,8 @@ type writeGate struct {
 	mu            sync.Mutex
 	held          bool
 	urgentWaiting int           // group writers waiting for the gate
-	changed       chan struct{} // closed and replaced whenever the gate comes free
+	otherWaiting  int           // other writers waiting for the gate
+	changed       chan struct{} // closed and replaced when a waiter should look again
 
 	queued     atomic.Int64 // deliveries handed to the group writer and not yet answered
 	lastQueued atomic.Int64 // when the last one was handed over, as time since epoch
@@ -60,14 +61,23 @@ func (g *writeGate) deliveryQueued() {
 }
 
 func (g *writeGate) deliveryDone() {
-	if g != nil {
-		g.queued.Add(-1)
+	if g != nil && g.queued.Add(-1) == 0 {
+		g.mu.Lock()
+		if g.otherWaiting > 0 {
+			g.broadcastLocked()
+		}
+		g.mu.Unlock()
 	}
 }
 
-// deliveriesActive reports whether deliveries are queued or were a moment ago.
-func (g *writeGate) deliveriesActive() bool {
-	return g.queued.Load() > 0 || time.Since(g.epoch)-time.Duration(g.lastQueued.Load()) < deliveriesRecent
+// deliveriesActive reports how long the others should yield to deliveries from now
+// (at most the rest of their own yield, left): while deliveries are queued all of it,
+// else until deliveriesRecent has passed since the last one.
+func (g *writeGate) deliveriesActive(left time.Duration) time.Duration {
+	if g.queued.Load() > 0 {
+		return left
+	}
+	return min(left, deliveriesRecent-(time.Since(g.epoch)-time.Duration(g.lastQueued.Load())))
 }
 
 // acquire takes the gate for one write. The group writer (urgent) takes it as soon as
@@ -76,35 +86,35 @@ func (g *writeGate) deliveriesActive() bool {
 func (g *writeGate) acquire(ctx context.Context, urgent bool) error {
 	asked := time.Now()
 	yielding := false
-	var timer *time.Timer // the end of the yield
+	var timer *time.Timer // ends a yield
 	defer func() {
 		if timer != nil {
 			timer.Stop()
 		}
 	}()
 	g.mu.Lock()
-	if urgent {
-		g.urgentWaiting++
-	}
+	g.waiting(urgent, 1)
 	for {
 		free := !g.held && (urgent || g.urgentWaiting == 0)
 		var yieldEnd <-chan time.Time
-		if free && !urgent && g.deliveriesActive() {
-			if left := g.yield - time.Since(asked); left > 0 {
+		if free && !urgent {
+			if wait := g.deliveriesActive(g.yield - time.Since(asked)); wait > 0 {
 				free = false
 				if !yielding {
 					yielding = true
 					g.yielded.Add(1)
-					timer = time.NewTimer(left)
+				}
+				if timer == nil {
+					timer = time.NewTimer(wait)
+				} else {
+					timer.Reset(wait)
 				}
 				yieldEnd = timer.C
 			}
 		}
 		if free {
 			g.held = true
-			if urgent {
-				g.urgentWaiting--
-			}
+			g.waiting(urgent, -1)
 			g.mu.Unlock()
 			return nil
 		}
@@ -115,14 +125,23 @@ func (g *writeGate) acquire(ctx context.Context, urgent bool) error {
 		case <-yieldEnd:
 		case <-ctx.Done():
 			g.mu.Lock()
+			g.waiting(urgent, -1)
 			if urgent {
-				g.urgentWaiting--
 				g.broadcastLocked() // it may have held the others back
 			}
 			g.mu.Unlock()
 			return ctx.Err()
 		}
 		g.mu.Lock()
+	}
+}
+
+// waiting counts a waiter in (n = 1) or out (-1); g.mu is held.
+func (g *writeGate) waiting(urgent bool, n int) {
+	if urgent {
+		g.urgentWaiting += n
+	} else {
+		g.otherWaiting += n
 	}
 }
 
