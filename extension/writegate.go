@@ -8,23 +8,23 @@ import (
 )
 
 // defaultWriteYield is how long, at most, a write other than the deliveries' waits while
-// deliveries are coming in (Options.WriteYield). Under a stream of deliveries each of the
-// other connections (GORM's, the job queue's) gets one write (a statement or a
-// transaction) through per defaultWriteYield, and each delays the group commit after it
-// by its own length only.
+// deliveries are queued (Options.WriteYield). Under deliveries that keep the group writer
+// busy, each of the other connections (GORM's, the job queue's) still gets a write (a
+// statement or a transaction) through per defaultWriteYield, and each delays the group
+// commit after it by its own length only.
 const defaultWriteYield = 10 * time.Millisecond
 
 // deliveriesRecent is how long after the last delivery was handed to the group writer
-// the other writes still yield: under a stream of deliveries the writer's queue empties
-// with every group commit while the next deliveries are still being verified.
+// deliveries count as coming in (DeliveriesActive): under a stream of them the writer's
+// queue empties with every group commit while the next ones are still being verified.
 const deliveriesRecent = 50 * time.Millisecond
 
 // writeGate orders the writes of one process on a SQLite file, so that lifecycle
 // deliveries never wait behind job bookkeeping. SQLite takes one writer at a time; the
 // store's group writer and the other writers (GORM, the job queue) hold connections of
 // their own, and each takes the gate before it writes. The group writer goes first
-// whenever the gate comes free; while deliveries are coming in, every other write waits
-// up to yield before it may start. Waiting here, rather than in SQLite's busy handler
+// whenever the gate comes free; while deliveries are queued for it, every other write
+// waits, up to yield. Waiting here, rather than in SQLite's busy handler
 // (which sleeps 1, 2, 5, 10 … ms between tries), hands the lock over the moment it is
 // free.
 //
@@ -70,19 +70,14 @@ func (g *writeGate) deliveryDone() {
 	}
 }
 
-// deliveriesActive reports how long the others should yield to deliveries from now
-// (at most the rest of their own yield, left): while deliveries are queued all of it,
-// else until deliveriesRecent has passed since the last one.
-func (g *writeGate) deliveriesActive(left time.Duration) time.Duration {
-	if g.queued.Load() > 0 {
-		return left
-	}
-	return min(left, deliveriesRecent-(time.Since(g.epoch)-time.Duration(g.lastQueued.Load())))
+// deliveriesActive reports whether deliveries are queued or were a moment ago.
+func (g *writeGate) deliveriesActive() bool {
+	return g.queued.Load() > 0 || time.Since(g.epoch)-time.Duration(g.lastQueued.Load()) < deliveriesRecent
 }
 
 // acquire takes the gate for one write. The group writer (urgent) takes it as soon as
-// it is free; another writer when it is free and no group writer waits, and, while
-// deliveries are coming in, not before yield has passed since it asked.
+// it is free; another writer when it is free, no group writer waits, and either no
+// delivery is queued or yield has passed since it asked.
 func (g *writeGate) acquire(ctx context.Context, urgent bool) error {
 	asked := time.Now()
 	yielding := false
@@ -97,17 +92,13 @@ func (g *writeGate) acquire(ctx context.Context, urgent bool) error {
 	for {
 		free := !g.held && (urgent || g.urgentWaiting == 0)
 		var yieldEnd <-chan time.Time
-		if free && !urgent {
-			if wait := g.deliveriesActive(g.yield - time.Since(asked)); wait > 0 {
+		if free && !urgent && g.queued.Load() > 0 {
+			if left := g.yield - time.Since(asked); left > 0 {
 				free = false
 				if !yielding {
 					yielding = true
 					g.yielded.Add(1)
-				}
-				if timer == nil {
-					timer = time.NewTimer(wait)
-				} else {
-					timer.Reset(wait)
+					timer = time.NewTimer(left)
 				}
 				yieldEnd = timer.C
 			}

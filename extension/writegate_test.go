@@ -22,6 +22,9 @@ func TestWritesWaitForQueuedDeliveries(t *testing.T) {
 	if _, err := s.SQLDB().ExecContext(ctx, `CREATE TABLE probe (deliveries INTEGER)`); err != nil {
 		t.Fatal(err)
 	}
+	if s.DeliveriesActive() {
+		t.Error("DeliveriesActive before any delivery")
+	}
 	hold, err := s.SQLDB().BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +46,9 @@ func TestWritesWaitForQueuedDeliveries(t *testing.T) {
 		})
 	}
 	waitUntilTrue(t, "the deliveries to queue", func() bool { return s.QueuedDeliveries() == n })
+	if !s.DeliveriesActive() {
+		t.Error("deliveries are queued, but DeliveriesActive says none come in")
+	}
 	if err := hold.Rollback(); err != nil {
 		t.Fatal(err)
 	}

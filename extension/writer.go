@@ -163,3 +163,11 @@ func (s *Store) QueuedDeliveries() int {
 	}
 	return int(s.gate.queued.Load())
 }
+
+// DeliveriesActive reports whether lifecycle deliveries are coming in on SQLite: one is
+// queued for its commit, or one was a moment ago (50 ms). Work that can wait, such as
+// background jobs, waits while they are; on PostgreSQL, whose writers do not queue
+// behind one another, it is always false.
+func (s *Store) DeliveriesActive() bool {
+	return s.gate != nil && s.gate.deliveriesActive()
+}

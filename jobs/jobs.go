@@ -4,9 +4,9 @@
 // an enqueue lost between a webhook's commit and its enqueue, and River's own schema.
 //
 // On SQLite River has a connection of its own on the store's file (Store.QueueDB,
-// riversqlite), whose writes wait while lifecycle deliveries are queued: deliveries
-// commit first, jobs are paced and run later. On PostgreSQL it has a pgx pool of its own
-// on the same database (riverpgxv5). River cannot join the store's transactions, so work
+// riversqlite), whose writes wait while lifecycle deliveries are queued, and jobs start
+// at a slow pace while deliveries come in (pacer): deliveries commit first, jobs run
+// later. On PostgreSQL it has a pgx pool of its own on the same database (riverpgxv5). River cannot join the store's transactions, so work
 // that follows a webhook is enqueued after its commit (AfterApply) and every job is
 // idempotent.
 package jobs
@@ -158,6 +158,9 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	if cfg.Workers > 0 {
 		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}}
 		rc.PeriodicJobs = j.periodicJobs()
+		if cfg.Store.Dialect() == extension.SQLite {
+			rc.Middleware = []rivertype.Middleware{&pacer{active: cfg.Store.DeliveriesActive, pace: jobPace}}
+		}
 	}
 	var err error
 	switch cfg.Store.Dialect() {
