@@ -23,8 +23,9 @@ type gatedConnector struct {
 	readOnlyMu sync.Mutex
 }
 
-// maxClassified bounds the cache of read-only answers; a query past it is asked again.
-const maxClassified = 4096
+// maxClassified bounds the cache of read-only answers (GORM spells an IN list of every
+// length anew); a query past it is asked again each time.
+const maxClassified = 1024
 
 func newGatedConnector(dsn string, gate *writeGate, urgent bool) *gatedConnector {
 	return &gatedConnector{dsn: dsn, drv: &sqlite3.SQLiteDriver{}, gate: gate, urgent: urgent}

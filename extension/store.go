@@ -55,11 +55,11 @@ type Store struct {
 	// sqlDB takes the lifecycle writes. On SQLite it is the group writer's own
 	// connection, which no other statement queues for; on PostgreSQL it is shared.
 	sqlDB *sql.DB
-	// shared serves GORM, migrations and River. On SQLite its one connection's writes
+	// shared serves GORM and migrations (SQLDB). On SQLite its one connection's writes
 	// give way to queued deliveries (gate); on PostgreSQL it is sqlDB.
 	shared *sql.DB
 	// queue is the job queue's (QueueDB): on SQLite a connection of its own, whose
-	// writes give way to deliveries like shared's; on PostgreSQL unused.
+	// writes give way to deliveries like shared's; on PostgreSQL shared.
 	queue   *sql.DB
 	gate    *writeGate // SQLite: orders the writes of sqlDB, shared and queue
 	dialect Dialect
@@ -305,8 +305,9 @@ func (s *Store) Close() error {
 // own that refuses writes, on PostgreSQL the same as SQLDB.
 func (s *Store) ReadDB() *sql.DB { return s.reads }
 
-// SQLDB returns the database handle for migrations and the job queue. On SQLite its
-// writes give way to the lifecycle deliveries queued in this store.
+// SQLDB returns the database handle for migrations, on which the store's other
+// statements run too. On SQLite its writes give way to the lifecycle deliveries queued
+// in this store.
 func (s *Store) SQLDB() *sql.DB { return s.shared }
 
 // QueueDB returns the handle for a job queue on the store's database. On SQLite it is a

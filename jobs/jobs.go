@@ -6,9 +6,9 @@
 // On SQLite River has a connection of its own on the store's file (Store.QueueDB,
 // riversqlite), whose writes wait while lifecycle deliveries are queued, and jobs start
 // at a slow pace while deliveries come in (pacer): deliveries commit first, jobs run
-// later. On PostgreSQL it has a pgx pool of its own on the same database (riverpgxv5). River cannot join the store's transactions, so work
-// that follows a webhook is enqueued after its commit (AfterApply) and every job is
-// idempotent.
+// later. On PostgreSQL it has a pgx pool of its own on the same database (riverpgxv5).
+// River cannot join the store's transactions, so work that follows a webhook is enqueued
+// after its commit (AfterApply) and every job is idempotent.
 package jobs
 
 import (
