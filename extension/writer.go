@@ -23,6 +23,10 @@ const batchTimeout = 5 * time.Second
 // a transaction per delivery the connection is held across BEGIN, four statements and
 // COMMIT while 30 other requests verify signatures, and throughput fell to a third of a
 // bare INSERT's. Each caller still gets its answer only after its event is committed.
+//
+// The writer has a connection of its own, and while deliveries are queued here the
+// store's other writes (the job queue's among them) wait at the store's writeGate, so
+// a group commit waits for one other write at most.
 type groupWriter struct {
 	store  *Store
 	queue  chan *applyRequest
@@ -56,6 +60,9 @@ func (w *groupWriter) apply(ctx context.Context, ev LifecycleEvent, sealed strin
 		return Result{}, ErrClosed
 	default:
 	}
+	// From here until it is answered, the delivery holds the store's other writes back.
+	w.store.gate.deliveryQueued()
+	defer w.store.gate.deliveryDone()
 	select {
 	case w.queue <- r:
 	case <-w.quit:
@@ -145,4 +152,22 @@ func (w *groupWriter) commit(batch []*applyRequest) {
 func (w *groupWriter) close() {
 	w.once.Do(func() { close(w.quit) })
 	<-w.exited
+}
+
+// QueuedDeliveries reports how many lifecycle deliveries wait in the group writer for
+// their commit (on PostgreSQL, which has none, 0). While there are any, the store's
+// other writes on SQLite wait (Options.WriteYield).
+func (s *Store) QueuedDeliveries() int {
+	if s.gate == nil {
+		return 0
+	}
+	return int(s.gate.queued.Load())
+}
+
+// DeliveriesActive reports whether lifecycle deliveries are coming in on SQLite: one is
+// queued for its commit, or one was a moment ago (50 ms). Work that can wait, such as
+// background jobs, waits while they are; on PostgreSQL, whose writers do not queue
+// behind one another, it is always false.
+func (s *Store) DeliveriesActive() bool {
+	return s.gate != nil && s.gate.deliveriesActive()
 }

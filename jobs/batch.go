@@ -16,6 +16,13 @@ var ErrStopped = errors.New("jobs: stopped")
 // maxInstallBatch bounds how many post-install jobs one InsertMany writes.
 const maxInstallBatch = 64
 
+// installBacklog is how many installs may wait for their enqueue before AfterApply
+// waits for room. On SQLite the inserts yield to the deliveries (Store.QueueDB): a burst
+// of installs is enqueued behind it, 64 at a time, and with room for only 4 batches the
+// webhooks of a burst of 1,000 installs waited for the inserts. A waiting install costs
+// a few bytes; one lost in a crash is the reconciler's to repair.
+const installBacklog = 4096
+
 // installBatcher enqueues the post-install jobs of concurrent webhooks together, in one
 // River transaction per batch: the store commits lifecycle events in groups, and one
 // River insert transaction per install cut SQLite's install throughput from ~38k to
@@ -35,7 +42,7 @@ type installRequest struct {
 // newInstallBatcher starts a batcher with inserters goroutines, each of which collects
 // and inserts batches of its own.
 func newInstallBatcher(j *Jobs, inserters int) *installBatcher {
-	b := &installBatcher{j: j, queue: make(chan installRequest, 4*maxInstallBatch), quit: make(chan struct{}), exited: make(chan struct{})}
+	b := &installBatcher{j: j, queue: make(chan installRequest, installBacklog), quit: make(chan struct{}), exited: make(chan struct{})}
 	var wg sync.WaitGroup
 	for range inserters {
 		wg.Go(b.run)
@@ -160,7 +167,7 @@ func (j *Jobs) installs() *installBatcher {
 		j.mu.Lock()
 		defer j.mu.Unlock()
 		if !j.stopped {
-			// SQLite has one connection: one batch at a time. PostgreSQL commits in
+			// River has one connection on SQLite: one batch at a time. PostgreSQL commits in
 			// parallel: in BenchmarkDeliveriesWithJobs one inserter gave 1.75k
 			// deliveries/s, an insert per delivery 2.5k, one inserter per connection
 			// of River's pool (4 on 2 cores) 2.6k.

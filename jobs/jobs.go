@@ -3,10 +3,12 @@
 // name of the instance's context, the periodic jobs that refresh those names and repair
 // an enqueue lost between a webhook's commit and its enqueue, and River's own schema.
 //
-// On SQLite River shares the store's single connection (riversqlite); on PostgreSQL it
-// has a pgx pool of its own on the same database (riverpgxv5). River cannot join the
-// store's transactions, so work that follows a webhook is enqueued after its commit
-// (AfterApply) and every job is idempotent.
+// On SQLite River has a connection of its own on the store's file (Store.QueueDB,
+// riversqlite), whose writes wait while lifecycle deliveries are queued, and jobs start
+// at a slow pace while deliveries come in (pacer): deliveries commit first, jobs run
+// later. On PostgreSQL it has a pgx pool of its own on the same database (riverpgxv5).
+// River cannot join the store's transactions, so work that follows a webhook is enqueued
+// after its commit (AfterApply) and every job is idempotent.
 package jobs
 
 import (
@@ -156,11 +158,14 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	if cfg.Workers > 0 {
 		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}}
 		rc.PeriodicJobs = j.periodicJobs()
+		if cfg.Store.Dialect() == extension.SQLite {
+			rc.Middleware = []rivertype.Middleware{&pacer{active: cfg.Store.DeliveriesActive, pace: jobPace}}
+		}
 	}
 	var err error
 	switch cfg.Store.Dialect() {
 	case extension.SQLite:
-		if j.queue, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.SQLDB()), rc); err == nil {
+		if j.queue, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.QueueDB()), rc); err == nil {
 			j.pageReads, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.ReadDB()), &river.Config{Logger: rc.Logger, Schema: rc.Schema})
 		}
 	case extension.Postgres:
