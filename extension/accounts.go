@@ -184,23 +184,23 @@ type platformAccount struct {
 // ensurePlatformAccount is EnsurePlatformAccount inside the transaction tx, with the
 // statements of signInStatements.
 func (s *Store) ensurePlatformAccount(ctx context.Context, tx *sql.Tx, st signInStmts, p platformAccount, now time.Time) (Account, bool, error) {
-	acc, err := s.updatePlatformAccount(ctx, tx, st, p, now)
-	if !errors.Is(err, ErrNotFound) {
-		return acc, false, err
-	}
-	// The first sign-in. The instance's row serialises provisioning (see
-	// lockInstanceAccounts); it is the first row of the instance this transaction locks,
-	// as in the lifecycle's changes, so the two never wait for each other in a circle.
-	// The user's own first sign-in may have raced this one and won.
+	// Every sign-in locks the instance's row first, as the lifecycle's changes do, so the
+	// two never wait for each other in a circle (a sign-in that wrote the user's token
+	// before a disable deleted the instance's tokens deadlocked on PostgreSQL), and a
+	// disable committed meanwhile is seen by the writes that follow: it wins over a
+	// sign-in under way. The row also serialises provisioning (see lockInstanceAccounts).
 	var id string
 	if err := tx.StmtContext(ctx, st.lock).QueryRowContext(ctx, p.instanceID).Scan(&id); errors.Is(err, sql.ErrNoRows) {
 		return Account{}, false, ErrNotFound
 	} else if err != nil {
 		return Account{}, false, s.translateDriver(err)
 	}
-	if acc, err := s.updatePlatformAccount(ctx, tx, st, p, now); !errors.Is(err, ErrNotFound) {
+	acc, err := s.updatePlatformAccount(ctx, tx, st, p, now)
+	if !errors.Is(err, ErrNotFound) {
 		return acc, false, err
 	}
+	// The first sign-in: under the instance's lock, a first sign-in of the same user that
+	// raced this one has committed before the update above looked.
 	var others bool
 	if err := tx.StmtContext(ctx, st.anyAccount).QueryRowContext(ctx, p.instanceID).Scan(&others); err != nil {
 		return Account{}, false, s.translateDriver(err)

@@ -304,10 +304,12 @@ func (s *Store) translateDriver(err error) error {
 // instance, in one transaction: for a user who lost access to it.
 func (s *Store) SignOutPlatformUser(ctx context.Context, instanceID, platformUserID string) error {
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Exec(`DELETE FROM user_tokens WHERE instance_id = ? AND platform_user_id = ?`, instanceID, platformUserID).Error; err != nil {
+		// Sessions before tokens, in the order a disable or removal deletes them, so the
+		// two cannot deadlock on PostgreSQL.
+		if err := tx.Exec(`DELETE FROM sessions WHERE instance_id = ? AND platform_user_id = ?`, instanceID, platformUserID).Error; err != nil {
 			return err
 		}
-		return tx.Exec(`DELETE FROM sessions WHERE instance_id = ? AND platform_user_id = ?`, instanceID, platformUserID).Error
+		return tx.Exec(`DELETE FROM user_tokens WHERE instance_id = ? AND platform_user_id = ?`, instanceID, platformUserID).Error
 	})
 	if err != nil {
 		return fmt.Errorf("sign out user %s in instance %s: %w", platformUserID, instanceID, translate(err))
