@@ -541,6 +541,15 @@ func TestAuditPage(t *testing.T) {
 			if n := strings.Count(body, "Signed in with a password."); n != 1 {
 				t.Errorf("Lena's sign-ins: %d, want 1", n)
 			}
+			// A click-through from the control panel says so.
+			if err := e.Store.Audit(t.Context(), extension.AuditEvent{InstanceID: tm.in.ID, AccountID: tm.admin.ID, Kind: extension.AuditSignIn,
+				Detail: map[string]string{"method": "platform"}}); err != nil {
+				t.Fatal(err)
+			}
+			_, body = e.get(t, tm.adminB, page+"?account="+tm.admin.ID+"&kind="+extension.AuditSignIn)
+			if !strings.Contains(body, "Signed in through the control panel.") {
+				t.Errorf("a platform sign-in is not described as one:\n%s", body)
+			}
 
 			for _, q := range []string{
 				"?before=yesterday",

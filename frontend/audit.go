@@ -219,8 +219,8 @@ func describeAudit(cat catalog, ev extension.AuditEvent) auditLine {
 	what := func(key string, args ...string) { line.What = cat.text(key, args...) }
 	switch ev.Kind {
 	case extension.AuditSignIn:
-		if d["method"] == "password" {
-			what("audit.what.sign_in.password")
+		if m := d["method"]; m == "password" || m == "platform" {
+			what("audit.what.sign_in." + m)
 		} else {
 			what("audit.what.sign_in")
 		}
