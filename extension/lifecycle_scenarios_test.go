@@ -36,12 +36,15 @@ func hasSharedToken(t *testing.T, s *extension.Store, id string) bool {
 	return err == nil
 }
 
+// signedInUser is the platform user signInUser signs in.
+const signedInUser = "7f1c2a8e-5d4b-4e3a-9c1f-0a1b2c3d4e02"
+
 // signInUser makes a platform account in instance id with a session and a user token,
 // and returns the session's cookie value.
 func signInUser(t *testing.T, s *extension.Store, id string) extension.Secret {
 	t.Helper()
 	ctx := context.Background()
-	const user = "7f1c2a8e-5d4b-4e3a-9c1f-0a1b2c3d4e02"
+	user := signedInUser
 	acc, _, err := s.EnsurePlatformAccount(ctx, id, user, "grace@example.test", "Grace", extension.RoleMember)
 	if err != nil {
 		t.Fatal(err)

@@ -1070,31 +1070,15 @@ func TestLifecycleSignsOutOnDisableAndRemoval(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
 		s := extensiontest.NewStore(t, d)
 		ctx := context.Background()
-		const user = "7f1c2a8e-5d4b-4e3a-9c1f-0a1b2c3d4e01"
-		signIn := func(id string) extension.Secret {
-			t.Helper()
-			acc, _, err := s.EnsurePlatformAccount(ctx, id, user, "ada@example.test", "Ada", extension.RoleMember)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.PutUserToken(ctx, user, id, "tok", "refresh", time.Now().Add(time.Hour), ""); err != nil {
-				t.Fatal(err)
-			}
-			cookie, _, err := s.CreateSession(ctx, acc.ID, id, user, time.Hour)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return cookie
-		}
 		signedIn := func(id string, cookie extension.Secret) (session, token bool) {
 			t.Helper()
 			_, serr := s.SessionByID(ctx, cookie, time.Hour, time.Hour)
-			_, terr := s.UserToken(ctx, user, id)
+			_, terr := s.UserToken(ctx, signedInUser, id)
 			return serr == nil, terr == nil
 		}
 
 		mustApply(t, s, addedEvent("i-signout", at(1), "s"), extension.OutcomeApplied)
-		cookie := signIn("i-signout")
+		cookie := signInUser(t, s, "i-signout")
 		mustApply(t, s, updatedEvent("i-signout", at(2), true, "default", "project:read"), extension.OutcomeApplied)
 		if sess, tok := signedIn("i-signout", cookie); !sess || !tok {
 			t.Errorf("after an update that keeps it enabled: session %v, token %v; want both kept", sess, tok)
@@ -1104,7 +1088,7 @@ func TestLifecycleSignsOutOnDisableAndRemoval(t *testing.T) {
 			t.Errorf("after a disable: session %v, token %v; want both gone", sess, tok)
 		}
 		mustApply(t, s, updatedEvent("i-signout", at(4), true, "default", "project:read"), extension.OutcomeApplied)
-		cookie = signIn("i-signout")
+		cookie = signInUser(t, s, "i-signout")
 		mustApply(t, s, removedEvent("i-signout", at(5)), extension.OutcomeApplied)
 		if sess, tok := signedIn("i-signout", cookie); sess || tok {
 			t.Errorf("after a removal: session %v, token %v; want both gone", sess, tok)

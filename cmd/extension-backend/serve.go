@@ -145,7 +145,8 @@ func startBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	if err != nil {
 		return nil, err
 	}
-	// Set before Start, so a failed Start still closes the pool.
+	// b.jobs is set before Start: on a failed Start the deferred close stops the queue
+	// and releases River's pool.
 	if err := b.jobs.Start(ctx); err != nil {
 		return nil, err
 	}
