@@ -84,7 +84,7 @@ type Options struct {
 	Logger *slog.Logger
 	Now    func() time.Time
 	// WriteYield bounds, on SQLite, how long a write other than a lifecycle delivery's
-	// (the job queue's, a page's) waits while deliveries are queued; 0: 10 ms.
+	// (the job queue's, a page's) gives way to deliveries before it goes first; 0: 10 ms.
 	WriteYield time.Duration
 }
 

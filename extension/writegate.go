@@ -2,16 +2,18 @@ package extension
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// defaultWriteYield is how long, at most, a write other than the deliveries' waits while
-// deliveries are queued (Options.WriteYield). Under deliveries that keep the group writer
-// busy, each of the other connections (GORM's, the job queue's) still gets a write (a
-// statement or a transaction) through per defaultWriteYield, and each delays the group
-// commit after it by its own length only.
+// defaultWriteYield is how long a write other than the deliveries' gives way to them
+// (Options.WriteYield). After that it is overdue and goes before the next group commit,
+// so under deliveries that keep the group writer busy each of the other connections
+// (GORM's, the job queue's) still gets a write (a statement or a transaction) through
+// per defaultWriteYield plus the writes ahead of it, and each delays the group commit
+// after it by its own length only.
 const defaultWriteYield = 10 * time.Millisecond
 
 // deliveriesRecent is how long after the last delivery was handed to the group writer
@@ -23,10 +25,13 @@ const deliveriesRecent = 50 * time.Millisecond
 // deliveries never wait behind job bookkeeping. SQLite takes one writer at a time; the
 // store's group writer and the other writers (GORM, the job queue) hold connections of
 // their own, and each takes the gate before it writes. The group writer goes first
-// whenever the gate comes free; while deliveries are queued for it, every other write
-// waits, up to yield. Waiting here, rather than in SQLite's busy handler
-// (which sleeps 1, 2, 5, 10 … ms between tries), hands the lock over the moment it is
-// free.
+// whenever the gate comes free; while deliveries are queued for it or it waits, every
+// other write gives way, for up to yield. A write that has waited that long is overdue:
+// it goes before the group writer, and overdue writes go in the order they became so.
+// Without that bound, group commits back to back (the group writer asks again before
+// its last commit has ended) held the other writes back for as long as deliveries came
+// in. Waiting here, rather than in SQLite's busy handler (which sleeps 1, 2, 5, 10 … ms
+// between tries), hands the lock over the moment it is free.
 //
 // Only a connection of its own may wait for the gate: one that waits while holding a
 // connection the group writer needs would never be let in.
@@ -38,11 +43,14 @@ type writeGate struct {
 	held          bool
 	urgentWaiting int           // group writers waiting for the gate
 	otherWaiting  int           // other writers waiting for the gate
+	overdue       []uint64      // tickets of the other writers past their yield, oldest first
+	lastTicket    uint64        // the last ticket handed to an overdue writer
 	changed       chan struct{} // closed and replaced when a waiter should look again
 
 	queued     atomic.Int64 // deliveries handed to the group writer and not yet answered
 	lastQueued atomic.Int64 // when the last one was handed over, as time since epoch
-	yielded    atomic.Int64 // other writes that yielded to deliveries
+	yielded    atomic.Int64 // other writes that found the gate free and gave way to deliveries
+	overtook   atomic.Int64 // other writes let in before a waiting group writer: overdue
 }
 
 func newWriteGate(yield time.Duration) *writeGate {
@@ -76,38 +84,94 @@ func (g *writeGate) deliveriesActive() bool {
 }
 
 // acquire takes the gate for one write. The group writer (urgent) takes it as soon as
-// it is free; another writer when it is free, no group writer waits, and either no
-// delivery is queued or yield has passed since it asked.
+// it is free and no overdue writer waits. Another writer takes it when it is free and
+// either it is the oldest overdue writer, or no writer is overdue, no group writer waits
+// and no delivery is queued.
 func (g *writeGate) acquire(ctx context.Context, urgent bool) error {
+	g.mu.Lock()
+	if urgent {
+		if !g.held && len(g.overdue) == 0 { // the hot path: one lock, no clock
+			g.held = true
+			g.mu.Unlock()
+			return nil
+		}
+		return g.waitUrgent(ctx)
+	}
+	return g.waitOther(ctx)
+}
+
+// waitUrgent waits for the gate as the group writer; g.mu is held and is released.
+func (g *writeGate) waitUrgent(ctx context.Context) error {
+	g.urgentWaiting++
+	for {
+		if !g.held && len(g.overdue) == 0 {
+			g.held = true
+			g.urgentWaiting--
+			g.mu.Unlock()
+			return nil
+		}
+		changed := g.changed
+		g.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			g.mu.Lock()
+			g.urgentWaiting--
+			g.broadcastLocked() // it may have held the others back
+			g.mu.Unlock()
+			return ctx.Err()
+		}
+		g.mu.Lock()
+	}
+}
+
+// waitOther waits for the gate as a writer other than the group writer; g.mu is held
+// and is released.
+func (g *writeGate) waitOther(ctx context.Context) error {
 	asked := time.Now()
-	yielding := false
-	var timer *time.Timer // ends a yield
+	var ticket uint64     // non-zero once overdue
+	var timer *time.Timer // ends the yield
+	counted := false      // in yielded
 	defer func() {
 		if timer != nil {
 			timer.Stop()
 		}
 	}()
-	g.mu.Lock()
-	g.waiting(urgent, 1)
+	g.otherWaiting++
 	for {
-		free := !g.held && (urgent || g.urgentWaiting == 0)
-		var yieldEnd <-chan time.Time
-		if free && !urgent && g.queued.Load() > 0 {
-			if left := g.yield - time.Since(asked); left > 0 {
-				free = false
-				if !yielding {
-					yielding = true
-					g.yielded.Add(1)
-					timer = time.NewTimer(left)
-				}
-				yieldEnd = timer.C
-			}
+		if ticket == 0 && time.Since(asked) >= g.yield {
+			g.lastTicket++
+			ticket = g.lastTicket
+			g.overdue = append(g.overdue, ticket)
+		}
+		var free bool
+		if ticket != 0 {
+			free = !g.held && g.overdue[0] == ticket
+		} else {
+			free = !g.held && len(g.overdue) == 0 && g.urgentWaiting == 0 && g.queued.Load() == 0
 		}
 		if free {
+			if ticket != 0 {
+				g.overdue = g.overdue[1:]
+				if g.urgentWaiting > 0 {
+					g.overtook.Add(1)
+				}
+			}
 			g.held = true
-			g.waiting(urgent, -1)
+			g.otherWaiting--
 			g.mu.Unlock()
 			return nil
+		}
+		var yieldEnd <-chan time.Time
+		if ticket == 0 {
+			if !g.held && !counted { // free, but deliveries go first
+				counted = true
+				g.yielded.Add(1)
+			}
+			if timer == nil {
+				timer = time.NewTimer(g.yield - time.Since(asked))
+			}
+			yieldEnd = timer.C
 		}
 		changed := g.changed
 		g.mu.Unlock()
@@ -116,23 +180,15 @@ func (g *writeGate) acquire(ctx context.Context, urgent bool) error {
 		case <-yieldEnd:
 		case <-ctx.Done():
 			g.mu.Lock()
-			g.waiting(urgent, -1)
-			if urgent {
+			g.otherWaiting--
+			if ticket != 0 {
+				g.overdue = slices.DeleteFunc(g.overdue, func(t uint64) bool { return t == ticket })
 				g.broadcastLocked() // it may have held the others back
 			}
 			g.mu.Unlock()
 			return ctx.Err()
 		}
 		g.mu.Lock()
-	}
-}
-
-// waiting counts a waiter in (n = 1) or out (-1); g.mu is held.
-func (g *writeGate) waiting(urgent bool, n int) {
-	if urgent {
-		g.urgentWaiting += n
-	} else {
-		g.otherWaiting += n
 	}
 }
 

@@ -3,6 +3,9 @@ package extension
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -120,4 +123,141 @@ func TestWriteGateGroupWriterGivesUp(t *testing.T) {
 	if held, urgent, other := gateState(g); !held || urgent != 0 || other != 0 {
 		t.Errorf("held %v, %d group writers and %d others waiting; want the other writer in alone", held, urgent, other)
 	}
+}
+
+// TestWriteGateOtherWriterGetsInUnderGroupCommits: group commits back to back (a group
+// writer asks again before the last commit has ended) while deliveries stay queued do
+// not hold another writer back for longer than its yield: it gets in long before a
+// stream of group commits ends. Before writes became overdue, it waited for all of them.
+func TestWriteGateOtherWriterGetsInUnderGroupCommits(t *testing.T) {
+	ctx := context.Background()
+	g := newWriteGate(time.Millisecond)
+	g.deliveryQueued() // deliveries keep coming in for the whole test
+	const streamLength = 1_000_000
+	var grants atomic.Int64 // group commits so far, counted while they hold the gate
+	stop := make(chan struct{})
+	var stream sync.WaitGroup
+	for range 4 {
+		stream.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := g.acquire(ctx, true); err != nil {
+					t.Error(err)
+					return
+				}
+				n := grants.Add(1)
+				g.release()
+				if n >= streamLength {
+					return
+				}
+			}
+		})
+	}
+	streamEnded := make(chan struct{})
+	go func() { stream.Wait(); close(streamEnded) }()
+	waitUntil(t, "the group commits to start", func() bool { return grants.Load() > 0 })
+
+	entered := make(chan int64, 1) // group commits before the other writer got in
+	go func() {
+		if err := g.acquire(ctx, false); err != nil {
+			t.Error(err)
+			entered <- -1
+			return
+		}
+		entered <- grants.Load()
+		g.release()
+	}()
+	select {
+	case n := <-entered:
+		close(stop)
+		<-streamEnded
+		if n < 0 {
+			return
+		}
+		if n >= streamLength {
+			t.Errorf("the other writer got in after %d group commits, want before the stream of %d ended", n, streamLength)
+		}
+	case <-streamEnded:
+		n := <-entered
+		t.Errorf("the other writer waited through the whole stream of %d group commits (got in after %d)", streamLength, n)
+	}
+}
+
+// TestWriteGateOverdueWritersGoFirstInTurn: writers whose yield is over go before the
+// group writers waiting beside them, in the order their yields ended; then the group
+// writers go.
+func TestWriteGateOverdueWritersGoFirstInTurn(t *testing.T) {
+	ctx := context.Background()
+	g := newWriteGate(time.Millisecond)
+	g.deliveryQueued()
+	if err := g.acquire(ctx, true); err != nil { // a group commit under way
+		t.Fatal(err)
+	}
+	order := make(chan string, 5)
+	enter := func(who string, urgent bool) {
+		if err := g.acquire(ctx, urgent); err != nil {
+			t.Error(err)
+			order <- "error"
+			return
+		}
+		order <- who
+		g.release()
+	}
+	go enter("first other", false)
+	waitUntil(t, "the first other writer to be overdue", func() bool { return overdueWriters(g) == 1 })
+	go enter("second other", false)
+	waitUntil(t, "the second other writer to be overdue", func() bool { return overdueWriters(g) == 2 })
+	for range 3 {
+		go enter("group writer", true)
+	}
+	waitUntil(t, "the group writers to wait", func() bool { _, u, _ := gateState(g); return u == 3 })
+	g.release()
+	var got []string
+	for range 5 {
+		got = append(got, <-order)
+	}
+	want := []string{"first other", "second other", "group writer", "group writer", "group writer"}
+	if !slices.Equal(got, want) {
+		t.Errorf("order %q, want %q", got, want)
+	}
+	if n := g.overtook.Load(); n != 2 {
+		t.Errorf("%d writes overtook a group writer, want 2", n)
+	}
+}
+
+// TestWriteGateOverdueWriterGivesUp: an overdue writer whose context ends leaves the
+// queue and no longer holds the group writer back.
+func TestWriteGateOverdueWriterGivesUp(t *testing.T) {
+	g := newWriteGate(time.Millisecond)
+	if err := g.acquire(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	gaveUp := make(chan error, 1)
+	go func() { gaveUp <- g.acquire(ctx, false) }()
+	waitUntil(t, "the other writer to be overdue", func() bool { return overdueWriters(g) == 1 })
+	entered := make(chan error, 1)
+	go func() { entered <- g.acquire(context.Background(), true) }()
+	waitUntil(t, "the group writer to wait", func() bool { _, u, _ := gateState(g); return u == 1 })
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Fatalf("other writer: %v, want context.Canceled", err)
+	}
+	g.release()
+	if err := <-entered; err != nil {
+		t.Fatal(err)
+	}
+	if held, urgent, other := gateState(g); !held || urgent != 0 || other != 0 || overdueWriters(g) != 0 {
+		t.Errorf("held %v, %d group writers, %d others and %d overdue waiting; want the group writer in alone", held, urgent, other, overdueWriters(g))
+	}
+}
+
+func overdueWriters(g *writeGate) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.overdue)
 }
