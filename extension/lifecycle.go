@@ -2,6 +2,7 @@ package extension
 
 import (
 	"context"
+	"crypto/subtle"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -43,12 +44,15 @@ type Outcome string
 // Delivery outcomes.
 const (
 	OutcomeApplied       Outcome = "applied"        // the event set every field it carries
-	OutcomePartlyApplied Outcome = "partly-applied" // the event set some fields; newer events had set the others
+	OutcomePartlyApplied Outcome = "partly-applied" // the event set some fields; newer events had set the others, or held the same values
 	OutcomeStale         Outcome = "stale"          // newer events had set every field it carries: nothing changed
-	OutcomeDuplicate     Outcome = "duplicate"      // this event (same createdAt and kind) was applied before: nothing changed
-	OutcomeDryRun        Outcome = "dry-run"        // a dry run: verified and validated, nothing changed
-	OutcomeIgnored       Outcome = "ignored"        // verified, but nothing to do (unknown kind, no field sent)
-	OutcomeRefused       Outcome = "refused"        // verified, but refused (foreign extension, invalid payload)
+	// duplicate: this event, or one of the same kind and createdAt, was applied before,
+	// and this one changes nothing: it is a retry with the same values, or it sorts
+	// before that one by request id (the tie rule).
+	OutcomeDuplicate Outcome = "duplicate"
+	OutcomeDryRun    Outcome = "dry-run" // a dry run: verified and validated, nothing changed
+	OutcomeIgnored   Outcome = "ignored" // verified, but nothing to do (unknown kind, no field sent)
+	OutcomeRefused   Outcome = "refused" // verified, but refused (foreign extension, invalid payload)
 )
 
 // Result is the outcome of one delivery and, when nothing or not everything changed, why.
@@ -170,7 +174,7 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 		// the instance's shared token useless: it goes in the same transaction, so no
 		// replica can read it after the event is committed. (The token broker drops its
 		// memory copy when the webhook path tells it.)
-		if w.fresh&(groupSecret|groupEnabled|groupRemoval) != 0 {
+		if w.changed&(groupSecret|groupEnabled|groupRemoval) != 0 {
 			if _, err := tx.StmtContext(ctx, forget).ExecContext(ctx, pe.ev.InstanceID); err != nil {
 				return nil, translate(err)
 			}
@@ -208,7 +212,8 @@ var signOutInstance = []string{
 type written struct {
 	result  Result
 	fresh   fieldGroup // groups the event set as news
-	won     fieldGroup // groups whose version it took: fresh ones and ones it took again as a retry
+	won     fieldGroup // groups whose version it took: fresh ones and ones it took on a tie
+	changed fieldGroup // groups whose values it changed: fresh ones and ones won on a tie with other values
 	enabled bool       // the instance's enabled state after it, when it won that group
 	removed bool       // whether the instance is removed after it
 	// blank: the instance had no shared token, session or user token before the event,
@@ -273,7 +278,7 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
 			// News to every group it carries, and the instance is live after it unless
 			// it is the removal: applied, and nothing to read back.
-			return written{result: Result{Outcome: OutcomeApplied, changed: true}, fresh: carried, won: carried,
+			return written{result: Result{Outcome: OutcomeApplied, changed: true}, fresh: carried, won: carried, changed: carried,
 				enabled: enabled, removed: ev.Kind == EventRemoved, blank: ev.Kind == EventAdded}, err
 		}
 	}
@@ -290,13 +295,29 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 		return written{}, err
 	}
 	w.fresh, w.won, w.blank = fieldGroup(bits)&allGroups, fieldGroup(bits>>wonShift)&allGroups, bits&insertedBit != 0
-	w.result.changed = w.fresh != 0 && (!w.removed || w.fresh&groupRemoval != 0)
+	w.changed = w.fresh | fieldGroup(bits>>tieDiffShift)&allGroups
+	if w.won&^w.fresh&groupSecret != 0 {
+		secretChanged, err := s.settleSecretTie(ctx, tx, pe)
+		if err != nil {
+			return written{}, err
+		}
+		if secretChanged {
+			w.changed |= groupSecret
+		}
+	}
+	w.result.changed = w.changed != 0 && (!w.removed || w.changed&groupRemoval != 0)
 	switch {
-	case w.fresh == carried:
+	case w.changed == carried:
 		w.result.Outcome = OutcomeApplied
-	case w.fresh != 0:
+	case w.changed != 0:
 		w.result.Outcome = OutcomePartlyApplied
-		w.result.Reason = "applied: " + w.fresh.words() + "; newer already: " + (carried &^ w.fresh).words()
+		w.result.Reason = "applied: " + w.changed.words()
+		if newer := carried &^ w.won; newer != 0 {
+			w.result.Reason += "; newer already: " + newer.words()
+		}
+		if same := carried & w.won &^ w.changed; same != 0 {
+			w.result.Reason += "; the same already: " + same.words()
+		}
 	default:
 		// Only groups that hold this event already, under another request id.
 		w.result.Outcome, w.result.Reason = OutcomeDuplicate, "same event as applied before"
@@ -308,6 +329,31 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 		w.result.Reason = strings.TrimPrefix(w.result.Reason+"; the instance stays removed", "; ")
 	}
 	return w, nil
+}
+
+// settleSecretTie finishes an event that won the secret on a tie: one with the same
+// createdAt and kind as the event that set it, and a higher request id. The upsert left
+// the sealed secret as it was, since the same secret sealed again gives other bytes; this
+// stores the event's secret if it is another one, and reports whether it did. Ties are
+// rare (retries under a new request id), so the extra read is off the hot path; the
+// upsert holds the row until the transaction ends.
+func (s *Store) settleSecretTie(ctx context.Context, tx *sql.Tx, pe pendingEvent) (bool, error) {
+	var held string
+	if err := tx.QueryRowContext(ctx, s.dialect.Rebind(`SELECT sealed_secret FROM instances WHERE id = ?`), pe.ev.InstanceID).Scan(&held); err != nil {
+		return false, err
+	}
+	if held == pe.sealed {
+		return false, nil // both empty
+	}
+	if held != "" && pe.sealed != "" {
+		plain, err := s.keys.Open(held, secretAAD(pe.ev.InstanceID))
+		if err == nil && subtle.ConstantTimeCompare([]byte(plain.Reveal()), []byte(pe.ev.Secret.Reveal())) == 1 {
+			return false, nil
+		}
+		// One that cannot be opened any more is replaced by one that can.
+	}
+	_, err := tx.ExecContext(ctx, s.dialect.Rebind(`UPDATE instances SET sealed_secret = ? WHERE id = ?`), pe.sealed, pe.ev.InstanceID)
+	return err == nil, err
 }
 
 // heldVersions reads the versions of an instance's groups, in the order of groupColumns.

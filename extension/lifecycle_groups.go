@@ -123,11 +123,14 @@ func eventNano(ev LifecycleEvent) int64 {
 
 // Bits of last_write_groups, which the upsert writes from the row's versions before the
 // write (RETURNING sees only the row after it): the groups the event set as news (low
-// byte), the groups whose version it took (next byte: those and the ones it took again as
-// a retry of the same event), and whether it inserted the row.
+// byte), the groups whose version it took (next byte: those and the ones it took on a
+// tie, from an event with the same createdAt and kind and a lower request id), whether it
+// inserted the row, and the groups it took on a tie whose values it changed (the secret
+// is left out: sealing is randomised, so only the plaintexts tell, see settleSecretTie).
 const (
-	wonShift    = 8
-	insertedBit = 1 << 16
+	wonShift     = 8
+	insertedBit  = 1 << 16
+	tieDiffShift = 17
 )
 
 // upsertHead inserts the instance if it is new. The conflict branch is built per set of
@@ -168,39 +171,51 @@ func upsertStatement(g fieldGroup, fast bool) string {
 func buildUpsert(g fieldGroup, fast bool) string {
 	var b strings.Builder
 	b.WriteString(upsertHead)
-	var won, fresh []string
+	var won, fresh, diffs []string
 	for _, c := range groupColumns {
 		if g&c.group == 0 {
 			continue
 		}
-		// won: the event's version is newer than the group's. fresh: the group's version
-		// is older than the event's time and kind, so the event is news to it and not a
-		// retry of the event that set it (whose values it already holds).
+		// won: the event's version is newer than the group's; every group, the secret
+		// too, takes the values of the event with the newest version, so any order of
+		// the same events ends in the same state. fresh: the group's version is older
+		// than the event's time and kind, so the event is news to it; a group won but not
+		// fresh was set by an event with the same time and kind (a retry under another
+		// request id, or another event at the same instant), and changes only if the
+		// values differ (diff).
 		w := "excluded." + c.version + " > instances." + c.version
 		f := "instances." + c.version + " < substr(excluded.last_event_version, 1, " + strconv.Itoa(versionPrefix) + ")"
 		won, fresh = append(won, w), append(fresh, f)
+		diff := ""
 		set := func(col, cond string) {
 			b.WriteString(col + " = CASE WHEN " + cond + " THEN excluded." + col + " ELSE instances." + col + " END,\n\t")
 		}
 		switch c.group {
 		case groupEnabled:
 			set("enabled", w)
+			diff = "excluded.enabled <> instances.enabled"
 		case groupScopes:
 			set("consented_scopes", w)
+			diff = "excluded.consented_scopes <> instances.consented_scopes"
 		case groupVariant:
 			set("variant_key", w)
+			diff = "excluded.variant_key <> instances.variant_key"
 		case groupContext:
 			set("context_kind", w)
 			set("context_id", w)
+			diff = "(excluded.context_kind <> instances.context_kind OR excluded.context_id <> instances.context_id)"
 		case groupSecret:
 			// Sealing is randomised, so a retry would store other bytes for the same
-			// secret: the secret changes only with news.
+			// secret: the statement replaces it only with news, and on a tie the store
+			// compares the plaintexts after it (settleSecretTie).
 			set("sealed_secret", f)
 		case groupRemoval:
 			// An install clears it; a removal keeps the time of the first removal.
 			b.WriteString("removed_at = CASE WHEN " + w + " THEN CASE WHEN excluded.removed_at IS NULL THEN NULL ELSE COALESCE(instances.removed_at, excluded.removed_at) END ELSE instances.removed_at END,\n\t")
+			diff = "(excluded.removed_at IS NULL) <> (instances.removed_at IS NULL)"
 		}
 		set(c.version, w)
+		diffs = append(diffs, diff)
 	}
 	newest := "excluded.last_event_version > instances.last_event_version"
 	for _, col := range []string{"last_event_ns", "last_event_kind", "last_event_version"} {
@@ -215,6 +230,9 @@ func buildUpsert(g fieldGroup, fast bool) string {
 		}
 		b.WriteString(" + CASE WHEN " + fresh[i] + " THEN " + strconv.Itoa(int(c.group)) + " ELSE 0 END")
 		b.WriteString(" + CASE WHEN " + won[i] + " THEN " + strconv.Itoa(int(c.group)<<wonShift) + " ELSE 0 END")
+		if diffs[i] != "" && !fast {
+			b.WriteString(" + CASE WHEN " + won[i] + " AND NOT (" + fresh[i] + ") AND " + diffs[i] + " THEN " + strconv.Itoa(int(c.group)<<tieDiffShift) + " ELSE 0 END")
+		}
 		i++
 	}
 	if fast {

@@ -313,3 +313,102 @@ func TestLifecycleChangedOnTombstone(t *testing.T) {
 		checkInstance(t, s, id, instanceView{"project", "p-1", []string{"project:read"}, true, "default", true, false, at(5)})
 	})
 }
+
+// Two different events of the same kind with the same createdAt (or a retry under a new
+// request id that carries other values) are ordered by request id, for every field group
+// and the secret alike: both orders end in the state of the one with the higher request
+// id. The delivery that changes something says so (outcome, Changed) and forgets the
+// shared token when it changes the secret or the enabled state; the one that loses
+// changes nothing and keeps the token. Before, the secret kept the first arrival's value,
+// so two replicas receiving the pair in different orders ended with different secrets,
+// and a tied disable was a duplicate that kept the shared token.
+func TestLifecycleTiedEventsConverge(t *testing.T) {
+	boolp := func(b bool) *bool { return &b }
+	pairs := []struct {
+		name   string
+		before bool // an install at at(0) comes first
+		a, b   extension.LifecycleEvent
+	}{
+		{"install", false,
+			extension.LifecycleEvent{Kind: extension.EventAdded, ContextKind: extension.ContextProject, ContextID: "p-1",
+				Scopes: []string{"project:read"}, Enabled: boolp(true), VariantKey: strp("default"), Secret: "secret-a"},
+			extension.LifecycleEvent{Kind: extension.EventAdded, ContextKind: extension.ContextCustomer, ContextID: "c-2",
+				Scopes: []string{"customer:read"}, Enabled: boolp(false), VariantKey: strp("pro"), Secret: "secret-b"}},
+		{"rotation", true,
+			extension.LifecycleEvent{Kind: extension.EventSecretRotated, Secret: "rotated-a"},
+			extension.LifecycleEvent{Kind: extension.EventSecretRotated, Secret: "rotated-b"}},
+		{"disable", true,
+			extension.LifecycleEvent{Kind: extension.EventUpdated, Enabled: boolp(true)},
+			extension.LifecycleEvent{Kind: extension.EventUpdated, Enabled: boolp(false)}},
+		{"enable", true,
+			extension.LifecycleEvent{Kind: extension.EventUpdated, Enabled: boolp(false)},
+			extension.LifecycleEvent{Kind: extension.EventUpdated, Enabled: boolp(true)}},
+	}
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		kr := extensiontest.Keyring(t)
+		s := extensiontest.Open(t, extensiontest.URL(t, d), extension.Options{Keys: kr})
+		for _, p := range pairs {
+			t.Run(p.name, func(t *testing.T) {
+				final := map[bool]modelState{}
+				for _, bFirst := range []bool{false, true} {
+					id := "i-tied-" + p.name + "-a-first"
+					if bFirst {
+						id = "i-tied-" + p.name + "-b-first"
+					}
+					if p.before {
+						mustApply(t, s, addedEvent(id, at(0), "install-secret"), extension.OutcomeApplied)
+					}
+					a, b := p.a, p.b
+					a.InstanceID, a.CreatedAt, a.RequestID = id, at(1), "req-tie-a"
+					b.InstanceID, b.CreatedAt, b.RequestID = id, at(1), "req-tie-b"
+					first, second := a, b
+					if bFirst {
+						first, second = b, a
+					}
+					applyResult(t, s, first)
+					shareToken(t, s, id)
+					var cookie extension.Secret
+					disables := !bFirst && p.b.Enabled != nil && !*p.b.Enabled
+					if disables {
+						cookie = signInUser(t, s, id)
+					}
+					res := applyResult(t, s, second)
+					if disables && hasSession(t, s, cookie) {
+						t.Error("the session survived the tied disable")
+					}
+					if bFirst {
+						// a sorts before b: it changes nothing.
+						if res.Outcome != extension.OutcomeDuplicate || res.Changed() {
+							t.Errorf("a after b: outcome %q (%s), changed %v; want %q, unchanged", res.Outcome, res.Reason, res.Changed(), extension.OutcomeDuplicate)
+						}
+						if !hasSharedToken(t, s, id) {
+							t.Error("a after b deleted the shared token")
+						}
+					} else {
+						// b sorts after a: its values replace a's.
+						if res.Outcome != extension.OutcomeApplied && res.Outcome != extension.OutcomePartlyApplied || !res.Changed() {
+							t.Errorf("b after a: outcome %q (%s), changed %v; want applied, changed", res.Outcome, res.Reason, res.Changed())
+						}
+						if hasSharedToken(t, s, id) {
+							t.Error("b after a changed the secret or the enabled state, but the shared token survived")
+						}
+					}
+					final[bFirst] = stateOf(t, s, kr, id)
+				}
+				if diff := cmp.Diff(final[false], final[true]); diff != "" {
+					t.Errorf("the two orders end differently (-a first +b first):\n%s", diff)
+				}
+				got := final[true]
+				if p.b.Secret != "" && got.Secret != p.b.Secret.Reveal() {
+					t.Errorf("secret %q, want b's %q", got.Secret, p.b.Secret.Reveal())
+				}
+				if p.b.Enabled != nil && got.Enabled != *p.b.Enabled {
+					t.Errorf("enabled %v, want b's %v", got.Enabled, *p.b.Enabled)
+				}
+				if p.b.VariantKey != nil && got.VariantKey != *p.b.VariantKey {
+					t.Errorf("variant %q, want b's %q", got.VariantKey, *p.b.VariantKey)
+				}
+			})
+		}
+	})
+}
