@@ -52,8 +52,10 @@ const (
 // Store keeps instances and the delivery journal.
 type Store struct {
 	db *gorm.DB
-	// sqlDB takes the lifecycle writes. On SQLite it is the group writer's own
-	// connection, which no other statement queues for; on PostgreSQL it is shared.
+	// sqlDB takes the lifecycle writes, and a sign-in's and a retrieval-key claim's
+	// (prepared, s.prepared). On SQLite it is the group writer's connection: those two
+	// take turns with the group commits on it and go through the gate as they do; on
+	// PostgreSQL it is shared.
 	sqlDB *sql.DB
 	// shared serves GORM and migrations (SQLDB). On SQLite its one connection's writes
 	// give way to queued deliveries (gate); on PostgreSQL it is sqlDB.

@@ -24,9 +24,12 @@ const batchTimeout = 5 * time.Second
 // COMMIT while 30 other requests verify signatures, and throughput fell to a third of a
 // bare INSERT's. Each caller still gets its answer only after its event is committed.
 //
-// The writer has a connection of its own, and while deliveries are queued here the
-// store's other writes (the job queue's among them) wait at the store's writeGate, so
-// a group commit waits for one other write at most.
+// The writer's connection is the store's sqlDB, which it shares only with sign-ins and
+// retrieval-key claims (a short transaction or a statement each, prepared before they
+// take it). While deliveries are queued here the store's other writes (GORM's and the
+// job queue's) give way at the store's writeGate for up to its yield, so a group commit
+// waits for the sign-ins and claims ahead of it on the connection and one other write
+// at most.
 type groupWriter struct {
 	store  *Store
 	queue  chan *applyRequest
