@@ -28,8 +28,8 @@ const batchTimeout = 5 * time.Second
 // retrieval-key claims (a short transaction or a statement each, prepared before they
 // take it). While deliveries are queued here the store's other writes (GORM's and the
 // job queue's) give way at the store's writeGate for up to its yield, so a group commit
-// waits for the sign-ins and claims ahead of it on the connection and one other write
-// at most.
+// waits for the sign-ins and claims ahead of it on the connection and, at most, one
+// write of each of the other two connections, one that has given way for its yield.
 type groupWriter struct {
 	store  *Store
 	queue  chan *applyRequest
