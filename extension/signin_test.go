@@ -345,3 +345,83 @@ func TestSignInPlatformUserConcurrent(t *testing.T) {
 		}
 	})
 }
+
+// TestSignInRepeatBesideDisable: a repeat sign-in (the user's account, token and session
+// exist) racing a disable of its instance, many instances at once on two stores of one
+// database (two replicas), round after round. Neither fails: before every sign-in locked
+// the instance's row first, the sign-in wrote the user's token and then waited for the
+// session the disable had deleted, while the disable waited for that token, and
+// PostgreSQL ended one of them with a deadlock (40P01). And the disable wins whole: once
+// both are done, the instance is disabled and nothing of a sign-in is left in it.
+func TestSignInRepeatBesideDisable(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		url := extensiontest.URL(t, d)
+		kr := extensiontest.Keyring(t)
+		stores := []*extension.Store{
+			extensiontest.Open(t, url, extension.Options{Keys: kr}),
+			extensiontest.Open(t, url, extension.Options{Keys: kr}),
+		}
+		const instances, rounds = 12, 6
+		var wg sync.WaitGroup
+		for i := range instances {
+			wg.Go(func() {
+				id := fmt.Sprintf("i-race-%02d", i)
+				user := "u-" + id
+				signIn, disable := stores[i%2], stores[(i+1)%2]
+				for round := range rounds {
+					// Enabled by a newer event each round, the first an install.
+					var enable extension.LifecycleEvent
+					if round == 0 {
+						enable = addedEvent(id, at(2*round), realisticSecret)
+					} else {
+						enable = updatedEvent(id, at(2*round), true, "default", "project:read")
+					}
+					if _, err := disable.ApplyLifecycle(ctx, enable); err != nil {
+						t.Errorf("%s round %d: enable: %v", id, round, err)
+						return
+					}
+					first, err := signIn.SignInPlatformUser(ctx, signInOf(id, user, user+"@example.test", "Ada", "tok-first"))
+					if err != nil {
+						t.Errorf("%s round %d: first sign-in: %v", id, round, err)
+						return
+					}
+					again := signInOf(id, user, user+"@example.test", "Ada Lovelace", "tok-again")
+					again.Session.Replaces = first.SessionID
+					var race sync.WaitGroup
+					start := make(chan struct{})
+					race.Go(func() {
+						<-start
+						if _, err := signIn.SignInPlatformUser(ctx, again); err != nil && !errors.Is(err, extension.ErrNotFound) {
+							t.Errorf("%s round %d: repeat sign-in beside a disable: %v", id, round, err)
+						}
+					})
+					race.Go(func() {
+						<-start
+						if _, err := disable.ApplyLifecycle(ctx, updatedEvent(id, at(2*round+1), false, "default", "project:read")); err != nil {
+							t.Errorf("%s round %d: disable beside a repeat sign-in: %v", id, round, err)
+						}
+					})
+					close(start)
+					race.Wait()
+					in, err := signIn.InstanceByID(ctx, id)
+					if err != nil {
+						t.Errorf("%s round %d: %v", id, round, err)
+						return
+					}
+					var sessions, tokens int
+					if err := signIn.SQLDB().QueryRowContext(ctx, signIn.Dialect().Rebind(`SELECT
+	(SELECT COUNT(*) FROM sessions WHERE instance_id = ?), (SELECT COUNT(*) FROM user_tokens WHERE instance_id = ?)`), id, id).Scan(&sessions, &tokens); err != nil {
+						t.Errorf("%s round %d: %v", id, round, err)
+						return
+					}
+					if in.Enabled || sessions != 0 || tokens != 0 {
+						t.Errorf("%s round %d: enabled %v, %d sessions, %d user tokens; want disabled, none of them",
+							id, round, in.Enabled, sessions, tokens)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	})
+}
