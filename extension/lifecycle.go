@@ -352,7 +352,8 @@ func (s *Store) settleSecretTie(ctx context.Context, tx *sql.Tx, pe pendingEvent
 		}
 		// One that cannot be opened any more is replaced by one that can.
 	}
-	_, err := tx.ExecContext(ctx, s.dialect.Rebind(`UPDATE instances SET sealed_secret = ? WHERE id = ?`), pe.sealed, pe.ev.InstanceID)
+	_, err := tx.ExecContext(ctx, s.dialect.Rebind(`UPDATE instances SET sealed_secret = ?, updated_at = ? WHERE id = ?`),
+		pe.sealed, s.now().UTC(), pe.ev.InstanceID)
 	return err == nil, err
 }
 

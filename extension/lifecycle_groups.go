@@ -1,6 +1,7 @@
 package extension
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,7 +222,13 @@ func buildUpsert(g fieldGroup, fast bool) string {
 	for _, col := range []string{"last_event_ns", "last_event_kind", "last_event_version"} {
 		b.WriteString(col + " = CASE WHEN " + newest + " THEN excluded." + col + " ELSE instances." + col + " END,\n\t")
 	}
-	b.WriteString("updated_at = CASE WHEN " + strings.Join(fresh, " OR ") + " THEN excluded.updated_at ELSE instances.updated_at END,\n\t")
+	changed := slices.Clone(fresh) // news, or values of a tie it wins that differ
+	for i, d := range diffs {
+		if d != "" && !fast { // the fast variant writes news only
+			changed[i] = "(" + fresh[i] + " OR (" + won[i] + " AND " + d + "))"
+		}
+	}
+	b.WriteString("updated_at = CASE WHEN " + strings.Join(changed, " OR ") + " THEN excluded.updated_at ELSE instances.updated_at END,\n\t")
 	b.WriteString("last_write_groups = 0")
 	i := 0
 	for _, c := range groupColumns {

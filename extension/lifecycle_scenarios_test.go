@@ -372,7 +372,18 @@ func TestLifecycleTiedEventsConverge(t *testing.T) {
 					if disables {
 						cookie = signInUser(t, s, id)
 					}
+					before, err := s.InstanceByID(context.Background(), id)
+					if err != nil {
+						t.Fatal(err)
+					}
 					res := applyResult(t, s, second)
+					after, err := s.InstanceByID(context.Background(), id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if touched := !after.UpdatedAt.Equal(before.UpdatedAt); touched != res.Changed() {
+						t.Errorf("second of the pair: changed %v, but updated_at moved %v", res.Changed(), touched)
+					}
 					if disables && hasSession(t, s, cookie) {
 						t.Error("the session survived the tied disable")
 					}
