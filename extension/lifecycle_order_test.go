@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -81,30 +82,54 @@ func randomHistory(r *rand.Rand, id string) history {
 		}
 		return current[0], current[1]
 	}
+	// twin sometimes follows the last event with another of the same kind and instant:
+	// made, say, by two requests at the platform in one nanosecond, with values of its
+	// own. Its request id sorts after the last event's, and after every retry's
+	// (newRequestID), so it is the newer of the two in every order (the tie rule).
+	twin := func(vary func(ev *extension.LifecycleEvent)) {
+		if r.IntN(5) != 0 {
+			return
+		}
+		ev := h[len(h)-1]
+		ev.RequestID = twinPrefix + ev.RequestID
+		vary(&ev)
+		h = append(h, ev)
+	}
+	update := func() extension.LifecycleEvent {
+		ev := extension.LifecycleEvent{Kind: extension.EventUpdated}
+		if r.IntN(5) == 0 {
+			current = contexts[r.IntN(len(contexts))]
+		}
+		ev.ContextKind, ev.ContextID = sentContext()
+		if r.IntN(3) != 0 {
+			ev.Scopes = scopes()
+		}
+		if r.IntN(3) != 0 {
+			ev.Enabled = boolp(r.IntN(2) == 0)
+		}
+		if r.IntN(3) != 0 {
+			ev.VariantKey = variant()
+		}
+		return ev
+	}
 	install()
+	twin(func(ev *extension.LifecycleEvent) {
+		ev.Secret, ev.Enabled, ev.Scopes = secret(), boolp(r.IntN(2) == 0), scopes()
+	})
 	for round := 0; ; round++ {
 		for range 2 + r.IntN(6) {
 			if r.IntN(3) == 0 {
 				ev := extension.LifecycleEvent{Kind: extension.EventSecretRotated, Secret: secret()}
 				ev.ContextKind, ev.ContextID = sentContext()
 				add(ev)
+				twin(func(ev *extension.LifecycleEvent) { ev.Secret = secret() })
 				continue
 			}
-			ev := extension.LifecycleEvent{Kind: extension.EventUpdated}
-			if r.IntN(5) == 0 {
-				current = contexts[r.IntN(len(contexts))]
-			}
-			ev.ContextKind, ev.ContextID = sentContext()
-			if r.IntN(3) != 0 {
-				ev.Scopes = scopes()
-			}
-			if r.IntN(3) != 0 {
-				ev.Enabled = boolp(r.IntN(2) == 0)
-			}
-			if r.IntN(3) != 0 {
-				ev.VariantKey = variant()
-			}
-			add(ev)
+			add(update())
+			twin(func(ev *extension.LifecycleEvent) {
+				u := update()
+				ev.ContextKind, ev.ContextID, ev.Scopes, ev.Enabled, ev.VariantKey = u.ContextKind, u.ContextID, u.Scopes, u.Enabled, u.VariantKey
+			})
 		}
 		if round == 2 || r.IntN(2) == 0 {
 			break
@@ -122,6 +147,10 @@ func randomHistory(r *rand.Rand, id string) history {
 	}
 	return h
 }
+
+// twinPrefix starts the request id of a twin (see randomHistory): "~" sorts after the
+// letters and digits of every other request id.
+const twinPrefix = "~twin-"
 
 // modelState is the platform's view of an instance after its history, in order.
 type modelState struct {
@@ -279,6 +308,13 @@ func TestLifecycleAnyOrder(t *testing.T) {
 						if err != nil {
 							t.Errorf("%s: in order: %v", j.id, err)
 							return
+						}
+						if strings.HasPrefix(ev.RequestID, twinPrefix) {
+							// A twin changes what differs from the event before it.
+							if res.Outcome == extension.OutcomeStale {
+								t.Errorf("%s: in order, a twin %s at %v got %q (%s)", j.id, ev.Kind, ev.CreatedAt, res.Outcome, res.Reason)
+							}
+							continue
 						}
 						if res.Outcome != extension.OutcomeApplied && res.Outcome != extension.OutcomeIgnored {
 							t.Errorf("%s: in order, %s at %v got %q (%s), want %q", j.id, ev.Kind, ev.CreatedAt, res.Outcome, res.Reason, extension.OutcomeApplied)
