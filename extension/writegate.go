@@ -196,7 +196,9 @@ func (g *writeGate) waitOther(ctx context.Context) error {
 func (g *writeGate) release() {
 	g.mu.Lock()
 	g.held = false
-	g.broadcastLocked()
+	if g.urgentWaiting+g.otherWaiting > 0 { // a waiter counts itself before it looks
+		g.broadcastLocked()
+	}
 	g.mu.Unlock()
 }
 

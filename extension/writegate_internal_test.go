@@ -261,3 +261,16 @@ func overdueWriters(g *writeGate) int {
 	defer g.mu.Unlock()
 	return len(g.overdue)
 }
+
+// BenchmarkWriteGateGroupWriter: the group writer's way through a free gate, once per
+// group commit.
+func BenchmarkWriteGateGroupWriter(b *testing.B) {
+	g := newWriteGate(defaultWriteYield)
+	ctx := context.Background()
+	for b.Loop() {
+		if err := g.acquire(ctx, true); err != nil {
+			b.Fatal(err)
+		}
+		g.release()
+	}
+}
