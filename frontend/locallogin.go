@@ -132,6 +132,11 @@ func (f *Frontend) SubmitLogin(c echo.Context) error {
 	acc, hash, err := extension.Account{}, "", extension.ErrNotFound
 	if !form.Unusable {
 		acc, hash, err = f.store.LocalCredentials(ctx, id, form.Email)
+		if err == nil && hash == "" {
+			// An account made through an OpenID Connect provider has no password: it signs
+			// in there, and a password sign-in fails as for an unknown address.
+			err = extension.ErrNotFound
+		}
 	}
 	if errors.Is(err, extension.ErrNotFound) {
 		// The same work as for a known address, so the time says nothing either.
