@@ -308,3 +308,18 @@ func (s *Store) UseOIDCState(ctx context.Context, state Secret, expires time.Tim
 	}
 	return nil
 }
+
+// AccountsWithIdentities returns the ids of an instance's accounts that have an identity
+// at a provider: they have a way in besides a password.
+func (s *Store) AccountsWithIdentities(ctx context.Context, instanceID string) (map[string]bool, error) {
+	var ids []string
+	if err := s.db.WithContext(ctx).Raw(`SELECT DISTINCT account_id FROM oidc_identities WHERE instance_id = ?`, instanceID).
+		Scan(&ids).Error; err != nil {
+		return nil, fmt.Errorf("accounts with identities in instance %s: %w", instanceID, translate(err))
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
+}

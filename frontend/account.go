@@ -32,6 +32,9 @@ const (
 	doneProfile  = "profile"
 	donePassword = "password"
 	doneSessions = "sessions"
+	// doneConnected and doneDisconnected confirm a provider connected or disconnected.
+	doneConnected    = "connected"
+	doneDisconnected = "disconnected"
 )
 
 // accountView is what the account page shows.
@@ -49,6 +52,11 @@ type accountView struct {
 	SessionsProblem string
 	Sessions        []sessionView
 	Others          bool // there are sessions besides this browser's
+	// Identities are the providers' identities linked to the account; Connect the
+	// instance's enabled providers it may still connect.
+	Identities      []extension.OIDCIdentity
+	Connect         []providerLink
+	IdentityProblem string
 }
 
 type sessionView struct {
@@ -64,7 +72,7 @@ func (f *Frontend) Account(c echo.Context) error {
 	s, _ := SignedInFrom(c.Request().Context())
 	v := accountView{Name: s.Account.Name, Language: s.Account.Language}
 	switch d := c.QueryParam("done"); d {
-	case doneProfile, donePassword, doneSessions:
+	case doneProfile, donePassword, doneSessions, doneConnected, doneDisconnected:
 		v.Done = d
 	}
 	return f.renderAccount(c, http.StatusOK, v)
@@ -83,6 +91,18 @@ func (f *Frontend) renderAccount(c echo.Context, status int, v accountView) erro
 	sessions, err := f.store.AccountSessions(ctx, s.Instance.ID, s.Account.ID, f.Sessions.idle, f.Sessions.absolute)
 	if err != nil {
 		return f.internal(c, "list sessions", err)
+	}
+	if v.Identities, err = f.store.OIDCIdentities(ctx, s.Instance.ID, s.Account.ID); err != nil {
+		return f.internal(c, "list identities", err)
+	}
+	for _, l := range f.providerLinks(c, s.Instance.ID, AccountPath(s.Instance.ID)+"/identities/connect/") {
+		linked := false
+		for _, id := range v.Identities {
+			linked = linked || strings.HasSuffix(l.URL, "/"+id.ProviderID)
+		}
+		if !linked {
+			v.Connect = append(v.Connect, l)
+		}
 	}
 	cat := f.copyFor(c)
 	for _, ss := range sessions {
