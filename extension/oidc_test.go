@@ -121,7 +121,8 @@ func TestOIDCIdentities(t *testing.T) {
 			t.Errorf("LocalCredentials: %q, %v; want no hash", hash, err)
 		}
 		// The identity cannot be linked to another account.
-		if err := tm.s.LinkOIDCIdentity(ctx, "i-1", tm.owner.ID, p.ID, claims("sub-inv", "invited@example.com")); !errors.Is(err, extension.ErrIdentityLinked) {
+		other := tm.invite(t, tm.owner, "other@example.com", extension.RoleMember)
+		if err := tm.s.LinkOIDCIdentity(ctx, "i-1", other.ID, p.ID, claims("sub-inv", "invited@example.com")); !errors.Is(err, extension.ErrIdentityLinked) {
 			t.Errorf("linking another's identity: %v, want %v", err, extension.ErrIdentityLinked)
 		}
 		// Provisioning an address that has a local account is refused.
@@ -139,16 +140,21 @@ func TestOIDCIdentities(t *testing.T) {
 		if err := tm.s.UnlinkOIDCIdentity(ctx, "i-1", invited.ID, ids[0].ID); !errors.Is(err, extension.ErrLastWayIn) {
 			t.Errorf("unlinking the last way in: %v, want %v", err, extension.ErrLastWayIn)
 		}
-		// A platform user always has the control panel.
-		if err := tm.s.LinkOIDCIdentity(ctx, "i-1", tm.owner.ID, p.ID, claims("sub-owner", "owner@example.com")); err != nil {
+		// A control panel user signs in through the control panel only.
+		if err := tm.s.LinkOIDCIdentity(ctx, "i-1", tm.owner.ID, p.ID, claims("sub-owner", "owner@example.com")); !errors.Is(err, extension.ErrNotLocalAccount) {
+			t.Errorf("linking a platform user: %v, want %v", err, extension.ErrNotLocalAccount)
+		}
+		// A local account with a password may drop its identity: the password is a way in.
+		local := tm.invite(t, tm.owner, "local@example.com", extension.RoleMember)
+		if err := tm.s.LinkOIDCIdentity(ctx, "i-1", local.ID, p.ID, claims("sub-local", "local@example.com")); err != nil {
 			t.Fatal(err)
 		}
-		owned, _ := tm.s.OIDCIdentities(ctx, "i-1", tm.owner.ID)
+		owned, _ := tm.s.OIDCIdentities(ctx, "i-1", local.ID)
 		if err := tm.s.UnlinkOIDCIdentity(ctx, "i-1", invited.ID, owned[0].ID); !errors.Is(err, extension.ErrNotFound) {
 			t.Errorf("unlinking another account's identity: %v, want %v", err, extension.ErrNotFound)
 		}
-		if err := tm.s.UnlinkOIDCIdentity(ctx, "i-1", tm.owner.ID, owned[0].ID); err != nil {
-			t.Errorf("unlinking a platform user's identity: %v", err)
+		if err := tm.s.UnlinkOIDCIdentity(ctx, "i-1", local.ID, owned[0].ID); err != nil {
+			t.Errorf("unlinking beside a password: %v", err)
 		}
 	})
 }

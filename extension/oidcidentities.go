@@ -117,12 +117,17 @@ func (s *Store) linkIdentity(tx *gorm.DB, instanceID, accountID, providerID stri
 		Detail: map[string]string{"provider": name, "email": c.Email, "account": accountID}})
 }
 
-// LinkOIDCIdentity links an identity to a signed-in account of the instance (connecting
-// a provider from the account page). ErrIdentityLinked when another account has it.
+// LinkOIDCIdentity links an identity to a signed-in local account of the instance
+// (connecting a provider from the account page). ErrIdentityLinked when another account
+// has it; ErrNotLocalAccount for a control panel user's account.
 func (s *Store) LinkOIDCIdentity(ctx context.Context, instanceID, accountID, providerID string, c OIDCClaims) error {
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if _, err := instanceAccount(tx, instanceID, accountID); err != nil {
+		acc, err := instanceAccount(tx, instanceID, accountID)
+		if err != nil {
 			return err
+		}
+		if acc.PlatformUserID != nil {
+			return ErrNotLocalAccount // control panel users sign in through the control panel
 		}
 		return s.linkIdentity(tx, instanceID, accountID, providerID, c, accountID)
 	})

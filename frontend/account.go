@@ -95,7 +95,11 @@ func (f *Frontend) renderAccount(c echo.Context, status int, v accountView) erro
 	if v.Identities, err = f.store.OIDCIdentities(ctx, s.Instance.ID, s.Account.ID); err != nil {
 		return f.internal(c, "list identities", err)
 	}
-	for _, l := range f.providerLinks(c, s.Instance.ID, AccountPath(s.Instance.ID)+"/identities/connect/") {
+	var connectable []providerLink
+	if v.Local { // control panel users sign in through the control panel
+		connectable = f.providerLinks(c, s.Instance.ID, AccountPath(s.Instance.ID)+"/identities/connect/")
+	}
+	for _, l := range connectable {
 		linked := false
 		for _, id := range v.Identities {
 			linked = linked || strings.HasSuffix(l.URL, "/"+id.ProviderID)

@@ -117,9 +117,13 @@ func (f *Frontend) decide(c echo.Context, p extension.OIDCProvider, fl oidcFlow,
 		if err != nil || s.Account.ID != fl.Account {
 			return refuse(reasonState) // signed out or another account meanwhile
 		}
-		if err := f.store.LinkOIDCIdentity(ctx, fl.Instance, fl.Account, p.ID, id.oidcClaims()); errors.Is(err, extension.ErrIdentityLinked) {
+		err = f.store.LinkOIDCIdentity(ctx, fl.Instance, fl.Account, p.ID, id.oidcClaims())
+		switch {
+		case errors.Is(err, extension.ErrIdentityLinked):
 			return refuse(reasonLinked)
-		} else if err != nil {
+		case errors.Is(err, extension.ErrNotLocalAccount):
+			return f.Problem(c, http.StatusForbidden, "oidc.platform_account", AccountPath(fl.Instance))
+		case err != nil:
 			return f.internal(c, "link identity", err)
 		}
 		f.logger.InfoContext(ctx, "identity connected", "instance_id", fl.Instance, "account_id", fl.Account, "provider_id", p.ID)

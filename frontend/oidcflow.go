@@ -143,6 +143,15 @@ func (f *Frontend) StartOIDC(c echo.Context) error {
 // the session: a sign-in at the provider that links its identity to the signed-in account.
 func (f *Frontend) ConnectOIDC(c echo.Context) error {
 	s, _ := SignedInFrom(c.Request().Context())
+	// Another instance's provider is none of this page's business, whoever asks.
+	if _, err := f.store.OIDCProviderByID(c.Request().Context(), s.Instance.ID, strings.ToLower(c.Param("providerId"))); errors.Is(err, extension.ErrNotFound) {
+		return f.Problem(c, http.StatusNotFound, "error.not_found", "")
+	} else if err != nil {
+		return f.internal(c, "load provider", err)
+	}
+	if !s.Account.Local() {
+		return f.Problem(c, http.StatusForbidden, "oidc.platform_account", AccountPath(s.Instance.ID))
+	}
 	return f.startFlow(c, oidcFlow{Instance: s.Instance.ID, Provider: c.Param("providerId"), Intent: intentConnect, Account: s.Account.ID})
 }
 

@@ -83,8 +83,8 @@ var accessRows = []struct {
 	{"GET", "/app/:instanceId/login/oidc/:providerId", public, ""},
 	{"GET", "/login/oidc/callback", public, ""},
 	{"GET", "/invite/:token/oidc/:providerId", public, "the token is made up: no invitation of ours"},
-	{"GET", "/app/:instanceId/account/identities/connect/:providerId", anyRole, ""},
-	{"POST", "/app/:instanceId/account/identities/:identityId/remove", anyRole, "the identity is the owner's: nobody else's to remove"},
+	{"GET", "/app/:instanceId/account/identities/connect/:providerId", localAccount, ""},
+	{"POST", "/app/:instanceId/account/identities/:identityId/remove", anyRole, "the identity is the admin's: nobody else's to remove"},
 	{"POST", "/app/:instanceId/settings/sign-in/providers", ownerRole, ""},
 	{"GET", "/app/:instanceId/settings/sign-in/providers/new", ownerRole, ""},
 	{"GET", "/app/:instanceId/settings/sign-in/providers/:providerId", ownerRole, ""},
@@ -176,7 +176,7 @@ func newAccessFixture(t *testing.T) *accessFixture {
 		}
 		into["invitationId"] = inv.ID
 		into["token"] = strings.Repeat("A", 43) // a link page is public; no link of ours
-		// A provider (a real one in-process, so a sign-in can start), and the owner's
+		// A provider (a real one in-process, so a sign-in can start), and an admin's
 		// identity there.
 		p, err := app.Store.SaveOIDCProvider(ctx, owners[inst].ID, extension.OIDCProvider{InstanceID: inst, Template: "custom",
 			Name: "IdP", Issuer: idp.Issuer(), ClientID: idp.ClientID, Scopes: []string{"openid", "email"},
@@ -185,10 +185,14 @@ func newAccessFixture(t *testing.T) *accessFixture {
 			t.Fatal(err)
 		}
 		into["providerId"] = p.ID
-		if err := app.Store.LinkOIDCIdentity(ctx, inst, owners[inst].ID, p.ID, extension.OIDCClaims{Subject: "owner-" + inst}); err != nil {
+		holder := local(inst, "identity@example.test", extension.RoleAdmin)
+		if inst == f.a {
+			holder = f.accounts["admin"]
+		}
+		if err := app.Store.LinkOIDCIdentity(ctx, inst, holder.ID, p.ID, extension.OIDCClaims{Subject: "admin-" + inst}); err != nil {
 			t.Fatal(err)
 		}
-		ids, err := app.Store.OIDCIdentities(ctx, inst, owners[inst].ID)
+		ids, err := app.Store.OIDCIdentities(ctx, inst, holder.ID)
 		if err != nil || len(ids) != 1 {
 			t.Fatalf("owner's identities: %v, %v", ids, err)
 		}
