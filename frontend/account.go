@@ -43,9 +43,11 @@ type accountView struct {
 	Name     string
 	Email    string
 	Language string // "", "en" or "de"
-	Local    bool   // signs in with a password here
-	Role     string
-	Done     string // a confirmation: done* or ""
+	Local    bool   // a local account: signs in with a password or a provider here
+	// NoPassword: a local account made through a provider, which has no password here.
+	NoPassword bool
+	Role       string
+	Done       string // a confirmation: done* or ""
 	// ProfileProblem and PasswordProblem are copy keys of what went wrong with a form.
 	ProfileProblem  string
 	PasswordProblem string
@@ -107,6 +109,13 @@ func (f *Frontend) renderAccount(c echo.Context, status int, v accountView) erro
 		if !linked {
 			v.Connect = append(v.Connect, l)
 		}
+	}
+	if v.Local {
+		_, hash, err := f.store.LocalCredentials(ctx, s.Instance.ID, s.Account.Email)
+		if err != nil && !errors.Is(err, extension.ErrNotFound) {
+			return f.internal(c, "load credentials", err)
+		}
+		v.NoPassword = hash == ""
 	}
 	cat := f.copyFor(c)
 	for _, ss := range sessions {
@@ -272,6 +281,10 @@ func (f *Frontend) ChangeOwnPassword(c echo.Context) error {
 	}
 	if err != nil {
 		return f.internal(c, "load credentials", err)
+	}
+	if hash == "" {
+		// Made through a provider: no password to change, and none to set without one.
+		return fail(http.StatusConflict, "account.password.oidc_info")
 	}
 	match, err := f.hasher.Verify(ctx, p.Current, hash)
 	switch {

@@ -232,7 +232,11 @@ func (f *Frontend) NewProvider(c echo.Context) error {
 	if !ok {
 		tmpl, _ = extension.OIDCTemplateByKey("custom")
 	}
-	return f.renderProvider(c, http.StatusOK, providerView{Form: providerForm{Template: tmpl.Key, Name: tmpl.Label,
+	name := tmpl.Label
+	if tmpl.Key == "custom" {
+		name = "" // the owner's name for it: "OpenID Connect" says nothing on a sign-in page
+	}
+	return f.renderProvider(c, http.StatusOK, providerView{Form: providerForm{Template: tmpl.Key, Name: name,
 		Issuer: tmpl.Issuer, Scopes: strings.Join(tmpl.Scopes, " "), DefaultRole: extension.RoleMember}})
 }
 
