@@ -159,6 +159,34 @@ func TestOIDCIdentities(t *testing.T) {
 	})
 }
 
+// Turning password sign-in off ends the sessions of accounts that signed in with a
+// password, and keeps those of accounts that have none (made through a provider).
+func TestPasswordOffKeepsProviderSessions(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		p, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, googleProvider("i-1"), "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		withPassword := tm.invite(t, tm.owner, "pw@example.com", extension.RoleMember)
+		viaProvider, err := tm.s.ProvisionOIDCAccount(ctx, "i-1", p.ID, claims("sub-1", "idp@example.com"), extension.RoleMember)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pwSession, idpSession := createSession(t, tm.s, withPassword, time.Hour), createSession(t, tm.s, viaProvider, time.Hour)
+		if _, err := tm.s.UpdateInstanceSettings(ctx, "i-1", tm.owner.ID, extension.InstanceSettings{DefaultRole: extension.RoleMember}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tm.s.SessionByID(ctx, pwSession, time.Hour, time.Hour); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("password account's session after password sign-in off: %v, want %v", err, extension.ErrNotFound)
+		}
+		if _, err := tm.s.SessionByID(ctx, idpSession, time.Hour, time.Hour); err != nil {
+			t.Errorf("provider account's session after password sign-in off: %v", err)
+		}
+	})
+}
+
 // A sign-in's state is used once.
 func TestOIDCStateUsedOnce(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d extension.Dialect) {

@@ -186,6 +186,10 @@ func TestOIDCInBrowser(t *testing.T) {
 		}
 		shot(carla, "refused-wrong-account."+c.lang)
 	}
+	// Neither the client secret nor a token (a JWT starts with eyJ) reached a log line.
+	if logs := app.Logs.String(); strings.Contains(logs, "ext-secret-Lq7vPz2") || strings.Contains(logs, "eyJ") {
+		t.Error("a log line holds the client secret or a token")
+	}
 	if !browsertest.HasAxe() {
 		browsertest.Unavailable(t, browsertest.MissingAxe)
 	}
