@@ -77,3 +77,35 @@ func FuzzCallbackQuery(f *testing.F) {
 		}
 	})
 }
+
+// A provider's claims are JSON of any shape: reading them never panics, and an address
+// counts as verified only when the template's verified claim says so.
+func FuzzIdentityClaims(f *testing.F) {
+	f.Add(`{"email":"a@example.com","email_verified":true,"groups":["staff"]}`)
+	f.Add(`{"email":["a"],"email_verified":"true","name":{"x":1},"groups":"staff"}`)
+	f.Add(`{"email":"a@example.com","xms_edov":"1"}`)
+	f.Fuzz(func(t *testing.T, raw string) {
+		var claims map[string]any
+		if json.Unmarshal([]byte(raw), &claims) != nil {
+			return
+		}
+		for _, tmpl := range extension.OIDCTemplates() {
+			id := identityOf(tmpl, "sub", claims)
+			_ = id.claimValues("groups")
+			if n := id.normalized(); n != "" && !id.Verified {
+				t.Fatalf("%s: unverified address %q normalised as verified", tmpl.Key, n)
+			}
+			switch v := claims[tmpl.VerifiedClaim].(type) {
+			case bool:
+				if id.Verified != v {
+					t.Fatalf("%s: verified %v from %v", tmpl.Key, id.Verified, v)
+				}
+			case string:
+			default:
+				if id.Verified {
+					t.Fatalf("%s: verified from %T", tmpl.Key, v)
+				}
+			}
+		}
+	})
+}

@@ -151,6 +151,15 @@ func (f *Frontend) exchange(c echo.Context, p extension.OIDCProvider, fl oidcFlo
 		case ui.Subject != idt.Subject:
 			log.InfoContext(ctx, "userinfo of another subject ignored")
 		case ui.Claims(&more) == nil:
+			// An address of the userinfo that is not the ID token's brings neither itself
+			// nor its verification: the verified claim must speak of the address used.
+			tmpl := p.TemplateInfo()
+			signed, inToken := claims[tmpl.EmailClaim].(string)
+			other, inUserinfo := more[tmpl.EmailClaim].(string)
+			if inToken && (inUserinfo && other != signed || !inUserinfo && more[tmpl.EmailClaim] != nil) {
+				delete(more, tmpl.EmailClaim)
+				delete(more, tmpl.VerifiedClaim)
+			}
 			for k, v := range more {
 				if _, signed := claims[k]; !signed { // the signed ID token wins
 					claims[k] = v

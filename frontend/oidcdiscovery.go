@@ -74,7 +74,7 @@ type cachedProvider struct {
 	fetched time.Time
 }
 
-// provider returns go-oidc's provider of an issuer, which checks that the discovery
+// oidcProvider returns go-oidc's provider of an issuer, which checks that the discovery
 // document names that very issuer.
 func (f *Frontend) oidcProvider(ctx context.Context, issuer string) (*oidc.Provider, error) {
 	now := time.Now()

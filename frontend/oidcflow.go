@@ -178,6 +178,13 @@ func (f *Frontend) InviteOIDC(c echo.Context) error {
 func (f *Frontend) startFlow(c echo.Context, fl oidcFlow) error {
 	ctx := c.Request().Context()
 	c.Response().Header().Set("Cache-Control", "no-store")
+	// Each start costs a trip to the provider on the way back, and each failed way back
+	// an audit entry: starts share the sign-in form's limit per address.
+	if !f.loginLimit.allow(c.RealIP()) {
+		f.refusals.Refused(ctx, "provider sign-in rate limited", c.RealIP())
+		c.Response().Header().Set("Retry-After", "1")
+		return f.Problem(c, http.StatusTooManyRequests, "error.too_many", "")
+	}
 	if !uuidPattern.MatchString(fl.Provider) {
 		return f.Problem(c, http.StatusNotFound, "error.not_found", "")
 	}

@@ -48,6 +48,7 @@ type providerView struct {
 	Form         providerForm
 	TemplateName string
 	CallbackURL  string
+	GroupsClaim  string // the claim the template's provider names groups in, for the hint
 	// Problem is a copy key of what is wrong with the field named by Field; Found is the
 	// issuer the discovery document names, when it is not the one typed.
 	Problem, Field, Found string
@@ -208,13 +209,13 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// providerProblem renders a provider's page again with what was typed and the problem.
+// renderProvider renders a provider's page: its form, with what was typed and the problem.
 func (f *Frontend) renderProvider(c echo.Context, status int, v providerView) error {
 	s, _ := SignedInFrom(c.Request().Context())
 	v.Tabs = tabsFor(s, tabSettings)
 	v.CallbackURL = f.callbackURL()
 	tmpl, _ := extension.OIDCTemplateByKey(v.Form.Template)
-	v.TemplateName = tmpl.Label
+	v.TemplateName, v.GroupsClaim = tmpl.Label, tmpl.GroupsClaim
 	if status == http.StatusOK {
 		return f.renderReloadable(c, status, pageProvider, v)
 	}
