@@ -27,7 +27,7 @@ type OIDCTemplate struct {
 // oidcTemplates are the templates, in the order the settings page offers them.
 var oidcTemplates = []OIDCTemplate{
 	{Key: "google", Label: "Google", Issuer: "https://accounts.google.com", Scopes: []string{"openid", "email", "profile"},
-		EmailClaim: "email", VerifiedClaim: "email_verified", NameClaim: "name", GroupsClaim: "hd", SelectAccount: true},
+		EmailClaim: "email", VerifiedClaim: "email_verified", NameClaim: "name", SelectAccount: true}, // no groups; a Workspace domain is the claim hd
 	// Microsoft's email claim is set by the tenant's admins, may be changed by them and is
 	// not verified: it is trusted only with the optional claim xms_edov (the e-mail's
 	// domain is verified by the tenant that owns it), which the app registration must ask for.
