@@ -38,6 +38,9 @@ func (s *Store) Rekey(ctx context.Context) (RekeyStats, error) {
 		if err := s.rekeyUserTokens(ctx, &stats, pass == 0); err != nil {
 			return stats, err
 		}
+		if err := s.rekeyClientSecrets(ctx, &stats, pass == 0); err != nil {
+			return stats, err
+		}
 		if stats.Changed == changed {
 			return stats, nil
 		}
@@ -143,6 +146,50 @@ WHERE instance_id = ? AND platform_user_id = ? AND sealed_token = ? AND sealed_r
 				stats.Resealed++
 			} else {
 				stats.Changed++ // refreshed meanwhile: the next pass looks at the new value
+			}
+		}
+	}
+}
+
+// rekeyClientSecrets seals OpenID Connect providers' client secrets again with the first
+// key, swapping a value only while it is still the one read.
+func (s *Store) rekeyClientSecrets(ctx context.Context, stats *RekeyStats, first bool) error {
+	lastID := ""
+	for {
+		var batch []providerRow
+		err := s.db.WithContext(ctx).Select("id", "sealed_client_secret").
+			Where("id > ? AND sealed_client_secret <> ''", lastID).Order("id").Limit(200).Find(&batch).Error
+		if err != nil {
+			return fmt.Errorf("rekey: list client secrets: %w", translate(err))
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		for _, p := range batch {
+			lastID = p.ID
+			if s.keys.SealedWithCurrentKey(p.SealedClientSecret) {
+				if first {
+					stats.Current++
+				}
+				continue
+			}
+			plain, err := s.keys.Open(p.SealedClientSecret, clientSecretAAD(p.ID))
+			if err != nil {
+				return fmt.Errorf("rekey: client secret of provider %s: %w", p.ID, err)
+			}
+			sealed, err := s.keys.Seal(plain, clientSecretAAD(p.ID))
+			if err != nil {
+				return fmt.Errorf("rekey: client secret of provider %s: %w", p.ID, err)
+			}
+			res := s.db.WithContext(ctx).Exec(`UPDATE oidc_providers SET sealed_client_secret = ? WHERE id = ? AND sealed_client_secret = ?`,
+				sealed, p.ID, p.SealedClientSecret)
+			if res.Error != nil {
+				return fmt.Errorf("rekey: client secret of provider %s: %w", p.ID, translate(res.Error))
+			}
+			if res.RowsAffected == 1 {
+				stats.Resealed++
+			} else {
+				stats.Changed++ // changed by an owner meanwhile: the next pass looks again
 			}
 		}
 	}

@@ -163,10 +163,12 @@ ON CONFLICT (instance_id) DO UPDATE SET default_role = excluded.default_role, al
 			return translateRef(err)
 		}
 		// Turning password sign-in off ends the sessions of the instance's local accounts
-		// with it: they signed in with a password, which no longer lets anyone in.
+		// with it: they signed in with a password, which no longer lets anyone in. An
+		// account without a password (made through an OpenID Connect provider) signed in
+		// there, and keeps its sessions.
 		if before.PasswordLogin && !set.PasswordLogin {
 			if err := tx.Exec(`DELETE FROM sessions WHERE instance_id = ? AND account_id IN
-	(SELECT id FROM accounts WHERE instance_id = ? AND platform_user_id IS NULL)`, instanceID, instanceID).Error; err != nil {
+	(SELECT id FROM accounts WHERE instance_id = ? AND platform_user_id IS NULL AND password_hash <> '')`, instanceID, instanceID).Error; err != nil {
 				return translate(err)
 			}
 		}

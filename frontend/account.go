@@ -32,6 +32,9 @@ const (
 	doneProfile  = "profile"
 	donePassword = "password"
 	doneSessions = "sessions"
+	// doneConnected and doneDisconnected confirm a provider connected or disconnected.
+	doneConnected    = "connected"
+	doneDisconnected = "disconnected"
 )
 
 // accountView is what the account page shows.
@@ -40,15 +43,22 @@ type accountView struct {
 	Name     string
 	Email    string
 	Language string // "", "en" or "de"
-	Local    bool   // signs in with a password here
-	Role     string
-	Done     string // a confirmation: done* or ""
+	Local    bool   // a local account: signs in with a password or a provider here
+	// NoPassword: a local account made through a provider, which has no password here.
+	NoPassword bool
+	Role       string
+	Done       string // a confirmation: done* or ""
 	// ProfileProblem and PasswordProblem are copy keys of what went wrong with a form.
 	ProfileProblem  string
 	PasswordProblem string
 	SessionsProblem string
 	Sessions        []sessionView
 	Others          bool // there are sessions besides this browser's
+	// Identities are the providers' identities linked to the account; Connect the
+	// instance's enabled providers it may still connect.
+	Identities      []extension.OIDCIdentity
+	Connect         []providerLink
+	IdentityProblem string
 }
 
 type sessionView struct {
@@ -64,7 +74,7 @@ func (f *Frontend) Account(c echo.Context) error {
 	s, _ := SignedInFrom(c.Request().Context())
 	v := accountView{Name: s.Account.Name, Language: s.Account.Language}
 	switch d := c.QueryParam("done"); d {
-	case doneProfile, donePassword, doneSessions:
+	case doneProfile, donePassword, doneSessions, doneConnected, doneDisconnected:
 		v.Done = d
 	}
 	return f.renderAccount(c, http.StatusOK, v)
@@ -83,6 +93,29 @@ func (f *Frontend) renderAccount(c echo.Context, status int, v accountView) erro
 	sessions, err := f.store.AccountSessions(ctx, s.Instance.ID, s.Account.ID, f.Sessions.idle, f.Sessions.absolute)
 	if err != nil {
 		return f.internal(c, "list sessions", err)
+	}
+	if v.Identities, err = f.store.OIDCIdentities(ctx, s.Instance.ID, s.Account.ID); err != nil {
+		return f.internal(c, "list identities", err)
+	}
+	var connectable []providerLink
+	if v.Local { // control panel users sign in through the control panel
+		connectable = f.providerLinks(c, s.Instance.ID, AccountPath(s.Instance.ID)+"/identities/connect/")
+	}
+	for _, l := range connectable {
+		linked := false
+		for _, id := range v.Identities {
+			linked = linked || strings.HasSuffix(l.URL, "/"+id.ProviderID)
+		}
+		if !linked {
+			v.Connect = append(v.Connect, l)
+		}
+	}
+	if v.Local {
+		_, hash, err := f.store.LocalCredentials(ctx, s.Instance.ID, s.Account.Email)
+		if err != nil && !errors.Is(err, extension.ErrNotFound) {
+			return f.internal(c, "load credentials", err)
+		}
+		v.NoPassword = hash == ""
 	}
 	cat := f.copyFor(c)
 	for _, ss := range sessions {
@@ -248,6 +281,10 @@ func (f *Frontend) ChangeOwnPassword(c echo.Context) error {
 	}
 	if err != nil {
 		return f.internal(c, "load credentials", err)
+	}
+	if hash == "" {
+		// Made through a provider: no password to change, and none to set without one.
+		return fail(http.StatusConflict, "account.password.oidc_info")
 	}
 	match, err := f.hasher.Verify(ctx, p.Current, hash)
 	switch {

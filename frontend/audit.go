@@ -36,6 +36,8 @@ var auditKinds = []string{
 	extension.AuditInvitationCreated, extension.AuditInvitationReissued, extension.AuditInvitationRevoked, extension.AuditInvitationAccepted,
 	extension.AuditRoleChanged, extension.AuditAccountRemoved, extension.AuditOwnershipTransferred, extension.AuditOwnershipReclaimed,
 	extension.AuditSettingsChanged,
+	extension.AuditSignInRefused, extension.AuditIdentityLinked, extension.AuditIdentityUnlinked, extension.AuditAccountProvisioned,
+	extension.AuditOIDCProviderAdded, extension.AuditOIDCProviderChanged, extension.AuditOIDCProviderDeleted,
 	auditActionStarted, auditActionEnded,
 }
 
@@ -221,6 +223,8 @@ func describeAudit(cat catalog, ev extension.AuditEvent) auditLine {
 	case extension.AuditSignIn:
 		if m := d["method"]; m == "password" || m == "platform" {
 			what("audit.what.sign_in." + m)
+		} else if m == "oidc" {
+			what("audit.what.sign_in.oidc", "provider", d["provider"])
 		} else {
 			what("audit.what.sign_in")
 		}
@@ -258,6 +262,22 @@ func describeAudit(cat catalog, ev extension.AuditEvent) auditLine {
 		fact("audit.fact.role", role(d["role"]))
 	case extension.AuditOwnershipTransferred, extension.AuditOwnershipReclaimed:
 		what("audit.what."+ev.Kind, "name", name)
+	case extension.AuditSignInRefused:
+		reason := cat.text("oidc.refused." + d["reason"] + ".title")
+		what("audit.what."+ev.Kind, "provider", d["provider"], "reason", reason)
+		fact("audit.fact.email", d["email"])
+	case extension.AuditIdentityLinked, extension.AuditIdentityUnlinked:
+		what("audit.what."+ev.Kind, "provider", d["provider"])
+		fact("audit.fact.email", d["email"])
+	case extension.AuditAccountProvisioned:
+		what("audit.what."+ev.Kind, "provider", d["provider"], "role", role(d["role"]))
+		fact("audit.fact.email", d["email"])
+	case extension.AuditOIDCProviderAdded, extension.AuditOIDCProviderChanged, extension.AuditOIDCProviderDeleted:
+		what("audit.what."+ev.Kind, "name", d["name"])
+		fact("audit.fact.issuer", d["issuer"])
+		if e := d["enabled"]; e == "true" || e == "false" {
+			fact("audit.fact.enabled", cat.text("audit.fact.enabled."+e))
+		}
 	case extension.AuditSettingsChanged:
 		what("audit.what." + ev.Kind)
 		settingsFacts(cat, d, fact, role)

@@ -95,6 +95,21 @@ func newEngine(secure bool, logger *slog.Logger) (*Engine, error) {
 			"t": func(key string, args ...string) string { return cat.text(key, args...) },
 			// has reports whether the copy has key: a problem's hint is optional.
 			"has": func(key string) bool { _, ok := cat[key]; return ok },
+			// dict passes several values to a partial: dict "key" value "key" value….
+			"dict": func(kv ...any) (map[string]any, error) {
+				if len(kv)%2 != 0 {
+					return nil, fmt.Errorf("dict: odd number of arguments")
+				}
+				m := map[string]any{}
+				for i := 0; i < len(kv); i += 2 {
+					k, ok := kv[i].(string)
+					if !ok {
+						return nil, fmt.Errorf("dict: key %v is not a string", kv[i])
+					}
+					m[k] = kv[i+1]
+				}
+				return m, nil
+			},
 		}
 		for _, file := range pageFiles {
 			name := strings.TrimSuffix(path.Base(file), ".html")

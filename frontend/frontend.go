@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"time"
 
@@ -40,7 +41,12 @@ type Config struct {
 	// DefaultRole (EXT_DEFAULT_ROLE) is the role of control panel users provisioned after
 	// an instance's first, until an owner saves the instance's own; "": member.
 	DefaultRole string
-	Logger      *slog.Logger
+	// OIDCClient fetches OpenID Connect providers' documents, keys and tokens; nil: one
+	// with a 10-second timeout.
+	OIDCClient *http.Client
+	// Now is the clock ID tokens are checked against; nil: the wall clock.
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Frontend is the page engine, the browser sessions and the pages built on them.
@@ -62,6 +68,9 @@ type Frontend struct {
 	forgotLimit *loginLimiter
 	forgotSlots chan struct{}
 	defaultRole string
+	oidcClient  *http.Client
+	providers   *oidcProviders
+	now         func() time.Time
 }
 
 // New checks cfg and parses every page.
@@ -93,6 +102,13 @@ func New(cfg Config) (*Frontend, error) {
 		return nil, fmt.Errorf("frontend: default role %q: want owner, admin or member", cfg.DefaultRole)
 	}
 	secure := u.Scheme == "https"
+	oidcClient, now := cfg.OIDCClient, cfg.Now
+	if oidcClient == nil {
+		oidcClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if now == nil {
+		now = time.Now
+	}
 	hasher := cfg.Hasher
 	if hasher == nil {
 		hasher = extension.NewPasswordHasher(extension.PasswordOWASP, 0, -1)
@@ -118,5 +134,8 @@ func New(cfg Config) (*Frontend, error) {
 		forgotLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}, limit: forgotRate, burst: forgotBurst},
 		forgotSlots: make(chan struct{}, forgotPending),
 		defaultRole: cfg.DefaultRole,
+		oidcClient:  oidcClient,
+		providers:   &oidcProviders{byIssue: map[string]cachedProvider{}},
+		now:         now,
 	}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/extension"
@@ -25,8 +26,19 @@ type pagesEnv struct {
 
 func newPagesEnv(t *testing.T, d extension.Dialect) *pagesEnv {
 	t.Helper()
-	app := apptest.New(t, apptest.Options{Dialect: d})
+	return newPagesEnvWith(t, d, nil)
+}
+
+// newPagesEnvWith is newPagesEnv with more routes, which routes registers, and the
+// frontend on the app's clock.
+func newPagesEnvWith(t *testing.T, d extension.Dialect, routes func(*apptest.App)) *pagesEnv {
+	t.Helper()
+	clk := extensiontest.NewClock(time.Now().Truncate(time.Second))
+	app := apptest.New(t, apptest.Options{Dialect: d, Clock: clk, Frontend: func(fc *frontend.Config) { fc.Now = clk.Now }})
 	p := app.Pages
+	if routes != nil {
+		routes(app)
+	}
 	app.Front.GET("/app", p.AppIndex)
 	app.Front.GET("/app/:instanceId", p.Dashboard, p.RequireSession())
 	app.Front.GET("/app/:instanceId/login", p.Login)

@@ -40,6 +40,8 @@ type inviteView struct {
 	DashboardURL string
 	Form         passwordForm
 	Min, Max     string // the password's length rule
+	// Providers accept the invitation by signing in at one of the instance's providers.
+	Providers []providerLink
 }
 
 // resetView is the page of a password-reset link.
@@ -126,6 +128,9 @@ func (f *Frontend) invitationPage(c echo.Context, inv extension.Invitation, stat
 		v.State, status = linkUsed, http.StatusGone
 	case extension.InvitationRevoked:
 		v.State, status = linkRevoked, http.StatusGone
+	}
+	if token, ok := linkToken(c); ok && v.State == linkReady {
+		v.Providers = f.providerLinks(c, inv.InstanceID, "/invite/"+token.Reveal()+"/oidc/")
 	}
 	if s, err := f.Sessions.Read(c, inv.InstanceID); err == nil {
 		v.SignedInAs, v.DashboardURL = s.Account.DisplayName(), AppPath(inv.InstanceID)

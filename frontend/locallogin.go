@@ -63,6 +63,7 @@ type loginView struct {
 	Forgot        bool   // "forgot password" is offered: e-mail is set up
 	Email         string // shown again after a failure; never the password
 	Problem       string // copy key of what went wrong
+	Providers     []providerLink
 }
 
 // loginForm is the sign-in form's input.
@@ -110,8 +111,9 @@ func (f *Frontend) SubmitLogin(c echo.Context) error {
 		return f.Problem(c, http.StatusBadRequest, "error.bad_request", "")
 	}
 	form := parseLoginForm(values)
+	providers := f.providerLinks(c, id, LoginPath(id)+"/oidc/")
 	view := loginView{InstanceID: id, PlatformLogin: "/login/mstudio", PasswordLogin: settings.PasswordLogin, Email: form.Email,
-		Forgot: f.mailer != nil}
+		Forgot: f.mailer != nil, Providers: providers}
 	fail := func(status int, problem string) error {
 		view.Problem = problem
 		if status == http.StatusTooManyRequests {
@@ -132,6 +134,11 @@ func (f *Frontend) SubmitLogin(c echo.Context) error {
 	acc, hash, err := extension.Account{}, "", extension.ErrNotFound
 	if !form.Unusable {
 		acc, hash, err = f.store.LocalCredentials(ctx, id, form.Email)
+		if err == nil && hash == "" {
+			// An account made through an OpenID Connect provider has no password: it signs
+			// in there, and a password sign-in fails as for an unknown address.
+			err = extension.ErrNotFound
+		}
 	}
 	if errors.Is(err, extension.ErrNotFound) {
 		// The same work as for a known address, so the time says nothing either.

@@ -91,8 +91,9 @@ func (f *Frontend) Login(c echo.Context) error {
 	if !ok {
 		return err
 	}
+	providers := f.providerLinks(c, id, LoginPath(id)+"/oidc/")
 	return f.renderReloadable(c, http.StatusOK, pageLogin, loginView{InstanceID: id, PlatformLogin: "/login/mstudio",
-		PasswordLogin: settings.PasswordLogin, Forgot: f.mailer != nil})
+		PasswordLogin: settings.PasswordLogin, Forgot: f.mailer != nil, Providers: providers})
 }
 
 // signInSettings returns the sign-in settings of the instance a sign-in page names, if it

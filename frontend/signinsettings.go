@@ -35,6 +35,15 @@ type settingsView struct {
 	PasswordOnly []string
 	// PasswordOff: password sign-in is off now (as stored), and PasswordOnly are locked out.
 	PasswordOff bool
+	// Providers are the instance's OpenID Connect providers; Templates those that can be
+	// added; CallbackURL the redirect URI every provider registers.
+	Providers   []extension.OIDCProvider
+	Templates   []extension.OIDCTemplate
+	CallbackURL string
+	// ProviderSaved is the provider just saved, whose issuer answered as itself;
+	// ProviderDone confirms a provider disabled, enabled or deleted.
+	ProviderSaved *extension.OIDCProvider
+	ProviderDone  string
 }
 
 // settingsForm is the settings form's input.
@@ -123,12 +132,29 @@ func (f *Frontend) renderSettings(c echo.Context, status int, v settingsView, st
 	if err != nil {
 		return f.internal(c, "list accounts", err)
 	}
+	linked, err := f.store.AccountsWithIdentities(ctx, s.Instance.ID)
+	if err != nil {
+		return f.internal(c, "list identities", err)
+	}
 	for _, a := range accounts {
-		if a.Local() {
+		if a.Local() && !linked[a.ID] {
 			v.PasswordOnly = append(v.PasswordOnly, a.DisplayName())
 		}
 	}
 	v.PasswordOff = !stored.PasswordLogin && len(v.PasswordOnly) > 0
+	if v.Providers, err = f.store.OIDCProviders(ctx, s.Instance.ID); err != nil {
+		return f.internal(c, "list providers", err)
+	}
+	v.Templates, v.CallbackURL = extension.OIDCTemplates(), f.callbackURL()
+	for i, p := range v.Providers {
+		if p.ID == c.QueryParam("provider_saved") {
+			v.ProviderSaved = &v.Providers[i]
+		}
+	}
+	switch d := c.QueryParam("provider_done"); d {
+	case "disable", "enable", "delete":
+		v.ProviderDone = d
+	}
 	if status == http.StatusOK {
 		return f.renderReloadable(c, status, pageSettings, v)
 	}

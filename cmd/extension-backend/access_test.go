@@ -11,6 +11,7 @@ import (
 	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
+	"github.com/oauth2-proxy/mockoidc"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -79,6 +80,19 @@ var accessRows = []struct {
 	{"POST", "/invite/:token", public, "the token is made up: no invitation of ours"},
 	{"GET", "/reset/:token", public, "the token is made up: no reset of ours"},
 	{"POST", "/reset/:token", public, "the token is made up: no reset of ours"},
+	{"GET", "/app/:instanceId/login/oidc/:providerId", public, ""},
+	{"GET", "/login/oidc/callback", public, ""},
+	{"GET", "/invite/:token/oidc/:providerId", public, "the token is made up: no invitation of ours"},
+	{"GET", "/app/:instanceId/account/identities/connect/:providerId", localAccount, ""},
+	{"POST", "/app/:instanceId/account/identities/:identityId/remove", anyRole, "the identity is the admin's: nobody else's to remove"},
+	{"POST", "/app/:instanceId/settings/sign-in/providers", ownerRole, ""},
+	{"GET", "/app/:instanceId/settings/sign-in/providers/new", ownerRole, ""},
+	{"GET", "/app/:instanceId/settings/sign-in/providers/:providerId", ownerRole, ""},
+	{"POST", "/app/:instanceId/settings/sign-in/providers/:providerId", ownerRole, ""},
+	{"POST", "/app/:instanceId/settings/sign-in/providers/:providerId/disable", ownerRole, ""},
+	{"POST", "/app/:instanceId/settings/sign-in/providers/:providerId/enable", ownerRole, ""},
+	// Last: the provider is gone afterwards.
+	{"POST", "/app/:instanceId/settings/sign-in/providers/:providerId/delete", ownerRole, ""},
 }
 
 // accessFixture is one instance with an owner, an admin and a member, a second instance
@@ -108,6 +122,11 @@ func newAccessFixture(t *testing.T) *accessFixture {
 	srv := httptest.NewServer(front)
 	t.Cleanup(srv.Close)
 	f := &accessFixture{app: app, base: srv.URL, params: map[string]string{}, foreign: map[string]string{}}
+	idp, err := mockoidc.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = idp.Shutdown() })
 	f.a = app.Install(t, mstudiotest.InstanceSpec{Scopes: []string{"project:read", "project:write"}}).ID
 	f.b = app.Install(t, mstudiotest.InstanceSpec{Scopes: []string{"project:read", "project:write"}}).ID
 	ctx := t.Context()
@@ -157,6 +176,27 @@ func newAccessFixture(t *testing.T) *accessFixture {
 		}
 		into["invitationId"] = inv.ID
 		into["token"] = strings.Repeat("A", 43) // a link page is public; no link of ours
+		// A provider (a real one in-process, so a sign-in can start), and an admin's
+		// identity there.
+		p, err := app.Store.SaveOIDCProvider(ctx, owners[inst].ID, extension.OIDCProvider{InstanceID: inst, Template: "custom",
+			Name: "IdP", Issuer: idp.Issuer(), ClientID: idp.ClientID, Scopes: []string{"openid", "email"},
+			DefaultRole: extension.RoleMember, Enabled: true}, extension.Secret(idp.ClientSecret), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		into["providerId"] = p.ID
+		holder := local(inst, "identity@example.test", extension.RoleAdmin)
+		if inst == f.a {
+			holder = f.accounts["admin"]
+		}
+		if err := app.Store.LinkOIDCIdentity(ctx, inst, holder.ID, p.ID, extension.OIDCClaims{Subject: "admin-" + inst}); err != nil {
+			t.Fatal(err)
+		}
+		ids, err := app.Store.OIDCIdentities(ctx, inst, holder.ID)
+		if err != nil || len(ids) != 1 {
+			t.Fatalf("owner's identities: %v, %v", ids, err)
+		}
+		into["identityId"] = ids[0].ID
 	}
 	return f
 }

@@ -43,6 +43,10 @@ func routes(f *httpfront.Front, h handlers) {
 	e.POST("/app/:instanceId/reclaim", h.sso.SubmitReclaim, p.SameOrigin(), p.RequireSession())
 	e.GET("/app/:instanceId/login", p.Login)
 	e.POST("/app/:instanceId/login", p.SubmitLogin, p.SameOrigin())
+	// Sign-in with the instance's OpenID Connect providers: links (not forms) out to the
+	// provider, one callback for every provider.
+	e.GET("/app/:instanceId/login/oidc/:providerId", p.StartOIDC)
+	e.GET("/login/oidc/callback", p.OIDCCallback)
 	e.GET("/app/:instanceId/login/forgot", p.ForgotPassword)
 	e.POST("/app/:instanceId/login/forgot", p.SubmitForgotPassword, p.SameOrigin())
 	e.GET("/app/:instanceId/actions/rename-project", p.RenameProject, p.RequireSession())
@@ -53,9 +57,18 @@ func routes(f *httpfront.Front, h handlers) {
 	e.POST("/app/:instanceId/account/password", p.ChangeOwnPassword, p.SameOrigin(), p.RequireSession())
 	e.POST("/app/:instanceId/account/sessions/end", p.EndSession, p.SameOrigin(), p.RequireSession())
 	e.POST("/app/:instanceId/account/sessions/end-others", p.EndOtherSessions, p.SameOrigin(), p.RequireSession())
+	e.GET("/app/:instanceId/account/identities/connect/:providerId", p.ConnectOIDC, p.RequireSession())
+	e.POST("/app/:instanceId/account/identities/:identityId/remove", p.DisconnectIdentity, p.SameOrigin(), p.RequireSession())
 	e.GET("/app/:instanceId/audit", p.Audit, p.RequireSession())
 	e.GET("/app/:instanceId/settings/sign-in", p.SignInSettings, p.RequireSession())
 	e.POST("/app/:instanceId/settings/sign-in", p.SaveSignInSettings, p.SameOrigin(), p.RequireSession())
+	e.POST("/app/:instanceId/settings/sign-in/providers", p.AddProvider, p.SameOrigin(), p.RequireSession())
+	e.GET("/app/:instanceId/settings/sign-in/providers/new", p.NewProvider, p.RequireSession())
+	e.GET("/app/:instanceId/settings/sign-in/providers/:providerId", p.EditProvider, p.RequireSession())
+	e.POST("/app/:instanceId/settings/sign-in/providers/:providerId", p.SaveProvider, p.SameOrigin(), p.RequireSession())
+	e.POST("/app/:instanceId/settings/sign-in/providers/:providerId/disable", p.ProviderAction("disable"), p.SameOrigin(), p.RequireSession())
+	e.POST("/app/:instanceId/settings/sign-in/providers/:providerId/enable", p.ProviderAction("enable"), p.SameOrigin(), p.RequireSession())
+	e.POST("/app/:instanceId/settings/sign-in/providers/:providerId/delete", p.ProviderAction("delete"), p.SameOrigin(), p.RequireSession())
 	// The team: its forms (owners and admins; the store checks each role rule), and the
 	// pages of the links it hands out, whose token the front logs only as its prefix.
 	e.POST("/app/:instanceId/team/invitations", p.Invite, p.SameOrigin(), p.RequireSession())
@@ -66,6 +79,7 @@ func routes(f *httpfront.Front, h handlers) {
 	e.POST("/app/:instanceId/team/:accountId/remove", p.Remove, p.SameOrigin(), p.RequireSession())
 	e.POST("/app/:instanceId/team/:accountId/reset", p.IssueReset, p.SameOrigin(), p.RequireSession())
 	e.GET("/invite/:token", p.Invitation)
+	e.GET("/invite/:token/oidc/:providerId", p.InviteOIDC)
 	e.POST("/invite/:token", p.AcceptInvitation, p.SameOrigin())
 	e.GET("/reset/:token", p.ResetPassword)
 	e.POST("/reset/:token", p.UseReset, p.SameOrigin())

@@ -1,0 +1,247 @@
+package extension_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
+)
+
+const testClientSecret = extension.Secret("client-secret-Zq8wLm3xR7tVp2Kd")
+
+func googleProvider(instanceID string) extension.OIDCProvider {
+	return extension.OIDCProvider{InstanceID: instanceID, Template: "google", Name: "Google", Issuer: "https://accounts.google.com",
+		ClientID: "client-1", Scopes: []string{"openid", "email"}, DefaultRole: extension.RoleMember, Enabled: true}
+}
+
+// Providers are the owners' to manage; the client secret is stored sealed, kept by an edit
+// that leaves it out, and never in the audit log.
+func TestOIDCProviderStore(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		member := tm.invite(t, tm.owner, "member@example.com", extension.RoleMember)
+		if _, err := tm.s.SaveOIDCProvider(ctx, member.ID, googleProvider("i-1"), testClientSecret, true); !errors.Is(err, extension.ErrForbidden) {
+			t.Errorf("a member saved a provider: %v", err)
+		}
+		p, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, googleProvider("i-1"), testClientSecret, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.HasClientSecret || !p.Enabled || p.Template != "google" {
+			t.Errorf("saved provider: %+v", p)
+		}
+		for _, table := range []string{"oidc_providers", "audit_events"} {
+			for _, cell := range rawCells(t, tm.s, table) {
+				if strings.Contains(cell, testClientSecret.Reveal()) {
+					t.Errorf("%s holds the client secret", table)
+				}
+			}
+		}
+		if got, err := tm.s.OIDCClientSecret(ctx, p); err != nil || got != testClientSecret {
+			t.Errorf("OIDCClientSecret = %v, want the secret saved", err)
+		}
+		// An edit without a secret keeps it.
+		p.Name = "Google Workspace"
+		if p, err = tm.s.SaveOIDCProvider(ctx, tm.owner.ID, p, "", false); err != nil || p.Name != "Google Workspace" {
+			t.Fatalf("edit: %+v, %v", p, err)
+		}
+		if got, err := tm.s.OIDCClientSecret(ctx, p); err != nil || got != testClientSecret {
+			t.Errorf("secret after an edit without one: %v", err)
+		}
+		if _, err := tm.s.OIDCProviderByID(ctx, "i-2", p.ID); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("another instance's provider: %v, want %v", err, extension.ErrNotFound)
+		}
+		if err := tm.s.SetOIDCProviderEnabled(ctx, "i-1", tm.owner.ID, p.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := tm.s.OIDCProviderByID(ctx, "i-1", p.ID); got.Enabled {
+			t.Error("still enabled after disabling")
+		}
+		bad := googleProvider("i-1")
+		bad.Scopes = []string{"email"}
+		if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, bad, "", true); !errors.Is(err, extension.ErrInvalidProvider) {
+			t.Errorf("scopes without openid: %v, want %v", err, extension.ErrInvalidProvider)
+		}
+		bad = googleProvider("i-1")
+		bad.DefaultRole = extension.RoleOwner
+		if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, bad, "", true); !errors.Is(err, extension.ErrInvalidRole) {
+			t.Errorf("owner as the default role: %v, want %v", err, extension.ErrInvalidRole)
+		}
+		// Deleting a provider unlinks its identities.
+		if _, err := tm.s.ProvisionOIDCAccount(ctx, "i-1", p.ID, claims("sub-1", "new@example.com"), extension.RoleMember); err != nil {
+			t.Fatal(err)
+		}
+		if err := tm.s.DeleteOIDCProvider(ctx, "i-1", tm.owner.ID, p.ID); err != nil {
+			t.Fatal(err)
+		}
+		if n := countRows(t, tm.s, "oidc_identities"); n != 0 {
+			t.Errorf("%d identities after deleting their provider", n)
+		}
+	})
+}
+
+func claims(subject, email string) extension.OIDCClaims {
+	n, _ := extension.NormalizeEmail(email)
+	return extension.OIDCClaims{Subject: subject, Email: email, Normalized: n, Name: "Name of " + email}
+}
+
+// An identity belongs to one account; an invitation is accepted by its verified address;
+// the last way in stays.
+func TestOIDCIdentities(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		p, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, googleProvider("i-1"), "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := tm.s.CreateInvitation(ctx, "i-1", tm.owner.ID, "Invited@Example.com", extension.RoleAdmin); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tm.s.AcceptInvitationByOIDC(ctx, "i-1", p.ID, claims("sub-x", "other@example.com")); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("accepting for an address without invitation: %v, want %v", err, extension.ErrNotFound)
+		}
+		invited, err := tm.s.AcceptInvitationByOIDC(ctx, "i-1", p.ID, claims("sub-inv", "invited@example.com"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if invited.Role != extension.RoleAdmin || invited.Email != "Invited@Example.com" {
+			t.Errorf("invited account: %+v", invited)
+		}
+		if got, err := tm.s.OIDCIdentityAccount(ctx, p.ID, "sub-inv"); err != nil || got.ID != invited.ID {
+			t.Errorf("OIDCIdentityAccount = %+v, %v", got, err)
+		}
+		// A password sign-in of the account without a password finds no password.
+		if _, hash, err := tm.s.LocalCredentials(ctx, "i-1", "invited@example.com"); err != nil || hash != "" {
+			t.Errorf("LocalCredentials: %q, %v; want no hash", hash, err)
+		}
+		// The identity cannot be linked to another account.
+		other := tm.invite(t, tm.owner, "other@example.com", extension.RoleMember)
+		if err := tm.s.LinkOIDCIdentity(ctx, "i-1", other.ID, p.ID, claims("sub-inv", "invited@example.com")); !errors.Is(err, extension.ErrIdentityLinked) {
+			t.Errorf("linking another's identity: %v, want %v", err, extension.ErrIdentityLinked)
+		}
+		// Provisioning an address that has a local account is refused.
+		if _, err := tm.s.ProvisionOIDCAccount(ctx, "i-1", p.ID, claims("sub-2", "invited@example.com"), extension.RoleMember); !errors.Is(err, extension.ErrEmailTaken) {
+			t.Errorf("provisioning a taken address: %v, want %v", err, extension.ErrEmailTaken)
+		}
+		if _, err := tm.s.ProvisionOIDCAccount(ctx, "i-1", p.ID, claims("sub-3", "x@example.com"), extension.RoleOwner); !errors.Is(err, extension.ErrInvalidRole) {
+			t.Errorf("provisioning an owner: %v, want %v", err, extension.ErrInvalidRole)
+		}
+		ids, err := tm.s.OIDCIdentities(ctx, "i-1", invited.ID)
+		if err != nil || len(ids) != 1 || ids[0].ProviderName != "Google" {
+			t.Fatalf("OIDCIdentities = %+v, %v", ids, err)
+		}
+		// Its only way in: it stays.
+		if err := tm.s.UnlinkOIDCIdentity(ctx, "i-1", invited.ID, ids[0].ID); !errors.Is(err, extension.ErrLastWayIn) {
+			t.Errorf("unlinking the last way in: %v, want %v", err, extension.ErrLastWayIn)
+		}
+		// A control panel user signs in through the control panel only.
+		if err := tm.s.LinkOIDCIdentity(ctx, "i-1", tm.owner.ID, p.ID, claims("sub-owner", "owner@example.com")); !errors.Is(err, extension.ErrNotLocalAccount) {
+			t.Errorf("linking a platform user: %v, want %v", err, extension.ErrNotLocalAccount)
+		}
+		// A local account with a password may drop its identity: the password is a way in.
+		local := tm.invite(t, tm.owner, "local@example.com", extension.RoleMember)
+		if err := tm.s.LinkOIDCIdentity(ctx, "i-1", local.ID, p.ID, claims("sub-local", "local@example.com")); err != nil {
+			t.Fatal(err)
+		}
+		owned, _ := tm.s.OIDCIdentities(ctx, "i-1", local.ID)
+		if err := tm.s.UnlinkOIDCIdentity(ctx, "i-1", invited.ID, owned[0].ID); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("unlinking another account's identity: %v, want %v", err, extension.ErrNotFound)
+		}
+		if err := tm.s.UnlinkOIDCIdentity(ctx, "i-1", local.ID, owned[0].ID); err != nil {
+			t.Errorf("unlinking beside a password: %v", err)
+		}
+	})
+}
+
+// Turning password sign-in off ends the sessions of accounts that signed in with a
+// password, and keeps those of accounts that have none (made through a provider).
+func TestPasswordOffKeepsProviderSessions(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		p, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, googleProvider("i-1"), "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		withPassword := tm.invite(t, tm.owner, "pw@example.com", extension.RoleMember)
+		viaProvider, err := tm.s.ProvisionOIDCAccount(ctx, "i-1", p.ID, claims("sub-1", "idp@example.com"), extension.RoleMember)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pwSession, idpSession := createSession(t, tm.s, withPassword, time.Hour), createSession(t, tm.s, viaProvider, time.Hour)
+		if _, err := tm.s.UpdateInstanceSettings(ctx, "i-1", tm.owner.ID, extension.InstanceSettings{DefaultRole: extension.RoleMember}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tm.s.SessionByID(ctx, pwSession, time.Hour, time.Hour); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("password account's session after password sign-in off: %v, want %v", err, extension.ErrNotFound)
+		}
+		if _, err := tm.s.SessionByID(ctx, idpSession, time.Hour, time.Hour); err != nil {
+			t.Errorf("provider account's session after password sign-in off: %v", err)
+		}
+	})
+}
+
+// A sign-in's state is used once.
+func TestOIDCStateUsedOnce(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		exp := tm.clk.Now().Add(10 * time.Minute)
+		if err := tm.s.UseOIDCState(ctx, "state-1", exp); err != nil {
+			t.Fatal(err)
+		}
+		if err := tm.s.UseOIDCState(ctx, "state-1", exp); !errors.Is(err, extension.ErrStateUsed) {
+			t.Errorf("second use: %v, want %v", err, extension.ErrStateUsed)
+		}
+		tm.clk.Advance(time.Hour)
+		if err := tm.s.UseOIDCState(ctx, "state-2", tm.clk.Now().Add(10*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if n := countRows(t, tm.s, "oidc_used_states"); n != 1 {
+			t.Errorf("%d used states kept, want only the one not expired", n)
+		}
+	})
+}
+
+// Rekey seals providers' client secrets again with the first key.
+func TestRekeyClientSecrets(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		url := extensiontest.URL(t, d)
+		keyA, keyB := extensiontest.Key(t), extensiontest.Key(t)
+		withA := extensiontest.Open(t, url, extension.Options{Keys: newKeyring(t, keyA)})
+		installInstances(t, withA, "i-1")
+		owner := ensureAccount(t, withA, "i-1", "u-owner")
+		p, err := withA.SaveOIDCProvider(ctx, owner.ID, googleProvider("i-1"), testClientSecret, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		public := googleProvider("i-1")
+		public.Name = "Public client"
+		if _, err := withA.SaveOIDCProvider(ctx, owner.ID, public, "", true); err != nil {
+			t.Fatal(err)
+		}
+		rotating := extensiontest.Open(t, url, extension.Options{Keys: newKeyring(t, keyB, keyA)})
+		stats, err := rotating.Rekey(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stats.Resealed != 2 { // the instance's secret and the client secret
+			t.Errorf("Rekey resealed %d, want 2", stats.Resealed)
+		}
+		onlyB := extensiontest.Open(t, url, extension.Options{Keys: newKeyring(t, keyB)})
+		if got, err := onlyB.OIDCClientSecret(ctx, p); err != nil || got != testClientSecret {
+			t.Errorf("with the new key alone: %v", err)
+		}
+		onlyA := extensiontest.Open(t, url, extension.Options{Keys: newKeyring(t, keyA)})
+		if _, err := onlyA.OIDCClientSecret(ctx, p); !errors.Is(err, extension.ErrUnsealable) {
+			t.Errorf("with the old key alone: %v, want %v", err, extension.ErrUnsealable)
+		}
+	})
+}
