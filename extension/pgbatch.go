@@ -8,6 +8,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +33,11 @@ type pgGroup struct {
 	queue   chan *pgWrite // unbuffered: a writer takes every sender waiting at once
 	quit    chan struct{}
 	wg      sync.WaitGroup
+
+	// For DeliveriesActive: writes handed over and not yet answered, and when the last
+	// one was handed over (Unix nanoseconds).
+	inFlight atomic.Int64
+	lastSent atomic.Int64
 }
 
 // pgWriters is how many batches can be in flight at once. One writer alone leaves the
@@ -67,6 +73,9 @@ type pgWritten struct {
 func (g *pgGroup) write(ctx context.Context, s *Store, w *pgWrite) (pgRow, error) {
 	g.once.Do(func() { g.start(s.sqlDB) })
 	w.ctx, w.done = ctx, make(chan pgWritten, 1)
+	g.inFlight.Add(1)
+	defer g.inFlight.Add(-1)
+	g.lastSent.Store(time.Now().UnixNano())
 	select {
 	case g.queue <- w:
 	case <-g.quit:
@@ -82,6 +91,13 @@ func (g *pgGroup) write(ctx context.Context, s *Store, w *pgWrite) (pgRow, error
 		// platform's retry of it is journaled as a duplicate.
 		return pgRow{}, ctx.Err()
 	}
+}
+
+// active reports whether deliveries are being written, or were a moment ago
+// (deliveriesRecent): under a stream of them, the moments between two are spent
+// verifying the next ones.
+func (g *pgGroup) active() bool {
+	return g.inFlight.Load() > 0 || time.Now().UnixNano()-g.lastSent.Load() < int64(deliveriesRecent)
 }
 
 func (g *pgGroup) start(db *sql.DB) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
@@ -137,5 +138,28 @@ func TestPostgresConcurrentDeliveriesOwnOutcome(t *testing.T) {
 	for i := range instances {
 		checkInstance(t, s, id(i), instanceView{ContextKind: extension.ContextProject, ContextID: "p-1",
 			Scopes: []string{"project:write"}, Enabled: i%2 == 0, VariantKey: fmt.Sprintf("v%d", i), HasSecret: true, LastEventAt: at(20 + i%3)})
+	}
+}
+
+// On PostgreSQL, DeliveriesActive says whether deliveries are coming in, so that
+// background jobs give the webhooks the CPU: true during and just after one, false once
+// they have stopped for a moment.
+func TestPostgresDeliveriesActive(t *testing.T) {
+	s := extensiontest.NewStore(t, extension.Postgres)
+	if s.DeliveriesActive() {
+		t.Fatal("DeliveriesActive before any delivery")
+	}
+	if _, err := s.ApplyLifecycle(t.Context(), addedEvent("i-active", at(1), extension.Secret("active-secret-Qx7mT2vLp9RkW4sNz8bYc3Hf"))); err != nil {
+		t.Fatal(err)
+	}
+	if !s.DeliveriesActive() {
+		t.Error("DeliveriesActive false right after a delivery")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.DeliveriesActive() {
+		if time.Now().After(deadline) {
+			t.Fatal("DeliveriesActive still true 5 s after the last delivery")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
