@@ -237,7 +237,11 @@ func sendBatch(ctx context.Context, pc *pgx.Conn, batch []*pgWrite, rows []pgRow
 	var err error
 	for i := range batch {
 		r := &rows[i]
-		if e := br.QueryRow().Scan(&r.bits, &r.enabled, &r.removed); e != nil && err == nil {
+		e := br.QueryRow().Scan(&r.bits, &r.enabled, &r.removed)
+		if errors.Is(e, pgx.ErrNoRows) {
+			r.none, e = true, nil
+		}
+		if e != nil && err == nil {
 			err = e
 		}
 	}

@@ -21,12 +21,11 @@ import (
 //
 // The outcome is the transaction path's to the word: the statement's SQL computes the
 // journal's outcome and reason from the same bits that applyLifecycle reads back, and
-// pgResult computes the Result from them in Go.
-
-// pgDupBit in last_write_groups: a group the event carries holds this very event (same
-// createdAt and kind, perhaps under another request id). The transaction path reads the
-// versions back to learn this (unchanged); here the upsert writes it beside the other bits.
-const pgDupBit = 1 << 17
+// pgResult computes the Result from them in Go. A delivery that is news to no group it
+// carries writes nothing, as on the transaction path; then a second statement reads the
+// versions the instance holds now and journals it as stale or duplicate (pgUnchanged).
+// That it is not in the first one's transaction changes nothing: such a delivery changes
+// no state, and one not journaled was not acknowledged either.
 
 // pgTokenGroups are the groups whose news makes the shared token useless (applyBatch).
 const pgTokenGroups = groupSecret | groupEnabled | groupRemoval
@@ -38,8 +37,9 @@ var pgStatements [allGroups + 1]struct {
 
 // pgLifecycleStatement is the one statement of a delivery that carries the groups g. Its
 // parameters are upsertHead's twenty, then the journal's request id ($21), kind ($22),
-// event time ($23), and whether the event is not a removal ($24). It returns one row: the
-// last_write_groups bits, and the enabled and removed state after the write.
+// event time ($23), and whether the event is not a removal ($24). It returns the
+// last_write_groups bits and the enabled and removed state after the write, or no row
+// when it wrote nothing.
 func pgLifecycleStatement(g fieldGroup) string {
 	st := &pgStatements[g]
 	st.once.Do(func() { st.text = buildPGLifecycle(g) })
@@ -47,26 +47,17 @@ func pgLifecycleStatement(g fieldGroup) string {
 }
 
 func buildPGLifecycle(g fieldGroup) string {
-	// The upsert of the transaction path, with two changes: it writes the row whatever
-	// the versions (no WHERE), so that RETURNING always answers, from the row as it is
-	// after the write, locked; and it adds pgDupBit, which the transaction path reads
-	// back in unchanged. A write that takes no group keeps every value, by the CASEs.
+	// The upsert of the transaction path: it writes the row only if the event takes one
+	// of its groups, and then returns what it did.
 	upsert := Postgres.Rebind(upsertStatement(g, false))
-	upsert = upsert[:strings.LastIndex(upsert, "\nWHERE ")]
-	var dup []string
-	for _, c := range groupColumns {
-		if g&c.group != 0 {
-			dup = append(dup, "left(instances."+c.version+", "+strconv.Itoa(versionPrefix)+") = left(excluded.last_event_version, "+strconv.Itoa(versionPrefix)+")")
-		}
-	}
+	upsert = upsert[:strings.LastIndex(upsert, "\nRETURNING ")]
 	var b strings.Builder
 	b.WriteString("WITH up AS (\n")
 	b.WriteString(upsert)
-	b.WriteString(" + CASE WHEN " + strings.Join(dup, " OR ") + " THEN " + strconv.Itoa(pgDupBit) + " ELSE 0 END")
 	b.WriteString("\nRETURNING last_write_groups AS bits, enabled, removed_at IS NOT NULL AS removed\n),\n")
 	// o: the bits taken apart. f: groups set as news; w: groups whose version it took.
 	b.WriteString("o AS (SELECT bits & 255 AS f, (bits >> " + strconv.Itoa(wonShift) + ") & 255 AS w, bits & " +
-		strconv.Itoa(insertedBit) + " <> 0 AS inserted, bits & " + strconv.Itoa(pgDupBit) + " <> 0 AS dup, enabled, removed FROM up)")
+		strconv.Itoa(insertedBit) + " <> 0 AS inserted, enabled, removed FROM up)")
 	if g&pgTokenGroups != 0 {
 		// applyBatch: news to the secret, the enabled state or the removal, on a row that
 		// was there before, makes the shared token useless.
@@ -92,11 +83,10 @@ func buildPGLifecycle(g fieldGroup) string {
 func pgOutcomeSQL(g fieldGroup) string {
 	return "CASE WHEN f = " + strconv.Itoa(int(g)) + " THEN " + sqlText(string(OutcomeApplied)) +
 		" WHEN f <> 0 THEN " + sqlText(string(OutcomePartlyApplied)) +
-		" WHEN w <> 0 OR dup THEN " + sqlText(string(OutcomeDuplicate)) +
-		" ELSE " + sqlText(string(OutcomeStale)) + " END"
+		" ELSE " + sqlText(string(OutcomeDuplicate)) + " END"
 }
 
-// pgReasonSQL is the reason as applyLifecycle and unchanged word it (see pgResult).
+// pgReasonSQL is the reason as applyLifecycle words it (see pgResult).
 func pgReasonSQL(g fieldGroup) string {
 	words := func(set bool) string {
 		var parts []string
@@ -116,8 +106,7 @@ func pgReasonSQL(g fieldGroup) string {
 	return "CASE WHEN f = " + strconv.Itoa(int(g)) + " THEN CASE WHEN " + staysRemoved + " THEN " + sqlText(reasonStaysRemoved) + " ELSE '' END" +
 		" WHEN f <> 0 THEN 'applied: ' || " + words(true) + " || '; newer already: ' || " + words(false) +
 		" || CASE WHEN " + staysRemoved + " THEN " + sqlText("; "+reasonStaysRemoved) + " ELSE '' END" +
-		" WHEN w <> 0 OR dup THEN " + sqlText(reasonDuplicate) +
-		" ELSE " + sqlText(reasonStale) + " END"
+		" ELSE " + sqlText(reasonDuplicate) + " END"
 }
 
 // The reasons of applyLifecycle and unchanged.
@@ -144,10 +133,58 @@ func (s *Store) applyPostgres(ctx context.Context, ev LifecycleEvent, sealed str
 		return Result{}, err
 	}
 	row, err := s.pgGroup.write(ctx, s, w)
+	if err == nil && row.none {
+		return s.pgUnchanged(ctx, ev, w)
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("apply %s to instance %s: %w", ev.Kind, ev.InstanceID, err)
 	}
 	return pgResult(ev, carriedGroups(ev), row), nil
+}
+
+var pgUnchangedStatements [allGroups + 1]struct {
+	once sync.Once
+	text string
+}
+
+// pgUnchangedStatement journals a delivery of the groups g that wrote nothing, as
+// duplicate or stale by the versions the instance holds ($1 the instance, $2 the
+// event's time and kind, then the journal's request id, kind, event time and time of
+// receipt), and returns whether it is a duplicate.
+func pgUnchangedStatement(g fieldGroup) string {
+	st := &pgUnchangedStatements[g]
+	st.once.Do(func() {
+		var dup []string
+		for _, c := range groupColumns {
+			if g&c.group != 0 {
+				dup = append(dup, "left("+c.version+", "+strconv.Itoa(versionPrefix)+") = $2::text")
+			}
+		}
+		st.text = "WITH o AS (SELECT " + strings.Join(dup, " OR ") + " AS dup FROM instances WHERE id = $1),\n" +
+			"journal AS (INSERT INTO webhook_deliveries (request_id, kind, instance_id, event_created_at, received_at, outcome, reason)\n" +
+			"SELECT $3::text, $4::text, $1, $5::timestamptz, $6::timestamptz, CASE WHEN dup THEN " + sqlText(string(OutcomeDuplicate)) +
+			" ELSE " + sqlText(string(OutcomeStale)) + " END, CASE WHEN dup THEN " + sqlText(reasonDuplicate) + " ELSE " + sqlText(reasonStale) +
+			" END FROM o)\nSELECT dup FROM o"
+	})
+	return st.text
+}
+
+// pgUnchanged says why a delivery w wrote nothing, as unchanged does, and journals it:
+// a group it carries holds this very event (a duplicate), or newer events set all of
+// them (stale).
+func (s *Store) pgUnchanged(ctx context.Context, ev LifecycleEvent, w *pgWrite) (Result, error) {
+	carried := carriedGroups(ev)
+	version := w.args[10].(string)
+	var dup bool
+	err := s.sqlDB.QueryRowContext(ctx, pgUnchangedStatement(carried), ev.InstanceID, version[:versionPrefix],
+		ev.RequestID, string(ev.Kind), w.args[22], w.args[18]).Scan(&dup)
+	if err != nil {
+		return Result{}, fmt.Errorf("apply %s to instance %s: %w", ev.Kind, ev.InstanceID, translate(err))
+	}
+	if dup {
+		return Result{Outcome: OutcomeDuplicate, Reason: reasonDuplicate}, nil
+	}
+	return Result{Outcome: OutcomeStale, Reason: reasonStale}, nil
 }
 
 // pgWriteOf is the statement that applies and journals an event, with its arguments.
@@ -211,6 +248,7 @@ func lifecycleArgs(ev LifecycleEvent, sealed string, carried fieldGroup, now tim
 
 // pgRow is what the lifecycle statement returns.
 type pgRow struct {
+	none             bool // it wrote nothing: the event is news to no group it carries
 	bits             int64
 	enabled, removed bool
 }
@@ -221,7 +259,7 @@ func pgResult(ev LifecycleEvent, carried fieldGroup, row pgRow) Result {
 	if carried == 0 {
 		return Result{Outcome: OutcomeIgnored, Reason: reasonNoField}
 	}
-	fresh, won := fieldGroup(row.bits)&allGroups, fieldGroup(row.bits>>wonShift)&allGroups
+	fresh := fieldGroup(row.bits) & allGroups
 	var res Result
 	switch {
 	case fresh == carried:
@@ -229,10 +267,9 @@ func pgResult(ev LifecycleEvent, carried fieldGroup, row pgRow) Result {
 	case fresh != 0:
 		res.Outcome = OutcomePartlyApplied
 		res.Reason = "applied: " + fresh.words() + "; newer already: " + (carried &^ fresh).words()
-	case won != 0 || row.bits&pgDupBit != 0:
-		return Result{Outcome: OutcomeDuplicate, Reason: reasonDuplicate}
 	default:
-		return Result{Outcome: OutcomeStale, Reason: reasonStale}
+		// Only groups that hold this event already, under another request id.
+		return Result{Outcome: OutcomeDuplicate, Reason: reasonDuplicate}
 	}
 	res.changed = !row.removed || fresh&groupRemoval != 0
 	if row.removed && ev.Kind != EventRemoved {
