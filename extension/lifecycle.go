@@ -101,6 +101,9 @@ func (s *Store) ApplyLifecycle(ctx context.Context, ev LifecycleEvent) (Result, 
 	if s.writer != nil {
 		return s.writer.apply(ctx, ev, sealed)
 	}
+	if s.dialect == Postgres {
+		return s.applyPostgres(ctx, ev, sealed) // one statement, committed in groups (pglifecycle.go)
+	}
 	return s.applyInTx(ctx, ev, sealed)
 }
 

@@ -68,6 +68,7 @@ type Store struct {
 	keys    *Keyring
 	now     func() time.Time
 	writer  *groupWriter // SQLite only: serialises lifecycle writes with group commit
+	pgGroup pgGroup      // PostgreSQL only: group commit of lifecycle writes (pgbatch.go)
 	stmts   sync.Map     // SQL text → *sql.Stmt, prepared once for the hot path
 
 	// reads serves the pages' read-only statements. On SQLite it is a pool of its own
@@ -289,6 +290,7 @@ func (s *Store) Close() error {
 	if s.writer != nil {
 		s.writer.close()
 	}
+	s.pgGroup.close()
 	for _, stmts := range []*sync.Map{&s.stmts, &s.readStmts} {
 		stmts.Range(func(_, st any) bool {
 			st.(*sql.Stmt).Close()

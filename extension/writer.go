@@ -167,10 +167,10 @@ func (s *Store) QueuedDeliveries() int {
 	return int(s.gate.queued.Load())
 }
 
-// DeliveriesActive reports whether lifecycle deliveries are coming in on SQLite: one is
-// queued for its commit, or one was a moment ago (50 ms). Work that can wait, such as
-// background jobs, waits while they are; on PostgreSQL, whose writers do not queue
-// behind one another, it is always false.
+// DeliveriesActive reports whether lifecycle deliveries are coming in: one is queued for
+// its commit, or one was a moment ago (50 ms). Work that can wait, such as background
+// jobs, waits while they are: on SQLite for the one writer, on PostgreSQL for the CPU
+// (and the batches' commits) that the jobs would take from the webhooks.
 func (s *Store) DeliveriesActive() bool {
-	return s.gate != nil && s.gate.deliveriesActive()
+	return s.gate != nil && s.gate.deliveriesActive() || s.dialect == Postgres && s.pgGroup.active()
 }

@@ -158,9 +158,7 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	if cfg.Workers > 0 {
 		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}}
 		rc.PeriodicJobs = j.periodicJobs()
-		if cfg.Store.Dialect() == extension.SQLite {
-			rc.Middleware = []rivertype.Middleware{&pacer{active: cfg.Store.DeliveriesActive, pace: jobPace}}
-		}
+		rc.Middleware = []rivertype.Middleware{&pacer{active: cfg.Store.DeliveriesActive, pace: jobPace}}
 	}
 	var err error
 	switch cfg.Store.Dialect() {

@@ -9,8 +9,8 @@ import (
 	"github.com/riverqueue/river/rivertype"
 )
 
-// jobPace is how often, at most, a job starts while lifecycle deliveries are coming in
-// on SQLite: 20 a second. A post-install job costs about 2 ms of CPU (the platform calls,
+// jobPace is how often, at most, a job starts while lifecycle deliveries are coming in:
+// 20 a second. A post-install job costs about 2 ms of CPU (the platform calls,
 // sealing, River's bookkeeping); 32 workers at full speed took a third of the machine
 // from the webhooks in BenchmarkServeDeliveries, 50 a second still 5 %. Jobs wait their
 // turn, none is dropped, and they run at full speed once the deliveries pause.

@@ -14,7 +14,7 @@ import (
 )
 
 const benchUsage = "usage: extension-backend bench webhooks --to URL [--key-file F] [--duration 10s] [--concurrency 32] [--instances 1000]\n" +
-	"                                        [--baseline DATABASE_URL [--rounds 3]]"
+	"                                        [--sim URL] [--baseline DATABASE_URL [--rounds 3]]"
 
 func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && isHelpArg(args[0]) {
@@ -34,6 +34,8 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	extensionID := fs.String("extension-id", "", "meta.extensionId (default: EXT_EXTENSION_ID, else the dev setup's)")
 	baseline := fs.String("baseline", "", "also load a bare prototype receiver (verify, parse, one INSERT), started here on this\n"+
 		"database (sqlite:PATH or postgres://…; a table of its own, dropped after), and report the backend's ratio to it")
+	sim := fs.String("sim", "", "the URL of the simulator the backend calls: register the instances there first, so that\n"+
+		"their post-install jobs succeed (without it they fail and retry)")
 	rounds := fs.Int("rounds", 3, "with --baseline: how often to load each, in turns")
 	if err := fs.Parse(args[1:]); err != nil {
 		return usageError{err}
@@ -50,7 +52,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return usagef("need 1 ≤ --rounds ≤ 20")
 	}
 	opts := mstudiotest.BenchOptions{
-		To: *to, KeyFile: *keyFile, Duration: *duration, Concurrency: *concurrency, Instances: *instances,
+		To: *to, KeyFile: *keyFile, Duration: *duration, Concurrency: *concurrency, Instances: *instances, Sim: *sim,
 	}
 	opts.ExtensionID, opts.ContributorID = devIDs(getenv, filepath.Dir(*keyFile), *extensionID)
 	if opts.ExtensionID == "" {

@@ -6,6 +6,7 @@ package mstudiotest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -31,6 +32,11 @@ type BenchOptions struct {
 	Duration    time.Duration // how long to send; (0, 1 h]
 	Concurrency int           // deliveries in flight at once; at least 1
 	Instances   int           // distinct instances the deliveries are spread over; at least Concurrency
+
+	// Sim, when set, is the URL of the simulator the backend calls: the instances are
+	// registered there first (POST /internal/instances), with the secret their installs
+	// and rotations carry, so that the backend's post-install jobs find them.
+	Sim string
 
 	HTTPClient *http.Client // default: one with the platform's 6 s timeout and Concurrency connections
 }
@@ -107,6 +113,12 @@ func RunBench(ctx context.Context, opts BenchOptions, stderr io.Writer) (*BenchR
 			Transport: &http.Transport{MaxIdleConnsPerHost: opts.Concurrency, MaxConnsPerHost: opts.Concurrency},
 		}
 	}
+	var secrets map[string]string // with Sim: each instance's one secret
+	if opts.Sim != "" {
+		if secrets, err = registerBenchInstances(ctx, client, opts.Sim, ids); err != nil {
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Duration)
 	defer cancel()
 
@@ -150,6 +162,10 @@ func RunBench(ctx context.Context, opts BenchOptions, stderr io.Writer) (*BenchR
 				}
 				if kind != "InstanceUpdated" {
 					spec.Secret = "bench-" + uuid.NewString()
+					if secrets != nil {
+						// The simulator knows one secret: a rotation hands it over again.
+						spec.Secret = secrets[id]
+					}
 				}
 				body, err := BuildPayload(spec)
 				if err != nil {
@@ -284,4 +300,37 @@ func (h *latencyHistogram) quantile(q float64) time.Duration {
 		}
 	}
 	return h.max
+}
+
+// registerBenchInstances registers the load's instances with the simulator at simURL, a
+// thousand per request, and returns each one's secret.
+func registerBenchInstances(ctx context.Context, client *http.Client, simURL string, ids []string) (map[string]string, error) {
+	secrets := make(map[string]string, len(ids))
+	for chunk := range slices.Chunk(ids, 1000) {
+		req := RegisterRequest{Instances: make([]RegisterSpec, len(chunk))}
+		for i, id := range chunk {
+			secret := "bench-" + uuid.NewString()
+			req.Instances[i] = RegisterSpec{ID: id, ContextKind: "project", ContextID: id, Scopes: DefaultScopes, Secret: secret}
+			secrets[id] = secret
+		}
+		body, err := json.Marshal(req)
+		if err != nil {
+			return nil, err
+		}
+		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(simURL, "/")+"/internal/instances", bytes.NewReader(body))
+		if err != nil {
+			return nil, errorf("bench: --sim: %v", err)
+		}
+		hr.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(hr)
+		if err != nil {
+			return nil, errorf("bench: register the instances with the simulator: %v", err)
+		}
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return nil, errorf("bench: register the instances with the simulator at %s: %s %s", simURL, resp.Status, bytes.TrimSpace(msg))
+		}
+	}
+	return secrets, nil
 }

@@ -206,6 +206,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("DELETE /internal/faults", s.deleteFaults)
 	s.handle("GET /internal/users", s.listUsers)
 	s.handle("GET /internal/open/{id}", s.openFrontend)
+	s.handle("POST /internal/instances", s.postInstances)
 }
 
 // writeJSON answers with a JSON body.
