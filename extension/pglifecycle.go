@@ -3,17 +3,20 @@ package extension
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // On PostgreSQL a lifecycle delivery is one autocommit statement: the conditional upsert
-// of its field groups, the forgetting of the shared token, the sign-out of the instance's
-// users, and the journal row with the outcome, as data-modifying common table
-// expressions. The transaction path (applyBatch) took a round trip each for BEGIN, the
+// of its field groups, the forgetting of the shared token and the journal row with the
+// outcome, as data-modifying common table expressions (events that may disable or remove
+// the instance, and ties, take the transaction path: see applyPostgres). The transaction path (applyBatch) took a round trip each for BEGIN, the
 // upsert, the journal and COMMIT, and a read for a stale or duplicate delivery; at 32
 // concurrent senders those round trips, not the statements, were the cost (0.32–0.47x a
 // bare one-INSERT prototype). pgbatch.go sends the statements of concurrent deliveries
@@ -64,17 +67,15 @@ func buildPGLifecycle(g fieldGroup) string {
 		b.WriteString(",\nforget AS (DELETE FROM instance_tokens WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM o WHERE NOT inserted AND f & " +
 			strconv.Itoa(int(pgTokenGroups)) + " <> 0))")
 	}
-	if g&(groupEnabled|groupRemoval) != 0 {
-		// applyBatch: an event that leaves the instance disabled or removed signs
-		// everyone out.
-		cond := "EXISTS (SELECT 1 FROM o WHERE NOT inserted AND ((w & " + strconv.Itoa(int(groupEnabled)) + " <> 0 AND NOT enabled) OR (w & " +
-			strconv.Itoa(int(groupRemoval)) + " <> 0 AND removed)))"
-		for i, q := range signOutInstance {
-			b.WriteString(",\nsignout" + strconv.Itoa(i) + " AS (" + strings.Replace(q, "?", "$1", 1) + " AND " + cond + ")")
-		}
-	}
+	// An event that won a group on a tie (same createdAt and kind as the version held, a
+	// later request id) has to be settled as applyLifecycle does: the secret compared as
+	// plaintext, the outcome from what changed. Ties are rare, so the statement does not
+	// carry that: it fails with pgTieMarker in its error, which rolls back all it did,
+	// and applyPostgres takes the transaction path. The cast depends on a column so that
+	// the planner cannot fold it into an error of every execution.
+	outcome := "CASE WHEN w & ~f <> 0 THEN CAST(" + sqlText(pgTieMarker) + " || w AS int)::text ELSE " + pgOutcomeSQL(g) + " END"
 	b.WriteString(",\njournal AS (INSERT INTO webhook_deliveries (request_id, kind, instance_id, event_created_at, received_at, outcome, reason)\n")
-	b.WriteString("SELECT $21::text, $22::text, $1, $23::timestamptz, $19, " + pgOutcomeSQL(g) + ", " + pgReasonSQL(g) + " FROM o)\n")
+	b.WriteString("SELECT $21::text, $22::text, $1, $23::timestamptz, $19, " + outcome + ", " + pgReasonSQL(g) + " FROM o)\n")
 	b.WriteString("SELECT bits, enabled, removed FROM up")
 	return b.String()
 }
@@ -117,6 +118,21 @@ const (
 	reasonNoField      = "it sends no field to change"
 )
 
+// pgTieMarker is in the error of a lifecycle statement whose event won a group on a tie.
+const pgTieMarker = "extension-backend: lifecycle tie, take the transaction path "
+
+// isTieMarker reports whether err is the lifecycle statement's refusal of a tie.
+func isTieMarker(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "22P02" && strings.Contains(pgErr.Message, pgTieMarker)
+}
+
+// mayDisable reports whether ev can leave its instance disabled or removed, and so sign
+// its users out.
+func mayDisable(ev LifecycleEvent) bool {
+	return ev.Kind == EventRemoved || ev.Enabled != nil && !*ev.Enabled
+}
+
 // sqlText quotes s as an SQL string literal.
 func sqlText(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
@@ -127,7 +143,15 @@ VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING 0, false, false`
 
 // applyPostgres applies one event in one statement, written together with the
 // statements of concurrent deliveries (pgGroup).
+//
+// An event that may leave the instance disabled or removed takes the transaction path:
+// its sign-out must see a sign-in that committed while the upsert waited for the
+// instance's row, and one statement reads the sessions as they were when it began
+// (TestSignInRepeatBesideDisable). So does an event that wins a group on a tie.
 func (s *Store) applyPostgres(ctx context.Context, ev LifecycleEvent, sealed string) (Result, error) {
+	if mayDisable(ev) {
+		return s.applyInTx(ctx, ev, sealed)
+	}
 	w, err := s.pgWriteOf(ev, sealed)
 	if err != nil {
 		return Result{}, err
@@ -135,6 +159,9 @@ func (s *Store) applyPostgres(ctx context.Context, ev LifecycleEvent, sealed str
 	row, err := s.pgGroup.write(ctx, s, w)
 	if err == nil && row.none {
 		return s.pgUnchanged(ctx, ev, w)
+	}
+	if isTieMarker(err) {
+		return s.applyInTx(ctx, ev, sealed)
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("apply %s to instance %s: %w", ev.Kind, ev.InstanceID, err)
