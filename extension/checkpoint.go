@@ -47,8 +47,10 @@ const (
 )
 
 // walSizeLimit is what the log file is cut back to when it starts over (journal_size_limit):
-// a log that grew past it during a burst does not keep its size on disk.
-const walSizeLimit = 4 << 20
+// a log that grew past the restart threshold (readers kept a RESTART from finishing)
+// does not keep that size on disk. It is the threshold itself, so that under a steady
+// stream the file is overwritten in place rather than cut and grown again each time.
+const walSizeLimit = defaultRestartFrames * (4096 + 24)
 
 // checkpointSettings tunes the checkpointer; zero fields take the defaults. Tests set
 // them (Options.checkpoint) to see a bounded log in less than a second.
