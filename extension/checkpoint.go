@@ -18,7 +18,7 @@ import (
 // writer queued behind it. The writing connections turn that off (wal_autocheckpoint=0)
 // and a checkpointer with a connection of its own does the work beside them:
 //
-//   - about a second after writes (checkpointSettings.interval), a PASSIVE checkpoint,
+//   - within a second after writes (checkpointSettings.interval), a PASSIVE checkpoint,
 //     which copies the log into the database file without taking the write lock: writers
 //     go on appending meanwhile;
 //   - when the log has grown past restartFrames anyway (under an unbroken stream of
@@ -74,9 +74,9 @@ type checkpointer struct {
 	lastVersion int64 // data_version at the last checkpoint
 }
 
-// CheckpointStats is what a checkpoint left behind: the pages in the write-ahead log and
-// how many of them are in the database file now. Tests read it.
-type CheckpointStats struct {
+// checkpointStats is what a checkpoint left behind: the pages in the write-ahead log and
+// how many of them are in the database file now.
+type checkpointStats struct {
 	Busy         bool
 	LogFrames    int
 	Checkpointed int
@@ -159,8 +159,8 @@ func (c *checkpointer) checkpoint(ctx context.Context) error {
 }
 
 // run1 runs one checkpoint of the given mode.
-func (c *checkpointer) run1(ctx context.Context, mode string) (CheckpointStats, error) {
-	var st CheckpointStats
+func (c *checkpointer) run1(ctx context.Context, mode string) (checkpointStats, error) {
+	var st checkpointStats
 	var busy int
 	err := c.conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &st.LogFrames, &st.Checkpointed)
 	st.Busy = busy != 0
@@ -180,7 +180,7 @@ func (c *checkpointer) close() error {
 		ctx := context.Background()
 		_, err := c.conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", closeBusy.Milliseconds()))
 		if err == nil {
-			var st CheckpointStats
+			var st checkpointStats
 			if st, err = c.run1(ctx, "TRUNCATE"); err == nil && st.Busy {
 				// Another process reads or writes the file: it keeps the log and
 				// checkpoints it itself.
