@@ -1,6 +1,9 @@
 package extension
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // What the external tests need to see of a PasswordHasher's bound and the hash parser's
 // limits.
@@ -25,3 +28,10 @@ const (
 	ArgonMinSalt    = argonMinSalt
 	ArgonMinKey     = argonMinKey
 )
+
+// WithCheckpoints returns opts with the SQLite store's background checkpoints every
+// interval and the log started over past restartFrames pages.
+func WithCheckpoints(opts Options, interval time.Duration, restartFrames int) Options {
+	opts.checkpoint = checkpointSettings{interval: interval, restartFrames: restartFrames}
+	return opts
+}

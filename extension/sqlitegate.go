@@ -3,6 +3,7 @@ package extension
 import (
 	"context"
 	"database/sql/driver"
+	"fmt"
 	"sync"
 
 	"github.com/mattn/go-sqlite3"
@@ -36,10 +37,20 @@ func (c *gatedConnector) Connect(context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The store's checkpointer moves the log into the file in the background
+	// (checkpoint.go): no commit on these connections does it.
+	if _, err := conn.(*sqlite3.SQLiteConn).Exec(sqliteWriterPragmas, nil); err != nil {
+		conn.Close()
+		return nil, err
+	}
 	return &gatedConn{c: c, conn: conn.(*sqlite3.SQLiteConn)}, nil
 }
 
 func (c *gatedConnector) Driver() driver.Driver { return c.drv }
+
+// sqliteWriterPragmas are run on every connection that writes: no checkpoint in a commit
+// (the checkpointer does them), and a log that starts over is cut back to walSizeLimit.
+var sqliteWriterPragmas = fmt.Sprintf("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = %d", walSizeLimit)
 
 // gatedConn is one connection. database/sql never uses a connection from two goroutines
 // at once, so holding needs no lock of its own.

@@ -67,9 +67,10 @@ type Store struct {
 	dialect Dialect
 	keys    *Keyring
 	now     func() time.Time
-	writer  *groupWriter // SQLite only: serialises lifecycle writes with group commit
-	pgGroup pgGroup      // PostgreSQL only: group commit of lifecycle writes (pgbatch.go)
-	stmts   sync.Map     // SQL text → *sql.Stmt, prepared once for the hot path
+	writer  *groupWriter  // SQLite only: serialises lifecycle writes with group commit
+	ckpt    *checkpointer // SQLite file only: checkpoints the write-ahead log in the background
+	pgGroup pgGroup       // PostgreSQL only: group commit of lifecycle writes (pgbatch.go)
+	stmts   sync.Map      // SQL text → *sql.Stmt, prepared once for the hot path
 
 	// reads serves the pages' read-only statements. On SQLite it is a pool of its own
 	// beside the one writer connection: WAL lets readers run while the writer commits,
@@ -89,6 +90,8 @@ type Options struct {
 	// WriteYield bounds, on SQLite, how long a write other than a lifecycle delivery's
 	// (the job queue's, a page's) gives way to deliveries before it goes first; 0: 10 ms.
 	WriteYield time.Duration
+
+	checkpoint checkpointSettings // SQLite: the background checkpoints (tests)
 }
 
 // ParseDatabaseURL splits a database URL of the forms "sqlite:PATH" and "postgres://…"
@@ -222,6 +225,11 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 				closeOpened()
 				return nil, err
 			}
+			if s.ckpt, err = newCheckpointer(ctx, dsn, gate, opts.Logger, opts.checkpoint); err != nil {
+				s.reads.Close()
+				closeOpened()
+				return nil, err
+			}
 		}
 		s.writer = newGroupWriter(s)
 	}
@@ -285,19 +293,24 @@ func (e oneLine) Error() string {
 
 func (e oneLine) Unwrap() error { return e.err }
 
-// Close stops the store's writer and closes the database.
+// Close stops the store's writer and closes the database; on SQLite it leaves the
+// write-ahead log empty.
 func (s *Store) Close() error {
 	if s.writer != nil {
 		s.writer.close()
 	}
 	s.pgGroup.close()
+	var ckptErr error
+	if s.ckpt != nil {
+		ckptErr = s.ckpt.close()
+	}
 	for _, stmts := range []*sync.Map{&s.stmts, &s.readStmts} {
 		stmts.Range(func(_, st any) bool {
 			st.(*sql.Stmt).Close()
 			return true
 		})
 	}
-	errs := []error{s.shared.Close()}
+	errs := []error{ckptErr, s.shared.Close()}
 	for _, db := range []*sql.DB{s.reads, s.sqlDB, s.queue} {
 		if db != s.shared {
 			errs = append(errs, db.Close())

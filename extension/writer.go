@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -105,19 +106,41 @@ func (w *groupWriter) run() {
 				}
 			}
 		case first := <-w.queue:
-			batch := []*applyRequest{first}
-		collect:
-			for len(batch) < maxBatch {
-				select {
-				case r := <-w.queue:
-					batch = append(batch, r)
-				default:
-					break collect
+			batch := w.collect([]*applyRequest{first})
+			// Let the goroutines that are running go on before committing: under load they
+			// are the next deliveries' signature checks, and a group commit that takes
+			// them along costs a fraction of one commit each. When nothing else is
+			// runnable, as with a lone delivery, Gosched returns at once.
+			for range lingerYields {
+				if len(batch) == maxBatch {
+					break
 				}
+				runtime.Gosched()
+				batch = w.collect(batch)
 			}
 			w.commit(batch)
 		}
 	}
+}
+
+// lingerYields is how often the writer yields to runnable goroutines before a commit.
+// With 32 senders on two cores, deliveries reach the writer one by one as their
+// signatures are checked, and it committed batches of 1.5 on average: a commit (BEGIN,
+// COMMIT, the journal's page, the log's write) was then ~40% of the writer's time per
+// delivery. Two yields made batches of ~5.
+const lingerYields = 2
+
+// collect adds what has queued up to batch, up to maxBatch.
+func (w *groupWriter) collect(batch []*applyRequest) []*applyRequest {
+	for len(batch) < maxBatch {
+		select {
+		case r := <-w.queue:
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit applies a batch in one transaction. If the transaction fails, each event is

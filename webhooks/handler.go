@@ -89,7 +89,7 @@ func (h *Handler) receive(c echo.Context) error {
 	if req.ContentLength > MaxBodyBytes {
 		return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxBodyBytes))
 	}
-	body, err := io.ReadAll(io.LimitReader(req.Body, MaxBodyBytes+1))
+	body, err := readBody(req)
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, "body could not be read")
 	}
@@ -166,6 +166,21 @@ func (h *Handler) receive(c echo.Context) error {
 		h.cfg.Applied(ctx, ev)
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// readBody reads the body: one of an announced length into a buffer of that length
+// (io.ReadAll starts at 512 bytes and grows by copying: three allocations for a
+// delivery's 1–2 KB), one of unknown length up to MaxBodyBytes+1 bytes. The server's
+// body reader ends at the announced length, so nothing more can follow.
+func readBody(req *http.Request) ([]byte, error) {
+	if n := req.ContentLength; n >= 0 && n <= MaxBodyBytes {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(req.Body, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
+	}
+	return io.ReadAll(io.LimitReader(req.Body, MaxBodyBytes+1))
 }
 
 // refuse journals a verified delivery that is refused and answers status.
