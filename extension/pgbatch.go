@@ -61,7 +61,10 @@ type pgWrite struct {
 	instanceID string // batches write in the order of instances, so that two never deadlock
 	query      string
 	args       []any
-	done       chan pgWritten // buffered: the writer never waits for the delivery
+	// forgetVersion, when set, is the event's version: the shared token goes after it.
+	forgetVersion string
+	sealed        string         // the event's sealed secret, for the transaction path of a tie
+	done          chan pgWritten // buffered: the writer never waits for the delivery
 }
 
 type pgWritten struct {
@@ -232,6 +235,9 @@ func sendBatch(ctx context.Context, pc *pgx.Conn, batch []*pgWrite, rows []pgRow
 	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(batch))}
 	for _, w := range batch {
 		b.Queue(w.query, w.args...)
+		if w.forgetVersion != "" {
+			b.Queue(pgForgetStatement, w.instanceID, w.forgetVersion)
+		}
 	}
 	br := pc.SendBatch(ctx, b)
 	var err error
@@ -243,6 +249,11 @@ func sendBatch(ctx context.Context, pc *pgx.Conn, batch []*pgWrite, rows []pgRow
 		}
 		if e != nil && err == nil {
 			err = e
+		}
+		if batch[i].forgetVersion != "" {
+			if _, e := br.Exec(); e != nil && err == nil {
+				err = e
+			}
 		}
 	}
 	return errors.Join(err, br.Close())

@@ -3,20 +3,19 @@ package extension
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // On PostgreSQL a lifecycle delivery is one autocommit statement: the conditional upsert
-// of its field groups, the forgetting of the shared token and the journal row with the
-// outcome, as data-modifying common table expressions (events that may disable or remove
-// the instance, and ties, take the transaction path: see applyPostgres). The transaction path (applyBatch) took a round trip each for BEGIN, the
+// of its field groups and the journal row with the outcome, as data-modifying common
+// table expressions, followed in the same batch by the forgetting of the shared token
+// (pgForgetStatement; a statement of its own, so that it sees a lease taken while the
+// upsert waited for the row). Events that may disable or remove the instance, and ties
+// the event wins, take the transaction path: see applyPostgres. The transaction path (applyBatch) took a round trip each for BEGIN, the
 // upsert, the journal and COMMIT, and a read for a stale or duplicate delivery; at 32
 // concurrent senders those round trips, not the statements, were the cost (0.32–0.47x a
 // bare one-INSERT prototype). pgbatch.go sends the statements of concurrent deliveries
@@ -54,6 +53,19 @@ func buildPGLifecycle(g fieldGroup) string {
 	// of its groups, and then returns what it did.
 	upsert := Postgres.Rebind(upsertStatement(g, false))
 	upsert = upsert[:strings.LastIndex(upsert, "\nRETURNING ")]
+	// A tie the event would win (same createdAt and kind as the version held, a later
+	// request id) is left to the transaction path, which settles it as applyLifecycle
+	// does: the secret compared as plaintext, the outcome from what changed. The
+	// statement writes nothing then, and pgUnchanged tells it from a duplicate. Retries
+	// under a new request id are such ties, so they must not fail the batch.
+	var ties []string
+	for _, c := range groupColumns {
+		if g&c.group != 0 {
+			ties = append(ties, "(excluded."+c.version+" > instances."+c.version+" AND instances."+c.version+
+				" >= substr(excluded.last_event_version, 1, "+strconv.Itoa(versionPrefix)+"))")
+		}
+	}
+	upsert = "" + strings.Replace(upsert, "\nWHERE ", "\nWHERE NOT ("+strings.Join(ties, " OR ")+") AND (", 1) + ")"
 	var b strings.Builder
 	b.WriteString("WITH up AS (\n")
 	b.WriteString(upsert)
@@ -61,21 +73,8 @@ func buildPGLifecycle(g fieldGroup) string {
 	// o: the bits taken apart. f: groups set as news; w: groups whose version it took.
 	b.WriteString("o AS (SELECT bits & 255 AS f, (bits >> " + strconv.Itoa(wonShift) + ") & 255 AS w, bits & " +
 		strconv.Itoa(insertedBit) + " <> 0 AS inserted, enabled, removed FROM up)")
-	if g&pgTokenGroups != 0 {
-		// applyBatch: news to the secret, the enabled state or the removal, on a row that
-		// was there before, makes the shared token useless.
-		b.WriteString(",\nforget AS (DELETE FROM instance_tokens WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM o WHERE NOT inserted AND f & " +
-			strconv.Itoa(int(pgTokenGroups)) + " <> 0))")
-	}
-	// An event that won a group on a tie (same createdAt and kind as the version held, a
-	// later request id) has to be settled as applyLifecycle does: the secret compared as
-	// plaintext, the outcome from what changed. Ties are rare, so the statement does not
-	// carry that: it fails with pgTieMarker in its error, which rolls back all it did,
-	// and applyPostgres takes the transaction path. The cast depends on a column so that
-	// the planner cannot fold it into an error of every execution.
-	outcome := "CASE WHEN w & ~f <> 0 THEN CAST(" + sqlText(pgTieMarker) + " || w AS int)::text ELSE " + pgOutcomeSQL(g) + " END"
 	b.WriteString(",\njournal AS (INSERT INTO webhook_deliveries (request_id, kind, instance_id, event_created_at, received_at, outcome, reason)\n")
-	b.WriteString("SELECT $21::text, $22::text, $1, $23::timestamptz, $19, " + outcome + ", " + pgReasonSQL(g) + " FROM o)\n")
+	b.WriteString("SELECT $21::text, $22::text, $1, $23::timestamptz, $19, " + pgOutcomeSQL(g) + ", " + pgReasonSQL(g) + " FROM o)\n")
 	b.WriteString("SELECT bits, enabled, removed FROM up")
 	return b.String()
 }
@@ -118,15 +117,6 @@ const (
 	reasonNoField      = "it sends no field to change"
 )
 
-// pgTieMarker is in the error of a lifecycle statement whose event won a group on a tie.
-const pgTieMarker = "extension-backend: lifecycle tie, take the transaction path "
-
-// isTieMarker reports whether err is the lifecycle statement's refusal of a tie.
-func isTieMarker(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "22P02" && strings.Contains(pgErr.Message, pgTieMarker)
-}
-
 // mayDisable reports whether ev can leave its instance disabled or removed, and so sign
 // its users out.
 func mayDisable(ev LifecycleEvent) bool {
@@ -147,7 +137,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING 0, false, false`
 // An event that may leave the instance disabled or removed takes the transaction path:
 // its sign-out must see a sign-in that committed while the upsert waited for the
 // instance's row, and one statement reads the sessions as they were when it began
-// (TestSignInRepeatBesideDisable). So does an event that wins a group on a tie.
+// (TestSignInRepeatBesideDisable). So does an event that wins a group on a tie
+// (pgUnchanged).
 func (s *Store) applyPostgres(ctx context.Context, ev LifecycleEvent, sealed string) (Result, error) {
 	if mayDisable(ev) {
 		return s.applyInTx(ctx, ev, sealed)
@@ -159,9 +150,6 @@ func (s *Store) applyPostgres(ctx context.Context, ev LifecycleEvent, sealed str
 	row, err := s.pgGroup.write(ctx, s, w)
 	if err == nil && row.none {
 		return s.pgUnchanged(ctx, ev, w)
-	}
-	if isTieMarker(err) {
-		return s.applyInTx(ctx, ev, sealed)
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("apply %s to instance %s: %w", ev.Kind, ev.InstanceID, err)
@@ -181,17 +169,21 @@ var pgUnchangedStatements [allGroups + 1]struct {
 func pgUnchangedStatement(g fieldGroup) string {
 	st := &pgUnchangedStatements[g]
 	st.once.Do(func() {
-		var dup []string
+		var dup, tie []string
 		for _, c := range groupColumns {
 			if g&c.group != 0 {
 				dup = append(dup, "left("+c.version+", "+strconv.Itoa(versionPrefix)+") = $2::text")
+				// A tie it wins, or news (a newer event took the tie meanwhile): the
+				// transaction path settles it.
+				tie = append(tie, "(left("+c.version+", "+strconv.Itoa(versionPrefix)+") = $2::text AND "+c.version+" < $7::text)",
+					c.version+" < $2::text")
 			}
 		}
-		st.text = "WITH o AS (SELECT " + strings.Join(dup, " OR ") + " AS dup FROM instances WHERE id = $1),\n" +
+		st.text = "WITH o AS (SELECT " + strings.Join(dup, " OR ") + " AS dup, " + strings.Join(tie, " OR ") + " AS tie FROM instances WHERE id = $1),\n" +
 			"journal AS (INSERT INTO webhook_deliveries (request_id, kind, instance_id, event_created_at, received_at, outcome, reason)\n" +
 			"SELECT $3::text, $4::text, $1, $5::timestamptz, $6::timestamptz, CASE WHEN dup THEN " + sqlText(string(OutcomeDuplicate)) +
 			" ELSE " + sqlText(string(OutcomeStale)) + " END, CASE WHEN dup THEN " + sqlText(reasonDuplicate) + " ELSE " + sqlText(reasonStale) +
-			" END FROM o)\nSELECT dup FROM o"
+			" END FROM o WHERE NOT tie)\nSELECT dup, tie FROM o"
 	})
 	return st.text
 }
@@ -202,11 +194,14 @@ func pgUnchangedStatement(g fieldGroup) string {
 func (s *Store) pgUnchanged(ctx context.Context, ev LifecycleEvent, w *pgWrite) (Result, error) {
 	carried := carriedGroups(ev)
 	version := w.args[10].(string)
-	var dup bool
+	var dup, tie bool
 	err := s.sqlDB.QueryRowContext(ctx, pgUnchangedStatement(carried), ev.InstanceID, version[:versionPrefix],
-		ev.RequestID, string(ev.Kind), w.args[22], w.args[18]).Scan(&dup)
+		ev.RequestID, string(ev.Kind), w.args[22], w.args[18], version).Scan(&dup, &tie)
 	if err != nil {
 		return Result{}, fmt.Errorf("apply %s to instance %s: %w", ev.Kind, ev.InstanceID, translate(err))
+	}
+	if tie {
+		return s.applyInTx(ctx, ev, w.sealed)
 	}
 	if dup {
 		return Result{Outcome: OutcomeDuplicate, Reason: reasonDuplicate}, nil
@@ -222,7 +217,7 @@ func (s *Store) pgWriteOf(ev LifecycleEvent, sealed string) (*pgWrite, error) {
 		t := ev.CreatedAt.UTC()
 		eventCreated = &t
 	}
-	w := &pgWrite{instanceID: ev.InstanceID}
+	w := &pgWrite{instanceID: ev.InstanceID, sealed: sealed}
 	carried := carriedGroups(ev)
 	if carried == 0 {
 		w.query, w.args = pgIgnoredStatement, []any{ev.RequestID, string(ev.Kind), ev.InstanceID, eventCreated, now,
@@ -235,6 +230,9 @@ func (s *Store) pgWriteOf(ev LifecycleEvent, sealed string) (*pgWrite, error) {
 	}
 	w.query = pgLifecycleStatement(carried)
 	w.args = append(args, ev.RequestID, string(ev.Kind), eventCreated, ev.Kind != EventRemoved)
+	if carried&pgTokenGroups != 0 {
+		w.forgetVersion = args[10].(string)
+	}
 	return w, nil
 }
 
@@ -304,3 +302,9 @@ func pgResult(ev LifecycleEvent, carried fieldGroup, row pgRow) Result {
 	}
 	return res
 }
+
+// pgForgetStatement deletes the shared token after a lifecycle statement that set the
+// secret, the enabled state or the removal: a statement of its own, so that it reads the
+// rows committed while the upsert waited for the instance's row.
+const pgForgetStatement = `DELETE FROM instance_tokens WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM instances
+WHERE id = $1 AND (secret_version = $2 OR enabled_version = $2 OR removal_version = $2))`
