@@ -256,5 +256,9 @@ func sendBatch(ctx context.Context, pc *pgx.Conn, batch []*pgWrite, rows []pgRow
 			}
 		}
 	}
-	return errors.Join(err, br.Close())
+	// Close reports the batch's first error again: keep one of them.
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
