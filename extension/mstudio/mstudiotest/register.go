@@ -1,6 +1,7 @@
 package mstudiotest
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -49,7 +50,8 @@ func (s *Server) RegisterInstances(specs []RegisterSpec) ([]Instance, error) {
 	seen := make(map[string]bool, len(specs))
 	for i, spec := range specs {
 		in := Instance{
-			ID: spec.ID, ContextKind: spec.ContextKind, ContextID: spec.ContextID, Scopes: spec.Scopes,
+			// Ids in lower case, as the platform writes them: one instance has one id.
+			ID: strings.ToLower(spec.ID), ContextKind: spec.ContextKind, ContextID: strings.ToLower(spec.ContextID), Scopes: spec.Scopes,
 			Disabled: spec.Disabled, VariantKey: spec.VariantKey, CreatedAt: now,
 			Secret: spec.Secret, SecretUsableAt: now,
 		}
@@ -69,7 +71,7 @@ func (s *Server) RegisterInstances(specs []RegisterSpec) ([]Instance, error) {
 		case !isUUID(in.ID) || !isUUID(in.ContextID):
 			return nil, errorf("instance %d: the instance and context ids must be UUIDs", i)
 		case in.ContextKind != "project" && in.ContextKind != "customer":
-			return nil, errorf("instance %d: context kind %q: want project or customer", i, in.ContextKind)
+			return nil, errorf("instance %d: the context kind must be project or customer", i)
 		case len(in.Scopes) > maxRegisterScopes:
 			return nil, errorf("instance %d: at most %d scopes", i, maxRegisterScopes)
 		case !plainText(in.Secret) || !plainText(in.VariantKey) && in.VariantKey != "":
@@ -92,11 +94,31 @@ func (s *Server) RegisterInstances(specs []RegisterSpec) ([]Instance, error) {
 			return nil, errorf("instance %s exists", in.ID)
 		}
 	}
+	old := make(map[string]*Instance, len(out))
 	for _, in := range out {
+		old[in.ID] = s.instances[in.ID]
 		s.instances[in.ID] = &in
 	}
-	return out, s.saveStateLocked()
+	if err := s.saveStateLocked(); err != nil {
+		// None, as promised: what was there before comes back.
+		for id, in := range old {
+			if in == nil {
+				delete(s.instances, id)
+			} else {
+				s.instances[id] = in
+			}
+		}
+		return nil, &saveError{err}
+	}
+	return out, nil
 }
+
+// saveError is a failure to keep the simulator's state: the server's fault, not the
+// request's.
+type saveError struct{ err error }
+
+func (e *saveError) Error() string { return "mstudiotest: keep the state: " + e.err.Error() }
+func (e *saveError) Unwrap() error { return e.err }
 
 // plainText: not empty, at most maxRegisterText bytes of printable UTF-8 without spaces.
 func plainText(v string) bool {
@@ -115,6 +137,11 @@ func (s *Server) postInstances(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ins, err := s.RegisterInstances(req.Instances)
+	if se := (*saveError)(nil); errors.As(err, &se) {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"message": "the simulator could not keep its state; see its log"})
+		s.opts.Logger.Error("simulator: register instances", "error", err.Error())
+		return
+	}
 	if err != nil {
 		writeValidation(w, ValidationIssue{Message: strings.TrimPrefix(err.Error(), "mstudiotest: "), Path: "instances", Type: "invalid"})
 		return

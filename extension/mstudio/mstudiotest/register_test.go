@@ -88,17 +88,24 @@ func FuzzRegisterInstances(f *testing.F) {
 	}
 	f.Cleanup(sim.Close)
 	f.Fuzz(func(t *testing.T, body string) {
+		before := len(sim.Instances())
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest(http.MethodPost, "/internal/instances", strings.NewReader(body))
 		sim.ServeHTTP(rec, req)
 		switch rec.Code {
 		case http.StatusBadRequest:
+			if after := len(sim.Instances()); after != before {
+				t.Fatalf("a refused request changed the instances from %d to %d", before, after)
+			}
 		case http.StatusCreated:
 			var answer struct {
 				Instances []struct{ ID, Secret string }
 			}
 			if err := json.Unmarshal(rec.Body.Bytes(), &answer); err != nil || len(answer.Instances) == 0 {
 				t.Fatalf("201 with %s: %v", rec.Body, err)
+			}
+			if after := len(sim.Instances()); after > before+len(answer.Instances) {
+				t.Errorf("%d instances registered, %d answered", after-before, len(answer.Instances))
 			}
 			for _, in := range answer.Instances {
 				stored, ok := sim.Instance(in.ID)
