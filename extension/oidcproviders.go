@@ -291,3 +291,23 @@ func (s *Store) DeleteOIDCProvider(ctx context.Context, instanceID, actorID, id 
 	})
 	return roleError("delete provider "+id, err)
 }
+
+// hasEnabledProvider reports whether the instance has an enabled provider: a way in
+// without a password.
+func hasEnabledProvider(tx *gorm.DB, instanceID string) (bool, error) {
+	var n int64
+	if err := tx.Model(&providerRow{}).Where("instance_id = ? AND enabled = ?", instanceID, true).Count(&n).Error; err != nil {
+		return false, translate(err)
+	}
+	return n > 0, nil
+}
+
+// HasEnabledOIDCProvider reports whether the instance has an enabled provider, so people
+// can be invited while password sign-in is off.
+func (s *Store) HasEnabledOIDCProvider(ctx context.Context, instanceID string) (bool, error) {
+	ok, err := hasEnabledProvider(s.db.WithContext(ctx), instanceID)
+	if err != nil {
+		return false, fmt.Errorf("providers of instance %s: %w", instanceID, err)
+	}
+	return ok, nil
+}
