@@ -57,9 +57,13 @@ type OIDCProvider struct {
 	RequiredValues []string
 	DefaultRole    string // member or admin: the role of accounts made at first sign-in
 	AutoProvision  bool   // unknown users with an allowed, verified address get an account
-	Enabled        bool
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// RoleMap, when not empty, derives the role from the template's groups claim at
+	// provisioning and at every sign-in (DerivedRole; no match: DefaultRole); an owner's
+	// role is never changed.
+	RoleMap   []RoleRule
+	Enabled   bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // TemplateInfo returns the provider's template; an unknown key (a template dropped by a later
@@ -93,6 +97,7 @@ type providerRow struct {
 	RequiredValues     []string `gorm:"serializer:json"`
 	DefaultRole        string
 	AutoProvision      bool
+	RoleMap            []RoleRule `gorm:"serializer:json"`
 	Enabled            bool
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
@@ -104,7 +109,7 @@ func (r providerRow) provider() OIDCProvider {
 	return OIDCProvider{ID: r.ID, InstanceID: r.InstanceID, Template: r.Template, Name: r.Name, Issuer: r.Issuer,
 		ClientID: r.ClientID, HasClientSecret: r.SealedClientSecret != "", Scopes: r.Scopes, AllowedDomains: r.AllowedDomains,
 		RequiredClaim: r.RequiredClaim, RequiredValues: r.RequiredValues, DefaultRole: r.DefaultRole,
-		AutoProvision: r.AutoProvision, Enabled: r.Enabled, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+		AutoProvision: r.AutoProvision, RoleMap: r.RoleMap, Enabled: r.Enabled, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
 }
 
 // clientSecretAAD binds a sealed client secret to its provider's row.
@@ -172,8 +177,10 @@ func checkProvider(p OIDCProvider) error {
 		return fmt.Errorf("%w: a required claim needs values", ErrInvalidProvider)
 	case len(p.AllowedDomains) > maxAllowedDomains:
 		return fmt.Errorf("%w: too many domains", ErrInvalidProvider)
+	case len(p.RoleMap) > 0 && p.TemplateInfo().GroupsClaim == "":
+		return fmt.Errorf("%w: the template's provider sends no groups", ErrInvalidProvider)
 	}
-	return nil
+	return checkRoleMap(p.RoleMap)
 }
 
 // SaveOIDCProvider adds a provider to an instance (p.ID empty) or changes one, on behalf
@@ -205,7 +212,7 @@ func (s *Store) SaveOIDCProvider(ctx context.Context, actorID string, p OIDCProv
 		row := providerRow{ID: p.ID, InstanceID: p.InstanceID, Template: p.Template, Name: p.Name, Issuer: p.Issuer,
 			ClientID: p.ClientID, SealedClientSecret: sealed, Scopes: nonNil(p.Scopes), AllowedDomains: nonNil(p.AllowedDomains),
 			RequiredClaim: p.RequiredClaim, RequiredValues: nonNil(p.RequiredValues), DefaultRole: p.DefaultRole,
-			AutoProvision: p.AutoProvision, Enabled: p.Enabled, CreatedAt: now, UpdatedAt: now}
+			AutoProvision: p.AutoProvision, RoleMap: nonNilRules(p.RoleMap), Enabled: p.Enabled, CreatedAt: now, UpdatedAt: now}
 		kind := AuditOIDCProviderAdded
 		if adding {
 			if err := tx.Create(&row).Error; err != nil {
@@ -228,6 +235,9 @@ func (s *Store) SaveOIDCProvider(ctx context.Context, actorID string, p OIDCProv
 		out = row.provider()
 		detail := map[string]string{"provider": row.ID, "name": row.Name, "issuer": row.Issuer, "template": row.Template,
 			"enabled": fmt.Sprint(row.Enabled)}
+		if len(row.RoleMap) > 0 || !adding {
+			detail["role_map"] = roleMapDetail(row.RoleMap)
+		}
 		if setSecret && !adding {
 			detail["client_secret"] = "changed" // that it changed, never what it is
 		}
@@ -237,6 +247,13 @@ func (s *Store) SaveOIDCProvider(ctx context.Context, actorID string, p OIDCProv
 		return OIDCProvider{}, roleError("save provider", err)
 	}
 	return out, nil
+}
+
+func nonNilRules(v []RoleRule) []RoleRule {
+	if v == nil {
+		return []RoleRule{}
+	}
+	return v
 }
 
 func nonNil(v []string) []string {

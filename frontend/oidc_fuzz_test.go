@@ -109,3 +109,40 @@ func FuzzIdentityClaims(f *testing.F) {
 		}
 	})
 }
+
+// The role_map field: whatever is typed, parseRoleMap never panics, and what it accepts
+// is a map the store accepts too (roles member or admin, groups once), which reads back
+// from its text as the same rules.
+func FuzzParseRoleMap(f *testing.F) {
+	for _, s := range []string{"staff=member", "it-admins=admin, staff=member", "cn=staff,ou=groups=member\r\nadmins=ADMIN",
+		"founders=owner", "=admin", "a=admin\na=member", "\x00=admin", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		rules, ok := parseRoleMap(text)
+		if !ok {
+			return
+		}
+		p := extension.OIDCProvider{Template: "custom", Name: "n", Issuer: "https://idp.example", ClientID: "c",
+			Scopes: []string{"openid"}, DefaultRole: extension.RoleMember, RoleMap: rules}
+		seen := map[string]bool{}
+		for _, r := range rules {
+			if r.Role != extension.RoleMember && r.Role != extension.RoleAdmin || seen[r.Group] {
+				t.Fatalf("accepted %q as %+v", text, rules)
+			}
+			seen[r.Group] = true
+			if role, _, ok := p.DerivedRole([]string{r.Group}); !ok || (role != r.Role && role != extension.RoleAdmin) {
+				t.Fatalf("DerivedRole of group %q = %q, %v", r.Group, role, ok)
+			}
+		}
+		again, ok := parseRoleMap(roleMapText(rules))
+		if !ok || len(again) != len(rules) {
+			t.Fatalf("the form's text of %+v reads back as %+v, %v", rules, again, ok)
+		}
+		for i := range rules {
+			if again[i] != rules[i] {
+				t.Fatalf("the form's text of %+v reads back as %+v", rules, again)
+			}
+		}
+	})
+}

@@ -15,7 +15,8 @@ import (
 // The OpenID Connect providers of an instance, on the sign-in settings page (owners only):
 // POST /app/{instanceId}/settings/sign-in/providers adds one with the fields template,
 // name, issuer, client_id, client_secret, scopes, allowed_domains, required_claim,
-// required_values, default_role and auto_provision (scripts rely on these names); the
+// required_values, default_role, role_map and auto_provision (scripts rely on these
+// names); the
 // provider's own page edits it, and three buttons disable, enable or delete it. Saving
 // fetches the issuer's discovery document first: a provider is stored only when its
 // issuer answers as that issuer.
@@ -37,6 +38,7 @@ const defaultScopes = "openid email profile"
 // client secret.
 type providerForm struct {
 	ID, Template, Name, Issuer, ClientID, Scopes, AllowedDomains, RequiredClaim, RequiredValues, DefaultRole string
+	RoleMap                                                                                                  string // group=role, one a line or separated by commas
 	AutoProvision                                                                                            bool
 	Enabled                                                                                                  bool
 	HasSecret                                                                                                bool // editing: a secret is stored
@@ -63,7 +65,7 @@ type parsedProvider struct {
 
 // providerFields are the form's fields; each may come once.
 var providerFields = []string{"template", "name", "issuer", "client_id", "client_secret", "scopes", "allowed_domains",
-	"required_claim", "required_values", "default_role", "auto_provision"}
+	"required_claim", "required_values", "default_role", "role_map", "auto_provision"}
 
 // parseProviderForm reads the provider form strictly. Editing, an empty client_secret
 // keeps the stored one. field and problem name what is wrong, problem a copy key.
@@ -76,7 +78,8 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 	get := func(k string) string { return strings.TrimSpace(form.Get(k)) }
 	typed = providerForm{Template: get("template"), Name: get("name"), Issuer: get("issuer"), ClientID: get("client_id"),
 		Scopes: get("scopes"), AllowedDomains: get("allowed_domains"), RequiredClaim: get("required_claim"),
-		RequiredValues: get("required_values"), DefaultRole: get("default_role"), AutoProvision: form.Get("auto_provision") == "on"}
+		RequiredValues: get("required_values"), DefaultRole: get("default_role"), RoleMap: get("role_map"),
+		AutoProvision: form.Get("auto_provision") == "on"}
 	tmpl, ok := extension.OIDCTemplateByKey(typed.Template)
 	if !ok {
 		return p, typed, "template", "provider.bad_template"
@@ -146,6 +149,13 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 	if typed.DefaultRole != extension.RoleMember && typed.DefaultRole != extension.RoleAdmin {
 		return p, typed, "default_role", "settings.bad_role"
 	}
+	roleMap, ok := parseRoleMap(typed.RoleMap)
+	switch {
+	case !ok:
+		return p, typed, "role_map", "provider.bad_role_map"
+	case len(roleMap) > 0 && tmpl.GroupsClaim == "":
+		return p, typed, "role_map", "provider.role_map_no_groups"
+	}
 	switch form.Get("auto_provision") {
 	case "", "on":
 	default:
@@ -153,9 +163,53 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 	}
 	p = parsedProvider{OIDCProvider: extension.OIDCProvider{Template: tmpl.Key, Name: typed.Name, Issuer: typed.Issuer,
 		ClientID: typed.ClientID, Scopes: scopes, AllowedDomains: domains, RequiredClaim: typed.RequiredClaim,
-		RequiredValues: values, DefaultRole: typed.DefaultRole, AutoProvision: typed.AutoProvision, Enabled: true},
+		RequiredValues: values, DefaultRole: typed.DefaultRole, RoleMap: roleMap, AutoProvision: typed.AutoProvision, Enabled: true},
 		Secret: extension.Secret(secret), SetSecret: !editing || secret != ""}
 	return p, typed, "", ""
+}
+
+// maxRoleMapField bounds the role_map field before it is split.
+const maxRoleMapField = 16 << 10
+
+// parseRoleMap reads a group → role map: rules group=role, one a line, or on one line
+// separated by commas; role member or admin (owner is never given by a provider); a group
+// comes once. ok is false for anything else. The group is everything before the last
+// "=", so a group such as an LDAP name "cn=staff,ou=groups" works, one a line.
+func parseRoleMap(text string) (rules []extension.RoleRule, ok bool) {
+	if len(text) > maxRoleMapField {
+		return nil, false
+	}
+	sep := func(r rune) bool { return r == '\n' || r == '\r' }
+	if !strings.ContainsAny(text, "\r\n") {
+		sep = func(r rune) bool { return r == ',' }
+	}
+	seen := map[string]bool{}
+	for _, item := range strings.FieldsFunc(text, sep) {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		i := strings.LastIndexByte(item, '=')
+		if i < 0 {
+			return nil, false
+		}
+		group, role := strings.TrimSpace(item[:i]), strings.ToLower(strings.TrimSpace(item[i+1:]))
+		if !shortText(group, 200) || seen[group] || (role != extension.RoleMember && role != extension.RoleAdmin) {
+			return nil, false
+		}
+		seen[group] = true
+		rules = append(rules, extension.RoleRule{Group: group, Role: role})
+	}
+	return rules, len(rules) <= 50
+}
+
+// roleMapText is a group → role map as the form shows it, each rule on its own line
+// (ended by a newline, so a single rule whose group has a comma reads back as one rule).
+func roleMapText(rules []extension.RoleRule) string {
+	var b strings.Builder
+	for _, r := range rules {
+		b.WriteString(r.Group + "=" + r.Role + "\n")
+	}
+	return b.String()
 }
 
 // shortText reports whether v is 1 to max bytes of text without control characters.
@@ -260,8 +314,8 @@ func (f *Frontend) EditProvider(c echo.Context) error {
 func formOf(p extension.OIDCProvider) providerForm {
 	return providerForm{ID: p.ID, Template: p.Template, Name: p.Name, Issuer: p.Issuer, ClientID: p.ClientID,
 		Scopes: strings.Join(p.Scopes, " "), AllowedDomains: strings.Join(p.AllowedDomains, ", "), RequiredClaim: p.RequiredClaim,
-		RequiredValues: strings.Join(p.RequiredValues, ", "), DefaultRole: p.DefaultRole, AutoProvision: p.AutoProvision,
-		Enabled: p.Enabled, HasSecret: p.HasClientSecret}
+		RequiredValues: strings.Join(p.RequiredValues, ", "), DefaultRole: p.DefaultRole, RoleMap: roleMapText(p.RoleMap),
+		AutoProvision: p.AutoProvision, Enabled: p.Enabled, HasSecret: p.HasClientSecret}
 }
 
 // AddProvider serves POST /app/{instanceId}/settings/sign-in/providers.
