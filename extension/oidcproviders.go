@@ -60,7 +60,10 @@ type OIDCProvider struct {
 	// RoleMap, when not empty, derives the role from the template's groups claim at
 	// provisioning and at every sign-in (DerivedRole; no match: DefaultRole); an owner's
 	// role is never changed.
-	RoleMap   []RoleRule
+	RoleMap []RoleRule
+	// Operator: one of the operator's providers (EXT_OIDC_PROVIDERS_FILE), not the
+	// instance's: its settings are not the owners' to change.
+	Operator  bool
 	Enabled   bool
 	CreatedAt time.Time
 	UpdatedAt time.Time
@@ -128,11 +131,14 @@ func (s *Store) OIDCProviders(ctx context.Context, instanceID string) ([]OIDCPro
 	return out, nil
 }
 
-// OIDCProviderByID returns a provider of an instance; ErrNotFound when it is not the
-// instance's.
+// OIDCProviderByID returns a provider of an instance, or one of the operator's (Operator
+// set); ErrNotFound when it is neither.
 func (s *Store) OIDCProviderByID(ctx context.Context, instanceID, id string) (OIDCProvider, error) {
 	var row providerRow
 	if err := s.db.WithContext(ctx).Take(&row, "id = ? AND instance_id = ?", id, instanceID).Error; err != nil {
+		if op, ok := s.operatorProvider(instanceID, id); ok && errors.Is(translate(err), ErrNotFound) {
+			return op.in(instanceID), nil
+		}
 		return OIDCProvider{}, roleError("load provider "+id, translate(err))
 	}
 	return row.provider(), nil
@@ -140,6 +146,13 @@ func (s *Store) OIDCProviderByID(ctx context.Context, instanceID, id string) (OI
 
 // OIDCClientSecret opens a provider's client secret ("" for a public client).
 func (s *Store) OIDCClientSecret(ctx context.Context, p OIDCProvider) (Secret, error) {
+	if p.Operator {
+		op, ok := s.operatorProvider(p.InstanceID, p.ID)
+		if !ok {
+			return "", ErrNotFound
+		}
+		return op.ClientSecret, nil
+	}
 	var sealed []string
 	if err := s.db.WithContext(ctx).Raw(`SELECT sealed_client_secret FROM oidc_providers WHERE id = ? AND instance_id = ?`,
 		p.ID, p.InstanceID).Scan(&sealed).Error; err != nil {

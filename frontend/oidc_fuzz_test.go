@@ -3,6 +3,7 @@ package frontend
 import (
 	"encoding/json"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,6 +143,51 @@ func FuzzParseRoleMap(f *testing.F) {
 		for i := range rules {
 			if again[i] != rules[i] {
 				t.Fatalf("the form's text of %+v reads back as %+v", rules, again)
+			}
+		}
+	})
+}
+
+// The operator providers file is the operator's, but a typo must stop startup with a
+// line and a field, never a panic: whatever the file holds, ParseOperatorProviders
+// returns providers the store accepts, or an error without the client secret.
+func FuzzParseOperatorProviders(f *testing.F) {
+	const secret = "file-secret-7Hq2xVn9"
+	for _, s := range []string{
+		`[{"id":"staff","template":"custom","issuer":"https://sso.vendor.example","client_id":"c","client_secret":"` + secret + `"}]`,
+		`[{"id":"staff","template":"keycloak","issuer":"https://sso.vendor.example/realms/x","client_id":"c","client_secret_env":"SECRET","auto_provision":true,"allowed_domains":"vendor.example","role_map":"ops=admin"}]`,
+		`[{"id":"a","template":"custom"}, {"id":"a"}]`, `{"id":"x"}`, `[1]`, `[{"id":"x","auto_provision":"yes"}]`, `[] x`, "[\n{\"nope\":1}]", ``,
+	} {
+		f.Add([]byte(s))
+	}
+	getenv := func(name string) string {
+		if name == "SECRET" {
+			return secret
+		}
+		return ""
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ps, err := ParseOperatorProviders(data, getenv)
+		if err != nil {
+			if strings.Contains(err.Error(), secret) {
+				t.Fatalf("error holds the client secret: %v", err)
+			}
+			if !strings.HasPrefix(err.Error(), "line ") {
+				t.Fatalf("error names no line: %v", err)
+			}
+			return
+		}
+		keys := map[string]bool{}
+		for _, p := range ps {
+			if keys[p.Key] || p.Key == "" {
+				t.Fatalf("key %q twice or empty", p.Key)
+			}
+			keys[p.Key] = true
+			if err := extension.CheckOperatorProvider(p.Provider); err != nil {
+				t.Fatalf("accepted a provider the store refuses: %v", err)
+			}
+			if p.Provider.AutoProvision && len(p.Provider.AllowedDomains) == 0 {
+				t.Fatalf("accepted auto_provision without domains")
 			}
 		}
 	})

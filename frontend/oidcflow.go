@@ -230,7 +230,8 @@ type providerLink struct {
 	Name, URL string
 }
 
-// providerLinks are links to the instance's enabled providers, each prefix + its id. A
+// providerLinks are links to the instance's enabled providers and then the operator's,
+// each prefix + its id. A
 // failure to list them is logged and leaves them out: the page works without them.
 func (f *Frontend) providerLinks(c echo.Context, instanceID, prefix string) []providerLink {
 	ps, err := f.store.OIDCProviders(c.Request().Context(), instanceID)
@@ -239,7 +240,7 @@ func (f *Frontend) providerLinks(c echo.Context, instanceID, prefix string) []pr
 		return nil
 	}
 	var out []providerLink
-	for _, p := range ps {
+	for _, p := range append(ps, f.store.OperatorOIDCProviders(instanceID)...) {
 		if p.Enabled {
 			out = append(out, providerLink{Name: p.Name, URL: prefix + p.ID})
 		}

@@ -302,7 +302,7 @@ func (f *Frontend) EditProvider(c echo.Context) error {
 		return f.Problem(c, http.StatusForbidden, "settings.forbidden", "")
 	}
 	p, err := f.store.OIDCProviderByID(c.Request().Context(), s.Instance.ID, c.Param("providerId"))
-	if errors.Is(err, extension.ErrNotFound) {
+	if errors.Is(err, extension.ErrNotFound) || p.Operator { // the operator's are not the owners' to change
 		return f.Problem(c, http.StatusNotFound, "error.not_found", "")
 	} else if err != nil {
 		return f.internal(c, "load provider", err)
@@ -339,7 +339,7 @@ func (f *Frontend) saveProvider(c echo.Context, id string) error {
 	var stored extension.OIDCProvider
 	if id != "" {
 		var err error
-		if stored, err = f.store.OIDCProviderByID(ctx, s.Instance.ID, id); errors.Is(err, extension.ErrNotFound) {
+		if stored, err = f.store.OIDCProviderByID(ctx, s.Instance.ID, id); errors.Is(err, extension.ErrNotFound) || stored.Operator {
 			return f.Problem(c, http.StatusNotFound, "error.not_found", "")
 		} else if err != nil {
 			return f.internal(c, "load provider", err)
