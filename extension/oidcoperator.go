@@ -1,6 +1,7 @@
 package extension
 
 import (
+	"maps"
 	"slices"
 
 	"github.com/google/uuid"
@@ -63,6 +64,7 @@ func (op OperatorProvider) in(instanceID string) OIDCProvider {
 	p.HasClientSecret = op.ClientSecret != ""
 	p.Scopes, p.AllowedDomains = slices.Clone(p.Scopes), slices.Clone(p.AllowedDomains)
 	p.RequiredValues, p.RoleMap = slices.Clone(p.RequiredValues), slices.Clone(p.RoleMap)
+	p.Endpoints.ExtraParams = maps.Clone(p.Endpoints.ExtraParams)
 	return p
 }
 

@@ -61,6 +61,8 @@ type OIDCProvider struct {
 	// provisioning and at every sign-in (DerivedRole; no match: DefaultRole); an owner's
 	// role is never changed.
 	RoleMap []RoleRule
+	// Endpoints: a custom provider's own endpoints and extra parameters (zero: discovery's).
+	Endpoints OIDCEndpoints
 	// Operator: one of the operator's providers (EXT_OIDC_PROVIDERS_FILE), not the
 	// instance's: its settings are not the owners' to change.
 	Operator  bool
@@ -100,7 +102,8 @@ type providerRow struct {
 	RequiredValues     []string `gorm:"serializer:json"`
 	DefaultRole        string
 	AutoProvision      bool
-	RoleMap            []RoleRule `gorm:"serializer:json"`
+	RoleMap            []RoleRule    `gorm:"serializer:json"`
+	Endpoints          OIDCEndpoints `gorm:"serializer:json"`
 	Enabled            bool
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
@@ -112,7 +115,7 @@ func (r providerRow) provider() OIDCProvider {
 	return OIDCProvider{ID: r.ID, InstanceID: r.InstanceID, Template: r.Template, Name: r.Name, Issuer: r.Issuer,
 		ClientID: r.ClientID, HasClientSecret: r.SealedClientSecret != "", Scopes: r.Scopes, AllowedDomains: r.AllowedDomains,
 		RequiredClaim: r.RequiredClaim, RequiredValues: r.RequiredValues, DefaultRole: r.DefaultRole,
-		AutoProvision: r.AutoProvision, RoleMap: r.RoleMap, Enabled: r.Enabled, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+		AutoProvision: r.AutoProvision, RoleMap: r.RoleMap, Endpoints: r.Endpoints, Enabled: r.Enabled, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
 }
 
 // clientSecretAAD binds a sealed client secret to its provider's row.
@@ -193,6 +196,9 @@ func checkProvider(p OIDCProvider) error {
 	case len(p.RoleMap) > 0 && p.TemplateInfo().GroupsClaim == "":
 		return fmt.Errorf("%w: the template's provider sends no groups", ErrInvalidProvider)
 	}
+	if err := checkEndpoints(p.Template, p.Endpoints); err != nil {
+		return err
+	}
 	return checkRoleMap(p.RoleMap)
 }
 
@@ -225,7 +231,7 @@ func (s *Store) SaveOIDCProvider(ctx context.Context, actorID string, p OIDCProv
 		row := providerRow{ID: p.ID, InstanceID: p.InstanceID, Template: p.Template, Name: p.Name, Issuer: p.Issuer,
 			ClientID: p.ClientID, SealedClientSecret: sealed, Scopes: nonNil(p.Scopes), AllowedDomains: nonNil(p.AllowedDomains),
 			RequiredClaim: p.RequiredClaim, RequiredValues: nonNil(p.RequiredValues), DefaultRole: p.DefaultRole,
-			AutoProvision: p.AutoProvision, RoleMap: nonNilRules(p.RoleMap), Enabled: p.Enabled, CreatedAt: now, UpdatedAt: now}
+			AutoProvision: p.AutoProvision, RoleMap: nonNilRules(p.RoleMap), Endpoints: p.Endpoints, Enabled: p.Enabled, CreatedAt: now, UpdatedAt: now}
 		kind := AuditOIDCProviderAdded
 		if adding {
 			if err := tx.Create(&row).Error; err != nil {

@@ -221,7 +221,10 @@ func (f *Frontend) startFlow(c echo.Context, fl oidcFlow) error {
 	if c.QueryParam("prompt") == "select" && p.TemplateInfo().SelectAccount {
 		opts = append(opts, oauth2.SetAuthURLParam("prompt", "select_account"))
 	}
-	conf := oauth2.Config{ClientID: p.ClientID, Endpoint: op.Endpoint(), RedirectURL: f.callbackURL(), Scopes: p.Scopes}
+	for k, v := range p.Endpoints.ExtraParams { // never one the sign-in sets (ReservedAuthParams)
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	conf := oauth2.Config{ClientID: p.ClientID, Endpoint: endpointOf(op, p), RedirectURL: f.callbackURL(), Scopes: p.Scopes}
 	return c.Redirect(http.StatusSeeOther, conf.AuthCodeURL(fl.State, opts...))
 }
 

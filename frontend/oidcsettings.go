@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -39,9 +40,11 @@ const defaultScopes = "openid email profile"
 type providerForm struct {
 	ID, Template, Name, Issuer, ClientID, Scopes, AllowedDomains, RequiredClaim, RequiredValues, DefaultRole string
 	RoleMap                                                                                                  string // group=role, one a line or separated by commas
-	AutoProvision                                                                                            bool
-	Enabled                                                                                                  bool
-	HasSecret                                                                                                bool // editing: a secret is stored
+	// A custom provider's own endpoints, and its extra parameters as a query (a=1&b=2).
+	AuthorizationEndpoint, TokenEndpoint, UserinfoEndpoint, ExtraParams string
+	AutoProvision                                                       bool
+	Enabled                                                             bool
+	HasSecret                                                           bool // editing: a secret is stored
 }
 
 // providerView is what a provider's page shows.
@@ -65,7 +68,8 @@ type parsedProvider struct {
 
 // providerFields are the form's fields; each may come once.
 var providerFields = []string{"template", "name", "issuer", "client_id", "client_secret", "scopes", "allowed_domains",
-	"required_claim", "required_values", "default_role", "role_map", "auto_provision"}
+	"required_claim", "required_values", "default_role", "role_map", "auto_provision",
+	"authorization_endpoint", "token_endpoint", "userinfo_endpoint", "extra_params"}
 
 // parseProviderForm reads the provider form strictly. Editing, an empty client_secret
 // keeps the stored one. field and problem name what is wrong, problem a copy key.
@@ -79,7 +83,8 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 	typed = providerForm{Template: get("template"), Name: get("name"), Issuer: get("issuer"), ClientID: get("client_id"),
 		Scopes: get("scopes"), AllowedDomains: get("allowed_domains"), RequiredClaim: get("required_claim"),
 		RequiredValues: get("required_values"), DefaultRole: get("default_role"), RoleMap: get("role_map"),
-		AutoProvision: form.Get("auto_provision") == "on"}
+		AutoProvision: form.Get("auto_provision") == "on", AuthorizationEndpoint: get("authorization_endpoint"),
+		TokenEndpoint: get("token_endpoint"), UserinfoEndpoint: get("userinfo_endpoint"), ExtraParams: get("extra_params")}
 	tmpl, ok := extension.OIDCTemplateByKey(typed.Template)
 	if !ok {
 		return p, typed, "template", "provider.bad_template"
@@ -156,6 +161,10 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 	case len(roleMap) > 0 && tmpl.GroupsClaim == "":
 		return p, typed, "role_map", "provider.role_map_no_groups"
 	}
+	endpoints, field, problem := parseEndpoints(tmpl.Key, typed)
+	if problem != "" {
+		return p, typed, field, problem
+	}
 	switch form.Get("auto_provision") {
 	case "", "on":
 	default:
@@ -163,9 +172,62 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 	}
 	p = parsedProvider{OIDCProvider: extension.OIDCProvider{Template: tmpl.Key, Name: typed.Name, Issuer: typed.Issuer,
 		ClientID: typed.ClientID, Scopes: scopes, AllowedDomains: domains, RequiredClaim: typed.RequiredClaim,
-		RequiredValues: values, DefaultRole: typed.DefaultRole, RoleMap: roleMap, AutoProvision: typed.AutoProvision, Enabled: true},
+		RequiredValues: values, DefaultRole: typed.DefaultRole, RoleMap: roleMap, Endpoints: endpoints, AutoProvision: typed.AutoProvision,
+		Enabled: true},
 		Secret: extension.Secret(secret), SetSecret: !editing || secret != ""}
 	return p, typed, "", ""
+}
+
+// parseEndpoints reads a custom provider's own endpoints (https, or http on loopback, as
+// the issuer) and its extra parameters (a query: a=1&b=2, without the parameters the
+// sign-in sets itself); any other template has none.
+func parseEndpoints(template string, typed providerForm) (e extension.OIDCEndpoints, field, problem string) {
+	fields := []struct {
+		name  string
+		value string
+		into  *string
+	}{{"authorization_endpoint", typed.AuthorizationEndpoint, &e.Authorization}, {"token_endpoint", typed.TokenEndpoint, &e.Token},
+		{"userinfo_endpoint", typed.UserinfoEndpoint, &e.Userinfo}}
+	for _, f := range fields {
+		if f.value == "" {
+			continue
+		}
+		if template != "custom" {
+			return e, f.name, "provider.endpoints_custom_only"
+		}
+		if problem := checkIssuer(f.value); problem != "" {
+			return e, f.name, problem
+		}
+		*f.into = f.value
+	}
+	if typed.ExtraParams == "" {
+		return e, "", ""
+	}
+	if template != "custom" {
+		return e, "extra_params", "provider.endpoints_custom_only"
+	}
+	q, err := url.ParseQuery(typed.ExtraParams)
+	if err != nil || len(typed.ExtraParams) > 4096 || len(q) > 20 {
+		return e, "extra_params", "provider.bad_extra_params"
+	}
+	e.ExtraParams = map[string]string{}
+	for k, vs := range q {
+		if len(vs) != 1 || !shortText(k, 100) || len(vs[0]) > 1000 || strings.ContainsFunc(vs[0], isControlRune) ||
+			slices.Contains(extension.ReservedAuthParams, k) {
+			return e, "extra_params", "provider.bad_extra_params"
+		}
+		e.ExtraParams[k] = vs[0]
+	}
+	return e, "", ""
+}
+
+// extraParamsText is the extra parameters as the form shows them, a query.
+func extraParamsText(params map[string]string) string {
+	q := url.Values{}
+	for k, v := range params {
+		q.Set(k, v)
+	}
+	return q.Encode()
 }
 
 // maxRoleMapField bounds the role_map field before it is split.
@@ -315,7 +377,9 @@ func formOf(p extension.OIDCProvider) providerForm {
 	return providerForm{ID: p.ID, Template: p.Template, Name: p.Name, Issuer: p.Issuer, ClientID: p.ClientID,
 		Scopes: strings.Join(p.Scopes, " "), AllowedDomains: strings.Join(p.AllowedDomains, ", "), RequiredClaim: p.RequiredClaim,
 		RequiredValues: strings.Join(p.RequiredValues, ", "), DefaultRole: p.DefaultRole, RoleMap: roleMapText(p.RoleMap),
-		AutoProvision: p.AutoProvision, Enabled: p.Enabled, HasSecret: p.HasClientSecret}
+		AutoProvision: p.AutoProvision, Enabled: p.Enabled, HasSecret: p.HasClientSecret,
+		AuthorizationEndpoint: p.Endpoints.Authorization, TokenEndpoint: p.Endpoints.Token, UserinfoEndpoint: p.Endpoints.Userinfo,
+		ExtraParams: extraParamsText(p.Endpoints.ExtraParams)}
 }
 
 // AddProvider serves POST /app/{instanceId}/settings/sign-in/providers.

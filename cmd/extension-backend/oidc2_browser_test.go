@@ -11,8 +11,8 @@ import (
 	"github.com/extension-backend/extension-backend/frontend"
 )
 
-// The pages the role map, the operator's providers and invitations without passwords
-// changed, in headless Chromium in both languages (screenshots under EXT_SCREENSHOT_DIR,
+// The pages the role map, the operator's providers, a custom provider's own endpoints
+// and invitations without passwords changed, in headless Chromium in both languages (screenshots under EXT_SCREENSHOT_DIR,
 // and the accessibility check where axe is at hand).
 func TestOIDCRoleMapOperatorPagesInBrowser(t *testing.T) {
 	app, base := browserApp(t)
@@ -45,6 +45,8 @@ func TestOIDCRoleMapOperatorPagesInBrowser(t *testing.T) {
 		shot(owner, "provider-role-map."+lang)
 		owner.Open(base + frontend.SignInSettingsPath(in.ID) + "?lang=" + lang)
 		shot(owner, "settings-operator."+lang)
+		owner.Open(base + frontend.ProvidersPath(in.ID) + "/new?template=custom&lang=" + lang)
+		shot(owner, "provider-custom-endpoints."+lang)
 	}
 	// Password sign-in off: the team still invites, the invitation offers the providers only.
 	if _, err := app.Store.UpdateInstanceSettings(ctx, in.ID, ownerID, extension.InstanceSettings{DefaultRole: extension.RoleMember}); err != nil {

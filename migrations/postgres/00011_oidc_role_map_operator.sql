@@ -6,6 +6,12 @@
 -- the matching groups, else default_role); an owner's role is never changed.
 ALTER TABLE oidc_providers ADD COLUMN role_map TEXT NOT NULL DEFAULT '[]';
 
+-- A custom provider's own endpoints and extra authorization parameters, a JSON object
+-- {"authorization": URL, "token": URL, "userinfo": URL, "extra_params": {name: value}};
+-- each set one overrides what discovery found (the issuer and its keys still come from
+-- discovery). '{}' for every other template.
+ALTER TABLE oidc_providers ADD COLUMN endpoints TEXT NOT NULL DEFAULT '{}';
+
 -- Identities at the operator's providers (EXT_OIDC_PROVIDERS_FILE) are linked like those
 -- at an instance's own, but their provider is no row: its id is derived from the file's
 -- key and the instance (extension.OperatorProviderID). So provider_id no longer refers
@@ -16,4 +22,5 @@ ALTER TABLE oidc_identities DROP CONSTRAINT oidc_identities_provider_id_instance
 -- +goose Down
 DELETE FROM oidc_identities WHERE provider_id NOT IN (SELECT id FROM oidc_providers);
 ALTER TABLE oidc_identities ADD FOREIGN KEY (provider_id, instance_id) REFERENCES oidc_providers (id, instance_id) ON DELETE CASCADE;
+ALTER TABLE oidc_providers DROP COLUMN endpoints;
 ALTER TABLE oidc_providers DROP COLUMN role_map;

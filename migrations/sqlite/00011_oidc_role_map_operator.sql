@@ -6,6 +6,12 @@
 -- the matching groups, else default_role); an owner's role is never changed.
 ALTER TABLE oidc_providers ADD COLUMN role_map TEXT NOT NULL DEFAULT '[]';
 
+-- A custom provider's own endpoints and extra authorization parameters, a JSON object
+-- {"authorization": URL, "token": URL, "userinfo": URL, "extra_params": {name: value}};
+-- each set one overrides what discovery found (the issuer and its keys still come from
+-- discovery). '{}' for every other template.
+ALTER TABLE oidc_providers ADD COLUMN endpoints TEXT NOT NULL DEFAULT '{}';
+
 -- Identities at the operator's providers (EXT_OIDC_PROVIDERS_FILE) are linked like those
 -- at an instance's own, but their provider is no row: its id is derived from the file's
 -- key and the instance (extension.OperatorProviderID). So provider_id no longer refers
@@ -48,4 +54,5 @@ INSERT INTO oidc_identities_old SELECT id, instance_id, account_id, provider_id,
 DROP TABLE oidc_identities;
 ALTER TABLE oidc_identities_old RENAME TO oidc_identities;
 CREATE INDEX oidc_identities_account ON oidc_identities (account_id);
+ALTER TABLE oidc_providers DROP COLUMN endpoints;
 ALTER TABLE oidc_providers DROP COLUMN role_map;
