@@ -189,6 +189,9 @@ func FuzzParseOperatorProviders(f *testing.F) {
 			if p.Provider.AutoProvision && len(p.Provider.AllowedDomains) == 0 {
 				t.Fatalf("accepted auto_provision without domains")
 			}
+			if len(p.Provider.RoleMap) > 0 {
+				t.Fatalf("accepted a role map for an operator provider")
+			}
 		}
 	})
 }

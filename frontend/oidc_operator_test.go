@@ -27,7 +27,7 @@ func TestParseOperatorProviders(t *testing.T) {
 	good := `[
   {"id": "vendor-staff", "template": "keycloak", "name": "Vendor support",
    "issuer": "https://sso.vendor.example/realms/staff", "client_id": "extension",
-   "client_secret_env": "VENDOR_SECRET", "allowed_domains": "vendor.example", "role_map": "support-leads=admin"},
+   "client_secret_env": "VENDOR_SECRET", "allowed_domains": "vendor.example"},
   {"id": "vendor-ops", "template": "custom", "issuer": "https://ops.vendor.example", "client_id": "x",
    "client_secret": "` + secret + `", "auto_provision": true, "allowed_domains": "vendor.example"}
 ]`
@@ -36,7 +36,7 @@ func TestParseOperatorProviders(t *testing.T) {
 		t.Fatalf("good file: %d providers, %v", len(ps), err)
 	}
 	if p := ps[0]; p.Key != "vendor-staff" || p.ClientSecret != secret || p.Provider.AutoProvision || p.Provider.Name != "Vendor support" ||
-		len(p.Provider.RoleMap) != 1 || p.Provider.DefaultRole != extension.RoleMember || !p.Provider.Enabled {
+		p.Provider.DefaultRole != extension.RoleMember || !p.Provider.Enabled {
 		t.Errorf("first provider: %+v", p)
 	}
 	if p := ps[1]; p.Provider.Name != "OpenID Connect" || !p.Provider.AutoProvision || p.ClientSecret != secret {
@@ -51,6 +51,7 @@ func TestParseOperatorProviders(t *testing.T) {
 		{"bad issuer", "[\n{\"id\": \"a\", \"template\": \"custom\", \"issuer\": \"http://sso.vendor.example\", \"client_id\": \"c\"}]",
 			`line 2: provider "a": field issuer: `},
 		{"owner by group", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "role_map": "x=owner"}]`, "field role_map"},
+		{"a role map", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "role_map": "leads=admin"}]`, "field role_map: not for the operator's providers"},
 		{"secret twice", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "client_secret": "` + secret + `", "client_secret_env": "VENDOR_SECRET"}]`,
 			"client_secret and client_secret_env are both set"},
 		{"variable unset", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "client_secret_env": "NOPE"}]`, "the variable NOPE is not set"},

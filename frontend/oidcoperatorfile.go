@@ -26,7 +26,9 @@ import (
 //
 // auto_provision is false unless the file says true, and true needs allowed_domains:
 // staff join an instance through one of these only when it invited them, unless the
-// operator decides otherwise for named domains. The checks are the form's.
+// operator decides otherwise for named domains. role_map is refused: the roles of the
+// vendor's staff in a customer's instance are its owners' to give. The other checks are
+// the form's.
 
 // operatorFields are the fields of an operator provider, each a string but
 // auto_provision (a boolean).
@@ -124,6 +126,11 @@ func ParseOperatorProviders(data []byte, getenv func(string) string) ([]extensio
 		p, _, field, problem := parseProviderForm(form, false)
 		if problem != "" {
 			return nil, fmt.Errorf("%s: field %s: %s", where, field, en[LangEnglish].text(problem, "min", "", "max", ""))
+		}
+		if len(p.RoleMap) > 0 {
+			// Groups at the vendor must not raise its staff's roles in a customer's
+			// instance at every sign-in: those roles are the instance owners' to give.
+			return nil, fmt.Errorf("%s: field role_map: not for the operator's providers: roles in an instance are its owners' to give", where)
 		}
 		if p.AutoProvision && len(p.AllowedDomains) == 0 {
 			return nil, fmt.Errorf("%s: field auto_provision: true needs allowed_domains, so staff join instances only from the domains named", where)
