@@ -136,8 +136,9 @@ func linkTokenHash(token Secret) (string, bool) { return sessionIDHash(token) }
 
 // CreateInvitation invites an e-mail address into an instance at a role on behalf of the
 // acting account, and returns the invitation and its link token, which is not stored and
-// cannot be shown again. Password sign-in must be on (ErrPasswordLoginOff), as the
-// invitation makes a password account. The actor must be able to grant the role (ErrForbidden); the
+// cannot be shown again. The invited person needs a way in: password sign-in on, or an
+// enabled OpenID Connect provider of the instance (else ErrPasswordLoginOff), so an
+// instance whose people sign in only through a provider invites too. The actor must be able to grant the role (ErrForbidden); the
 // address must be valid (ErrInvalidEmail), in the instance's allowed domains
 // (ErrDomainNotAllowed), not a local account's already (ErrEmailTaken) and not invited
 // already (ErrInvitationPending; an expired invitation of the address is revoked instead).
@@ -174,7 +175,11 @@ func (s *Store) createInvitation(ctx context.Context, instanceID, actorID, email
 			return err
 		}
 		if !settings.PasswordLogin {
-			return ErrPasswordLoginOff
+			if ok, err := hasEnabledProvider(tx, instanceID); err != nil {
+				return err
+			} else if !ok {
+				return ErrPasswordLoginOff
+			}
 		}
 		if !settings.AllowsEmail(normalized) {
 			return ErrDomainNotAllowed

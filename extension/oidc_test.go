@@ -245,3 +245,52 @@ func TestRekeyClientSecrets(t *testing.T) {
 		}
 	})
 }
+
+// With password sign-in off, an instance whose people sign in through a provider still
+// invites: an enabled provider is the invited person's way in. Without one (none, or
+// only disabled ones) nobody invited could get in, so the invitation is refused.
+func TestInvitationWithProvidersOnly(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		if _, err := tm.s.UpdateInstanceSettings(ctx, "i-1", tm.owner.ID, extension.InstanceSettings{DefaultRole: extension.RoleMember}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := tm.s.CreateInvitation(ctx, "i-1", tm.owner.ID, "a@example.com", extension.RoleMember); !errors.Is(err, extension.ErrPasswordLoginOff) {
+			t.Errorf("password off, no provider: %v, want %v", err, extension.ErrPasswordLoginOff)
+		}
+		p, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, googleProvider("i-1"), "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := tm.s.HasEnabledOIDCProvider(ctx, "i-1"); err != nil || !ok {
+			t.Errorf("HasEnabledOIDCProvider = %v, %v, want true", ok, err)
+		}
+		inv, _, err := tm.s.CreateInvitation(ctx, "i-1", tm.owner.ID, "a@example.com", extension.RoleMember)
+		if err != nil {
+			t.Fatalf("password off, a provider on: %v", err)
+		}
+		// The provider of another instance does not count.
+		if _, _, err := tm.s.CreateInvitation(ctx, "i-2", tm.other.ID, "a@example.com", extension.RoleMember); err != nil {
+			t.Errorf("instance 2 has password sign-in on: %v", err)
+		}
+		if err := tm.s.SetOIDCProviderEnabled(ctx, "i-1", tm.owner.ID, p.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := tm.s.HasEnabledOIDCProvider(ctx, "i-1"); err != nil || ok {
+			t.Errorf("HasEnabledOIDCProvider with the provider off = %v, %v, want false", ok, err)
+		}
+		if _, _, err := tm.s.CreateInvitation(ctx, "i-1", tm.owner.ID, "b@example.com", extension.RoleMember); !errors.Is(err, extension.ErrPasswordLoginOff) {
+			t.Errorf("password off, provider disabled: %v, want %v", err, extension.ErrPasswordLoginOff)
+		}
+		if _, _, err := tm.s.ReissueInvitation(ctx, "i-1", tm.owner.ID, inv.ID); !errors.Is(err, extension.ErrPasswordLoginOff) {
+			t.Errorf("reissue, provider disabled: %v, want %v", err, extension.ErrPasswordLoginOff)
+		}
+		if err := tm.s.SetOIDCProviderEnabled(ctx, "i-1", tm.owner.ID, p.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := tm.s.ReissueInvitation(ctx, "i-1", tm.owner.ID, inv.ID); err != nil {
+			t.Errorf("reissue, provider on: %v", err)
+		}
+	})
+}

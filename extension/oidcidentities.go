@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -73,16 +75,26 @@ WHERE i.provider_id = ? AND i.subject = ?`, providerID, subject).Scan(&rows).Err
 // OIDCIdentities lists the identities linked to an account, with their providers' names.
 func (s *Store) OIDCIdentities(ctx context.Context, instanceID, accountID string) ([]OIDCIdentity, error) {
 	var out []OIDCIdentity
-	err := s.db.WithContext(ctx).Raw(`SELECT i.id, i.instance_id, i.account_id, i.provider_id, p.name AS provider_name, i.subject, i.email, i.created_at
-FROM oidc_identities i JOIN oidc_providers p ON p.id = i.provider_id
-WHERE i.instance_id = ? AND i.account_id = ? ORDER BY p.name, i.created_at`, instanceID, accountID).Scan(&out).Error
+	err := s.db.WithContext(ctx).Raw(`SELECT i.id, i.instance_id, i.account_id, i.provider_id, COALESCE(p.name, '') AS provider_name, i.subject, i.email, i.created_at
+FROM oidc_identities i LEFT JOIN oidc_providers p ON p.id = i.provider_id
+WHERE i.instance_id = ? AND i.account_id = ? ORDER BY i.created_at`, instanceID, accountID).Scan(&out).Error
 	if err != nil {
 		return nil, fmt.Errorf("list identities of account %s: %w", accountID, translate(err))
 	}
-	for i := range out {
-		out[i].CreatedAt = out[i].CreatedAt.UTC()
+	kept := out[:0]
+	for _, id := range out {
+		id.CreatedAt = id.CreatedAt.UTC()
+		if id.ProviderName == "" {
+			op, ok := s.operatorProvider(instanceID, id.ProviderID)
+			if !ok {
+				continue // an operator provider no longer in the file: no way in, nothing to show
+			}
+			id.ProviderName = op.Provider.Name
+		}
+		kept = append(kept, id)
 	}
-	return out, nil
+	slices.SortStableFunc(kept, func(a, b OIDCIdentity) int { return strings.Compare(a.ProviderName, b.ProviderName) })
+	return kept, nil
 }
 
 // linkIdentity links an identity to an account inside tx and records it; an identity
@@ -109,9 +121,9 @@ func (s *Store) linkIdentity(tx *gorm.DB, instanceID, accountID, providerID stri
 		}
 		return err
 	}
-	var name string
-	if err := tx.Raw(`SELECT name FROM oidc_providers WHERE id = ?`, providerID).Scan(&name).Error; err != nil {
-		return translate(err)
+	name, err := s.providerName(tx, instanceID, providerID)
+	if err != nil {
+		return err
 	}
 	return s.audit(tx, AuditEvent{InstanceID: instanceID, AccountID: actor, Kind: AuditIdentityLinked,
 		Detail: map[string]string{"provider": name, "email": c.Email, "account": accountID}})
@@ -163,9 +175,9 @@ func (s *Store) UnlinkOIDCIdentity(ctx context.Context, instanceID, accountID, i
 		if err := tx.Exec(`DELETE FROM oidc_identities WHERE id = ?`, identityID).Error; err != nil {
 			return translate(err)
 		}
-		var name string
-		if err := tx.Raw(`SELECT name FROM oidc_providers WHERE id = ?`, row.ProviderID).Scan(&name).Error; err != nil {
-			return translate(err)
+		name, err := s.providerName(tx, instanceID, row.ProviderID)
+		if err != nil {
+			return err
 		}
 		return s.audit(tx, AuditEvent{InstanceID: instanceID, AccountID: accountID, Kind: AuditIdentityUnlinked,
 			Detail: map[string]string{"provider": name, "email": row.Email}})
@@ -276,9 +288,9 @@ func (s *Store) ProvisionOIDCAccount(ctx context.Context, instanceID, providerID
 			}
 			return err
 		}
-		var provider string
-		if err := tx.Raw(`SELECT name FROM oidc_providers WHERE id = ?`, providerID).Scan(&provider).Error; err != nil {
-			return translate(err)
+		provider, err := s.providerName(tx, instanceID, providerID)
+		if err != nil {
+			return err
 		}
 		if err := s.audit(tx, AuditEvent{InstanceID: instanceID, AccountID: account.ID, Kind: AuditAccountProvisioned,
 			Detail: map[string]string{"provider": provider, "email": c.Email, "role": role}}); err != nil {
@@ -327,4 +339,20 @@ func (s *Store) AccountsWithIdentities(ctx context.Context, instanceID string) (
 		out[id] = true
 	}
 	return out, nil
+}
+
+// providerName is the name of an instance's provider or of the operator's, for the audit
+// log; "" for neither.
+func (s *Store) providerName(tx *gorm.DB, instanceID, providerID string) (string, error) {
+	var names []string
+	if err := tx.Raw(`SELECT name FROM oidc_providers WHERE id = ?`, providerID).Scan(&names).Error; err != nil {
+		return "", translate(err)
+	}
+	if len(names) > 0 {
+		return names[0], nil
+	}
+	if op, ok := s.operatorProvider(instanceID, providerID); ok {
+		return op.Provider.Name, nil
+	}
+	return "", nil
 }

@@ -57,9 +57,18 @@ type OIDCProvider struct {
 	RequiredValues []string
 	DefaultRole    string // member or admin: the role of accounts made at first sign-in
 	AutoProvision  bool   // unknown users with an allowed, verified address get an account
-	Enabled        bool
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// RoleMap, when not empty, derives the role from the template's groups claim at
+	// provisioning and at every sign-in (DerivedRole; no match: DefaultRole); an owner's
+	// role is never changed.
+	RoleMap []RoleRule
+	// Endpoints: a custom provider's own endpoints and extra parameters (zero: discovery's).
+	Endpoints OIDCEndpoints
+	// Operator: one of the operator's providers (EXT_OIDC_PROVIDERS_FILE), not the
+	// instance's: its settings are not the owners' to change.
+	Operator  bool
+	Enabled   bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // TemplateInfo returns the provider's template; an unknown key (a template dropped by a later
@@ -93,6 +102,8 @@ type providerRow struct {
 	RequiredValues     []string `gorm:"serializer:json"`
 	DefaultRole        string
 	AutoProvision      bool
+	RoleMap            []RoleRule    `gorm:"serializer:json"`
+	Endpoints          OIDCEndpoints `gorm:"serializer:json"`
 	Enabled            bool
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
@@ -104,7 +115,7 @@ func (r providerRow) provider() OIDCProvider {
 	return OIDCProvider{ID: r.ID, InstanceID: r.InstanceID, Template: r.Template, Name: r.Name, Issuer: r.Issuer,
 		ClientID: r.ClientID, HasClientSecret: r.SealedClientSecret != "", Scopes: r.Scopes, AllowedDomains: r.AllowedDomains,
 		RequiredClaim: r.RequiredClaim, RequiredValues: r.RequiredValues, DefaultRole: r.DefaultRole,
-		AutoProvision: r.AutoProvision, Enabled: r.Enabled, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+		AutoProvision: r.AutoProvision, RoleMap: r.RoleMap, Endpoints: r.Endpoints, Enabled: r.Enabled, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
 }
 
 // clientSecretAAD binds a sealed client secret to its provider's row.
@@ -123,11 +134,14 @@ func (s *Store) OIDCProviders(ctx context.Context, instanceID string) ([]OIDCPro
 	return out, nil
 }
 
-// OIDCProviderByID returns a provider of an instance; ErrNotFound when it is not the
-// instance's.
+// OIDCProviderByID returns a provider of an instance, or one of the operator's (Operator
+// set); ErrNotFound when it is neither.
 func (s *Store) OIDCProviderByID(ctx context.Context, instanceID, id string) (OIDCProvider, error) {
 	var row providerRow
 	if err := s.db.WithContext(ctx).Take(&row, "id = ? AND instance_id = ?", id, instanceID).Error; err != nil {
+		if op, ok := s.operatorProvider(instanceID, id); ok && errors.Is(translate(err), ErrNotFound) {
+			return op.in(instanceID), nil
+		}
 		return OIDCProvider{}, roleError("load provider "+id, translate(err))
 	}
 	return row.provider(), nil
@@ -135,6 +149,13 @@ func (s *Store) OIDCProviderByID(ctx context.Context, instanceID, id string) (OI
 
 // OIDCClientSecret opens a provider's client secret ("" for a public client).
 func (s *Store) OIDCClientSecret(ctx context.Context, p OIDCProvider) (Secret, error) {
+	if p.Operator {
+		op, ok := s.operatorProvider(p.InstanceID, p.ID)
+		if !ok {
+			return "", ErrNotFound
+		}
+		return op.ClientSecret, nil
+	}
 	var sealed []string
 	if err := s.db.WithContext(ctx).Raw(`SELECT sealed_client_secret FROM oidc_providers WHERE id = ? AND instance_id = ?`,
 		p.ID, p.InstanceID).Scan(&sealed).Error; err != nil {
@@ -172,8 +193,13 @@ func checkProvider(p OIDCProvider) error {
 		return fmt.Errorf("%w: a required claim needs values", ErrInvalidProvider)
 	case len(p.AllowedDomains) > maxAllowedDomains:
 		return fmt.Errorf("%w: too many domains", ErrInvalidProvider)
+	case len(p.RoleMap) > 0 && p.TemplateInfo().GroupsClaim == "":
+		return fmt.Errorf("%w: the template's provider sends no groups", ErrInvalidProvider)
 	}
-	return nil
+	if err := checkEndpoints(p.Template, p.Endpoints); err != nil {
+		return err
+	}
+	return checkRoleMap(p.RoleMap)
 }
 
 // SaveOIDCProvider adds a provider to an instance (p.ID empty) or changes one, on behalf
@@ -205,7 +231,7 @@ func (s *Store) SaveOIDCProvider(ctx context.Context, actorID string, p OIDCProv
 		row := providerRow{ID: p.ID, InstanceID: p.InstanceID, Template: p.Template, Name: p.Name, Issuer: p.Issuer,
 			ClientID: p.ClientID, SealedClientSecret: sealed, Scopes: nonNil(p.Scopes), AllowedDomains: nonNil(p.AllowedDomains),
 			RequiredClaim: p.RequiredClaim, RequiredValues: nonNil(p.RequiredValues), DefaultRole: p.DefaultRole,
-			AutoProvision: p.AutoProvision, Enabled: p.Enabled, CreatedAt: now, UpdatedAt: now}
+			AutoProvision: p.AutoProvision, RoleMap: nonNilRules(p.RoleMap), Endpoints: p.Endpoints, Enabled: p.Enabled, CreatedAt: now, UpdatedAt: now}
 		kind := AuditOIDCProviderAdded
 		if adding {
 			if err := tx.Create(&row).Error; err != nil {
@@ -228,6 +254,9 @@ func (s *Store) SaveOIDCProvider(ctx context.Context, actorID string, p OIDCProv
 		out = row.provider()
 		detail := map[string]string{"provider": row.ID, "name": row.Name, "issuer": row.Issuer, "template": row.Template,
 			"enabled": fmt.Sprint(row.Enabled)}
+		if len(row.RoleMap) > 0 || !adding {
+			detail["role_map"] = roleMapDetail(row.RoleMap)
+		}
 		if setSecret && !adding {
 			detail["client_secret"] = "changed" // that it changed, never what it is
 		}
@@ -237,6 +266,13 @@ func (s *Store) SaveOIDCProvider(ctx context.Context, actorID string, p OIDCProv
 		return OIDCProvider{}, roleError("save provider", err)
 	}
 	return out, nil
+}
+
+func nonNilRules(v []RoleRule) []RoleRule {
+	if v == nil {
+		return []RoleRule{}
+	}
+	return v
 }
 
 func nonNil(v []string) []string {
@@ -290,4 +326,24 @@ func (s *Store) DeleteOIDCProvider(ctx context.Context, instanceID, actorID, id 
 			Detail: map[string]string{"provider": id, "name": row.Name, "issuer": row.Issuer}})
 	})
 	return roleError("delete provider "+id, err)
+}
+
+// hasEnabledProvider reports whether the instance has an enabled provider: a way in
+// without a password.
+func hasEnabledProvider(tx *gorm.DB, instanceID string) (bool, error) {
+	var n int64
+	if err := tx.Model(&providerRow{}).Where("instance_id = ? AND enabled = ?", instanceID, true).Count(&n).Error; err != nil {
+		return false, translate(err)
+	}
+	return n > 0, nil
+}
+
+// HasEnabledOIDCProvider reports whether the instance has an enabled provider, so people
+// can be invited while password sign-in is off.
+func (s *Store) HasEnabledOIDCProvider(ctx context.Context, instanceID string) (bool, error) {
+	ok, err := hasEnabledProvider(s.db.WithContext(ctx), instanceID)
+	if err != nil {
+		return false, fmt.Errorf("providers of instance %s: %w", instanceID, err)
+	}
+	return ok, nil
 }

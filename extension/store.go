@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/driver/postgres"
@@ -79,6 +80,9 @@ type Store struct {
 	// PostgreSQL it is the same pool as sqlDB.
 	reads     *sql.DB
 	readStmts sync.Map // SQL text → *sql.Stmt on reads
+
+	// operator are the operator's OpenID Connect providers (SetOperatorProviders).
+	operator atomic.Pointer[[]OperatorProvider]
 }
 
 // Options tunes Open. The zero value is valid: no keys (sealing fails with ErrNoKeys), no

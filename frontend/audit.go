@@ -37,7 +37,7 @@ var auditKinds = []string{
 	extension.AuditRoleChanged, extension.AuditAccountRemoved, extension.AuditOwnershipTransferred, extension.AuditOwnershipReclaimed,
 	extension.AuditSettingsChanged,
 	extension.AuditSignInRefused, extension.AuditIdentityLinked, extension.AuditIdentityUnlinked, extension.AuditAccountProvisioned,
-	extension.AuditOIDCProviderAdded, extension.AuditOIDCProviderChanged, extension.AuditOIDCProviderDeleted,
+	extension.AuditRoleDerived, extension.AuditOIDCProviderAdded, extension.AuditOIDCProviderChanged, extension.AuditOIDCProviderDeleted,
 	auditActionStarted, auditActionEnded,
 }
 
@@ -272,9 +272,17 @@ func describeAudit(cat catalog, ev extension.AuditEvent) auditLine {
 	case extension.AuditAccountProvisioned:
 		what("audit.what."+ev.Kind, "provider", d["provider"], "role", role(d["role"]))
 		fact("audit.fact.email", d["email"])
+	case extension.AuditRoleDerived:
+		what("audit.what."+ev.Kind, "provider", d["provider"], "name", name, "from", role(d["from"]), "to", role(d["to"]))
+		if d["group"] != "" {
+			fact("audit.fact.group", d["group"])
+		} else {
+			fact("audit.fact.group", cat.text("audit.fact.no_group"))
+		}
 	case extension.AuditOIDCProviderAdded, extension.AuditOIDCProviderChanged, extension.AuditOIDCProviderDeleted:
 		what("audit.what."+ev.Kind, "name", d["name"])
 		fact("audit.fact.issuer", d["issuer"])
+		fact("audit.fact.role_map", d["role_map"])
 		if e := d["enabled"]; e == "true" || e == "false" {
 			fact("audit.fact.enabled", cat.text("audit.fact.enabled."+e))
 		}

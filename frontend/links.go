@@ -42,6 +42,8 @@ type inviteView struct {
 	Min, Max     string // the password's length rule
 	// Providers accept the invitation by signing in at one of the instance's providers.
 	Providers []providerLink
+	// PasswordOff: password sign-in is off, so the providers are the only way to accept.
+	PasswordOff bool
 }
 
 // resetView is the page of a password-reset link.
@@ -116,10 +118,11 @@ func (f *Frontend) invitationPage(c echo.Context, inv extension.Invitation, stat
 	if inv.State != extension.InvitationPending {
 		email = "" // a dead link's domain does not matter
 	}
-	if refused, err := f.linkRefusal(c, in.ID, email); refused {
+	passwordOff, refused, err := f.invitationRefusal(c, in.ID, email)
+	if refused {
 		return err
 	}
-	v := inviteView{State: linkReady, Inviter: inv.InviterName, Context: contextOf(in), Role: inv.Role, Email: inv.Email,
+	v := inviteView{PasswordOff: passwordOff, State: linkReady, Inviter: inv.InviterName, Context: contextOf(in), Role: inv.Role, Email: inv.Email,
 		Expires: minuteUTC(inv.ExpiresAt), LoginURL: LoginPath(inv.InstanceID), Form: form, Min: minPassword, Max: maxPassword}
 	switch inv.State {
 	case extension.InvitationExpired:

@@ -185,3 +185,66 @@ func TestOIDCSelectAccountAndLinks(t *testing.T) {
 		t.Errorf("login page's provider entry is not a plain link:\n%s", body)
 	}
 }
+
+// With password sign-in off and a provider on, the team invites, and the invitation's
+// page offers only the providers; accepted through one, the account has no password.
+// With the provider off too, neither the team page nor the link invites.
+func TestOIDCInvitationPasswordOff(t *testing.T) {
+	for _, d := range extensiontest.Dialects() {
+		t.Run(string(d), func(t *testing.T) {
+			e := newOIDCEnv(t, d)
+			ctx := context.Background()
+			owner := ownerID(t, e)
+			if _, err := e.Store.UpdateInstanceSettings(ctx, e.In.ID, owner, extension.InstanceSettings{DefaultRole: extension.RoleMember}); err != nil {
+				t.Fatal(err)
+			}
+			team := frontend.AppPath(e.In.ID) + "/team"
+			if _, body := e.get(t, e.Owner, http.MethodGet, team, nil); !strings.Contains(body, "you cannot invite people") ||
+				strings.Contains(body, `action="/app/`+e.In.ID+`/team/invitations"`) {
+				t.Errorf("team page, password off and no provider: the invite form is offered\n%s", body)
+			}
+			id := e.addProvider(t, e.providerForm(nil))
+			if _, body := e.get(t, e.Owner, http.MethodGet, team, nil); !strings.Contains(body, `action="/app/`+e.In.ID+`/team/invitations"`) ||
+				!strings.Contains(body, "accept the invitation by signing in with one of the team") {
+				t.Errorf("team page, password off and a provider on: no invite form or no note\n%s", body)
+			}
+			_, token, err := e.Store.CreateInvitation(ctx, e.In.ID, owner, "dora@example.com", extension.RoleMember)
+			if err != nil {
+				t.Fatal(err)
+			}
+			link := "/invite/" + token.Reveal()
+			start := link + "/oidc/" + id
+			b := apptest.Browser(t)
+			resp, body := e.get(t, b, http.MethodGet, link, nil)
+			if resp.StatusCode != http.StatusOK || !strings.Contains(body, `href="`+start+`"`) ||
+				!strings.Contains(body, "signs in only through its organisation") || strings.Contains(body, `name="password"`) {
+				t.Errorf("invitation page, password off: %d, want the provider only\n%s", resp.StatusCode, body)
+			}
+			resp, _ = e.get(t, b, http.MethodGet, link+"?lang=de", nil)
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("German invitation page: %d", resp.StatusCode)
+			}
+			e.Mock.QueueUser(mockUser("sub-dora", "dora@example.com", true))
+			if resp, body := e.callback(t, b, e.authorize(t, b, start)); resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("accept through the provider: %d\n%s", resp.StatusCode, body)
+			}
+			if acc, hash, err := e.Store.LocalCredentials(ctx, e.In.ID, "dora@example.com"); err != nil || hash != "" || acc.Role != extension.RoleMember {
+				t.Errorf("accepted account: %+v, %q, %v", acc, hash, err)
+			}
+			// A pending invitation whose provider is turned off: the link says password
+			// sign-in is off, as before providers.
+			_, token, err = e.Store.CreateInvitation(ctx, e.In.ID, owner, "emil@example.com", extension.RoleMember)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Store.SetOIDCProviderEnabled(ctx, e.In.ID, owner, id, false); err != nil {
+				t.Fatal(err)
+			}
+			if resp, body := e.get(t, apptest.Browser(t), http.MethodGet, "/invite/"+token.Reveal(), nil); resp.StatusCode != http.StatusForbidden ||
+				!strings.Contains(body, "Sign-in with a password is off") {
+				t.Errorf("invitation page, password and provider off: %d\n%s", resp.StatusCode, body)
+			}
+			e.checkNoSecrets(t, nil)
+		})
+	}
+}

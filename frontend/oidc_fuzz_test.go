@@ -3,6 +3,7 @@ package frontend
 import (
 	"encoding/json"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,6 +106,91 @@ func FuzzIdentityClaims(f *testing.F) {
 				if id.Verified {
 					t.Fatalf("%s: verified from %T", tmpl.Key, v)
 				}
+			}
+		}
+	})
+}
+
+// The role_map field: whatever is typed, parseRoleMap never panics, and what it accepts
+// is a map the store accepts too (roles member or admin, groups once), which reads back
+// from its text as the same rules.
+func FuzzParseRoleMap(f *testing.F) {
+	for _, s := range []string{"staff=member", "it-admins=admin, staff=member", "cn=staff,ou=groups=member\r\nadmins=ADMIN",
+		"founders=owner", "=admin", "a=admin\na=member", "\x00=admin", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		rules, ok := parseRoleMap(text)
+		if !ok {
+			return
+		}
+		p := extension.OIDCProvider{Template: "custom", Name: "n", Issuer: "https://idp.example", ClientID: "c",
+			Scopes: []string{"openid"}, DefaultRole: extension.RoleMember, RoleMap: rules}
+		seen := map[string]bool{}
+		for _, r := range rules {
+			if r.Role != extension.RoleMember && r.Role != extension.RoleAdmin || seen[r.Group] {
+				t.Fatalf("accepted %q as %+v", text, rules)
+			}
+			seen[r.Group] = true
+			if role, _, ok := p.DerivedRole([]string{r.Group}); !ok || (role != r.Role && role != extension.RoleAdmin) {
+				t.Fatalf("DerivedRole of group %q = %q, %v", r.Group, role, ok)
+			}
+		}
+		again, ok := parseRoleMap(roleMapText(rules))
+		if !ok || len(again) != len(rules) {
+			t.Fatalf("the form's text of %+v reads back as %+v, %v", rules, again, ok)
+		}
+		for i := range rules {
+			if again[i] != rules[i] {
+				t.Fatalf("the form's text of %+v reads back as %+v", rules, again)
+			}
+		}
+	})
+}
+
+// The operator providers file is the operator's, but a typo must stop startup with a
+// line and a field, never a panic: whatever the file holds, ParseOperatorProviders
+// returns providers the store accepts, or an error without the client secret.
+func FuzzParseOperatorProviders(f *testing.F) {
+	const secret = "file-secret-7Hq2xVn9"
+	for _, s := range []string{
+		`[{"id":"staff","template":"custom","issuer":"https://sso.vendor.example","client_id":"c","client_secret":"` + secret + `"}]`,
+		`[{"id":"staff","template":"keycloak","issuer":"https://sso.vendor.example/realms/x","client_id":"c","client_secret_env":"SECRET","auto_provision":true,"allowed_domains":"vendor.example","role_map":"ops=admin"}]`,
+		`[{"id":"a","template":"custom"}, {"id":"a"}]`, `{"id":"x"}`, `[1]`, `[{"id":"x","auto_provision":"yes"}]`, `[] x`, "[\n{\"nope\":1}]", ``,
+	} {
+		f.Add([]byte(s))
+	}
+	getenv := func(name string) string {
+		if name == "SECRET" {
+			return secret
+		}
+		return ""
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ps, err := ParseOperatorProviders(data, getenv)
+		if err != nil {
+			if strings.Contains(err.Error(), secret) {
+				t.Fatalf("error holds the client secret: %v", err)
+			}
+			if !strings.HasPrefix(err.Error(), "line ") {
+				t.Fatalf("error names no line: %v", err)
+			}
+			return
+		}
+		keys := map[string]bool{}
+		for _, p := range ps {
+			if keys[p.Key] || p.Key == "" {
+				t.Fatalf("key %q twice or empty", p.Key)
+			}
+			keys[p.Key] = true
+			if err := extension.CheckOperatorProvider(p.Provider); err != nil {
+				t.Fatalf("accepted a provider the store refuses: %v", err)
+			}
+			if p.Provider.AutoProvision && len(p.Provider.AllowedDomains) == 0 {
+				t.Fatalf("accepted auto_provision without domains")
+			}
+			if len(p.Provider.RoleMap) > 0 {
+				t.Fatalf("accepted a role map for an operator provider")
 			}
 		}
 	})

@@ -108,7 +108,7 @@ func (f *Frontend) exchange(c echo.Context, p extension.OIDCProvider, fl oidcFlo
 		log.ErrorContext(ctx, "client secret does not open", "error", err.Error())
 		return identity{}, false
 	}
-	conf := oauth2.Config{ClientID: p.ClientID, ClientSecret: secret.Reveal(), Endpoint: op.Endpoint(),
+	conf := oauth2.Config{ClientID: p.ClientID, ClientSecret: secret.Reveal(), Endpoint: endpointOf(op, p),
 		RedirectURL: f.callbackURL(), Scopes: p.Scopes}
 	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(fl.Verifier))
 	if err != nil {
@@ -140,10 +140,10 @@ func (f *Frontend) exchange(c echo.Context, p extension.OIDCProvider, fl oidcFlo
 		log.InfoContext(ctx, "ID token refused", "error", "claims")
 		return identity{}, false
 	}
-	if op.UserInfoEndpoint() != "" {
+	if uop := userinfoOf(ctx, op, p); uop.UserInfoEndpoint() != "" {
 		uctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		ui, err := op.UserInfo(uctx, oauth2.StaticTokenSource(tok))
+		ui, err := uop.UserInfo(uctx, oauth2.StaticTokenSource(tok))
 		var more map[string]any
 		switch {
 		case err != nil:

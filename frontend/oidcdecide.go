@@ -21,10 +21,12 @@ import (
 //  5. a local account with that address: not linked ("sign in with your password, then
 //     connect the provider");
 //  6. auto-provisioning on, and the verified address allowed: a new account with the
+//     role the provider's group → role map derives from the groups claim, else the
 //     provider's default role;
 //  7. otherwise refused.
 // An unverified address never passes a domain rule, never accepts an invitation and is
-// never linked by.
+// never linked by. A provider with a group → role map re-derives the role of a known
+// identity's account at every sign-in (rederiveRole).
 
 // identity is what a provider said of a user, read through its template.
 type identity struct {
@@ -83,6 +85,39 @@ func (id identity) claimValues(name string) []string {
 	return nil
 }
 
+// groups are the groups the provider's template reads from its groups claim.
+func (id identity) groups(p extension.OIDCProvider) []string {
+	if claim := p.TemplateInfo().GroupsClaim; claim != "" {
+		return id.claimValues(claim)
+	}
+	return nil
+}
+
+// rederiveRole applies a provider's group → role map at a sign-in of a known identity's
+// account: the highest role of the matching groups, and with none the provider's default
+// role, so leaving a group at the provider takes its role here at the next sign-in. A
+// provider without a map leaves roles alone, an owner keeps theirs, and an invited
+// account keeps its invitation's role until its next sign-in.
+func (f *Frontend) rederiveRole(c echo.Context, p extension.OIDCProvider, id identity, acc extension.Account) (extension.Account, error) {
+	if len(p.RoleMap) == 0 || acc.Role == extension.RoleOwner {
+		return acc, nil
+	}
+	role, group, ok := p.DerivedRole(id.groups(p))
+	if !ok {
+		role, group = p.DefaultRole, ""
+	}
+	if role == acc.Role {
+		return acc, nil
+	}
+	out, err := f.store.SetOIDCDerivedRole(c.Request().Context(), p, acc.ID, role, group)
+	if err != nil {
+		return acc, err
+	}
+	f.logger.InfoContext(c.Request().Context(), "role derived from groups", "instance_id", acc.InstanceID, "account_id", acc.ID,
+		"provider_id", p.ID, "role", role)
+	return out, nil
+}
+
 func (id identity) oidcClaims() extension.OIDCClaims {
 	return extension.OIDCClaims{Subject: id.Subject, Email: id.Email, Normalized: id.normalized(), Name: id.Name}
 }
@@ -130,6 +165,9 @@ func (f *Frontend) decide(c echo.Context, p extension.OIDCProvider, fl oidcFlow,
 		return c.Redirect(http.StatusSeeOther, AccountPath(fl.Instance)+"?done="+doneConnected)
 	}
 	if err == nil {
+		if known, err = f.rederiveRole(c, p, id, known); err != nil {
+			return f.internal(c, "derive role", err)
+		}
 		return f.signInOIDC(c, p, known)
 	}
 	if fl.Intent == intentInvite {
@@ -175,7 +213,11 @@ func (f *Frontend) decide(c echo.Context, p extension.OIDCProvider, fl oidcFlow,
 	if !p.AutoProvision {
 		return refuse(reasonNotInvited)
 	}
-	acc, err = f.store.ProvisionOIDCAccount(ctx, fl.Instance, p.ID, id.oidcClaims(), p.DefaultRole)
+	role := p.DefaultRole
+	if derived, _, ok := p.DerivedRole(id.groups(p)); ok {
+		role = derived
+	}
+	acc, err = f.store.ProvisionOIDCAccount(ctx, fl.Instance, p.ID, id.oidcClaims(), role)
 	switch {
 	case errors.Is(err, extension.ErrDomainNotAllowed):
 		return refuse(reasonDomain)

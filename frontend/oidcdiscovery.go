@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/extension-backend/extension-backend/extension"
+	"golang.org/x/oauth2"
 )
 
 // Discovery of OpenID Connect providers: the settings form checks an issuer by its
@@ -96,4 +98,32 @@ func (f *Frontend) oidcProvider(ctx context.Context, issuer string) (*oidc.Provi
 	}
 	f.providers.byIssue[issuer] = cachedProvider{p: p, fetched: now}
 	return p, nil
+}
+
+// endpointOf is the provider's authorization and token endpoints: discovery's, or a
+// custom provider's own where it has them.
+func endpointOf(op *oidc.Provider, p extension.OIDCProvider) oauth2.Endpoint {
+	ep := op.Endpoint()
+	if u := p.Endpoints.Authorization; u != "" {
+		ep.AuthURL = u
+	}
+	if u := p.Endpoints.Token; u != "" {
+		ep.TokenURL = u
+	}
+	return ep
+}
+
+// userinfoOf is the provider to read userinfo through: discovery's, or one with a custom
+// provider's own userinfo endpoint. The ID token is still verified with discovery's
+// provider (its issuer and keys).
+func userinfoOf(ctx context.Context, op *oidc.Provider, p extension.OIDCProvider) *oidc.Provider {
+	if p.Endpoints.Userinfo == "" {
+		return op
+	}
+	var doc struct {
+		Issuer string `json:"issuer"`
+		JWKS   string `json:"jwks_uri"`
+	}
+	_ = op.Claims(&doc) // the document was read once already; what is missing stays empty
+	return (&oidc.ProviderConfig{IssuerURL: doc.Issuer, UserInfoURL: p.Endpoints.Userinfo, JWKSURL: doc.JWKS}).NewProvider(ctx)
 }

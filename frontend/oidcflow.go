@@ -221,7 +221,10 @@ func (f *Frontend) startFlow(c echo.Context, fl oidcFlow) error {
 	if c.QueryParam("prompt") == "select" && p.TemplateInfo().SelectAccount {
 		opts = append(opts, oauth2.SetAuthURLParam("prompt", "select_account"))
 	}
-	conf := oauth2.Config{ClientID: p.ClientID, Endpoint: op.Endpoint(), RedirectURL: f.callbackURL(), Scopes: p.Scopes}
+	for k, v := range p.Endpoints.ExtraParams { // never one the sign-in sets (ReservedAuthParams)
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	conf := oauth2.Config{ClientID: p.ClientID, Endpoint: endpointOf(op, p), RedirectURL: f.callbackURL(), Scopes: p.Scopes}
 	return c.Redirect(http.StatusSeeOther, conf.AuthCodeURL(fl.State, opts...))
 }
 
@@ -230,7 +233,8 @@ type providerLink struct {
 	Name, URL string
 }
 
-// providerLinks are links to the instance's enabled providers, each prefix + its id. A
+// providerLinks are links to the instance's enabled providers and then the operator's,
+// each prefix + its id. A
 // failure to list them is logged and leaves them out: the page works without them.
 func (f *Frontend) providerLinks(c echo.Context, instanceID, prefix string) []providerLink {
 	ps, err := f.store.OIDCProviders(c.Request().Context(), instanceID)
@@ -239,7 +243,7 @@ func (f *Frontend) providerLinks(c echo.Context, instanceID, prefix string) []pr
 		return nil
 	}
 	var out []providerLink
-	for _, p := range ps {
+	for _, p := range append(ps, f.store.OperatorOIDCProviders(instanceID)...) {
 		if p.Enabled {
 			out = append(out, providerLink{Name: p.Name, URL: prefix + p.ID})
 		}

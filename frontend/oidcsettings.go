@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -15,7 +16,8 @@ import (
 // The OpenID Connect providers of an instance, on the sign-in settings page (owners only):
 // POST /app/{instanceId}/settings/sign-in/providers adds one with the fields template,
 // name, issuer, client_id, client_secret, scopes, allowed_domains, required_claim,
-// required_values, default_role and auto_provision (scripts rely on these names); the
+// required_values, default_role, role_map and auto_provision (scripts rely on these
+// names); the
 // provider's own page edits it, and three buttons disable, enable or delete it. Saving
 // fetches the issuer's discovery document first: a provider is stored only when its
 // issuer answers as that issuer.
@@ -37,9 +39,12 @@ const defaultScopes = "openid email profile"
 // client secret.
 type providerForm struct {
 	ID, Template, Name, Issuer, ClientID, Scopes, AllowedDomains, RequiredClaim, RequiredValues, DefaultRole string
-	AutoProvision                                                                                            bool
-	Enabled                                                                                                  bool
-	HasSecret                                                                                                bool // editing: a secret is stored
+	RoleMap                                                                                                  string // group=role, one a line or separated by commas
+	// A custom provider's own endpoints, and its extra parameters as a query (a=1&b=2).
+	AuthorizationEndpoint, TokenEndpoint, UserinfoEndpoint, ExtraParams string
+	AutoProvision                                                       bool
+	Enabled                                                             bool
+	HasSecret                                                           bool // editing: a secret is stored
 }
 
 // providerView is what a provider's page shows.
@@ -63,7 +68,8 @@ type parsedProvider struct {
 
 // providerFields are the form's fields; each may come once.
 var providerFields = []string{"template", "name", "issuer", "client_id", "client_secret", "scopes", "allowed_domains",
-	"required_claim", "required_values", "default_role", "auto_provision"}
+	"required_claim", "required_values", "default_role", "role_map", "auto_provision",
+	"authorization_endpoint", "token_endpoint", "userinfo_endpoint", "extra_params"}
 
 // parseProviderForm reads the provider form strictly. Editing, an empty client_secret
 // keeps the stored one. field and problem name what is wrong, problem a copy key.
@@ -76,7 +82,9 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 	get := func(k string) string { return strings.TrimSpace(form.Get(k)) }
 	typed = providerForm{Template: get("template"), Name: get("name"), Issuer: get("issuer"), ClientID: get("client_id"),
 		Scopes: get("scopes"), AllowedDomains: get("allowed_domains"), RequiredClaim: get("required_claim"),
-		RequiredValues: get("required_values"), DefaultRole: get("default_role"), AutoProvision: form.Get("auto_provision") == "on"}
+		RequiredValues: get("required_values"), DefaultRole: get("default_role"), RoleMap: get("role_map"),
+		AutoProvision: form.Get("auto_provision") == "on", AuthorizationEndpoint: get("authorization_endpoint"),
+		TokenEndpoint: get("token_endpoint"), UserinfoEndpoint: get("userinfo_endpoint"), ExtraParams: get("extra_params")}
 	tmpl, ok := extension.OIDCTemplateByKey(typed.Template)
 	if !ok {
 		return p, typed, "template", "provider.bad_template"
@@ -146,6 +154,17 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 	if typed.DefaultRole != extension.RoleMember && typed.DefaultRole != extension.RoleAdmin {
 		return p, typed, "default_role", "settings.bad_role"
 	}
+	roleMap, ok := parseRoleMap(typed.RoleMap)
+	switch {
+	case !ok:
+		return p, typed, "role_map", "provider.bad_role_map"
+	case len(roleMap) > 0 && tmpl.GroupsClaim == "":
+		return p, typed, "role_map", "provider.role_map_no_groups"
+	}
+	endpoints, field, problem := parseEndpoints(tmpl.Key, typed)
+	if problem != "" {
+		return p, typed, field, problem
+	}
 	switch form.Get("auto_provision") {
 	case "", "on":
 	default:
@@ -153,9 +172,106 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 	}
 	p = parsedProvider{OIDCProvider: extension.OIDCProvider{Template: tmpl.Key, Name: typed.Name, Issuer: typed.Issuer,
 		ClientID: typed.ClientID, Scopes: scopes, AllowedDomains: domains, RequiredClaim: typed.RequiredClaim,
-		RequiredValues: values, DefaultRole: typed.DefaultRole, AutoProvision: typed.AutoProvision, Enabled: true},
+		RequiredValues: values, DefaultRole: typed.DefaultRole, RoleMap: roleMap, Endpoints: endpoints, AutoProvision: typed.AutoProvision,
+		Enabled: true},
 		Secret: extension.Secret(secret), SetSecret: !editing || secret != ""}
 	return p, typed, "", ""
+}
+
+// parseEndpoints reads a custom provider's own endpoints (https, or http on loopback, as
+// the issuer) and its extra parameters (a query: a=1&b=2, without the parameters the
+// sign-in sets itself); any other template has none.
+func parseEndpoints(template string, typed providerForm) (e extension.OIDCEndpoints, field, problem string) {
+	fields := []struct {
+		name  string
+		value string
+		into  *string
+	}{{"authorization_endpoint", typed.AuthorizationEndpoint, &e.Authorization}, {"token_endpoint", typed.TokenEndpoint, &e.Token},
+		{"userinfo_endpoint", typed.UserinfoEndpoint, &e.Userinfo}}
+	for _, f := range fields {
+		if f.value == "" {
+			continue
+		}
+		if template != "custom" {
+			return e, f.name, "provider.endpoints_custom_only"
+		}
+		if problem := checkIssuer(f.value); problem != "" {
+			return e, f.name, problem
+		}
+		*f.into = f.value
+	}
+	if typed.ExtraParams == "" {
+		return e, "", ""
+	}
+	if template != "custom" {
+		return e, "extra_params", "provider.endpoints_custom_only"
+	}
+	q, err := url.ParseQuery(typed.ExtraParams)
+	if err != nil || len(typed.ExtraParams) > 4096 || len(q) > 20 {
+		return e, "extra_params", "provider.bad_extra_params"
+	}
+	e.ExtraParams = map[string]string{}
+	for k, vs := range q {
+		if len(vs) != 1 || !shortText(k, 100) || len(vs[0]) > 1000 || strings.ContainsFunc(vs[0], isControlRune) ||
+			slices.Contains(extension.ReservedAuthParams, k) {
+			return e, "extra_params", "provider.bad_extra_params"
+		}
+		e.ExtraParams[k] = vs[0]
+	}
+	return e, "", ""
+}
+
+// extraParamsText is the extra parameters as the form shows them, a query.
+func extraParamsText(params map[string]string) string {
+	q := url.Values{}
+	for k, v := range params {
+		q.Set(k, v)
+	}
+	return q.Encode()
+}
+
+// maxRoleMapField bounds the role_map field before it is split.
+const maxRoleMapField = 16 << 10
+
+// parseRoleMap reads a group → role map: rules group=role, one a line, or on one line
+// separated by commas; role member or admin (owner is never given by a provider); a group
+// comes once. ok is false for anything else. The group is everything before the last
+// "=", so a group such as an LDAP name "cn=staff,ou=groups" works, one a line.
+func parseRoleMap(text string) (rules []extension.RoleRule, ok bool) {
+	if len(text) > maxRoleMapField {
+		return nil, false
+	}
+	sep := func(r rune) bool { return r == '\n' || r == '\r' }
+	if !strings.ContainsAny(text, "\r\n") {
+		sep = func(r rune) bool { return r == ',' }
+	}
+	seen := map[string]bool{}
+	for _, item := range strings.FieldsFunc(text, sep) {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		i := strings.LastIndexByte(item, '=')
+		if i < 0 {
+			return nil, false
+		}
+		group, role := strings.TrimSpace(item[:i]), strings.ToLower(strings.TrimSpace(item[i+1:]))
+		if !shortText(group, 200) || seen[group] || (role != extension.RoleMember && role != extension.RoleAdmin) {
+			return nil, false
+		}
+		seen[group] = true
+		rules = append(rules, extension.RoleRule{Group: group, Role: role})
+	}
+	return rules, len(rules) <= 50
+}
+
+// roleMapText is a group → role map as the form shows it, each rule on its own line
+// (ended by a newline, so a single rule whose group has a comma reads back as one rule).
+func roleMapText(rules []extension.RoleRule) string {
+	var b strings.Builder
+	for _, r := range rules {
+		b.WriteString(r.Group + "=" + r.Role + "\n")
+	}
+	return b.String()
 }
 
 // shortText reports whether v is 1 to max bytes of text without control characters.
@@ -248,7 +364,7 @@ func (f *Frontend) EditProvider(c echo.Context) error {
 		return f.Problem(c, http.StatusForbidden, "settings.forbidden", "")
 	}
 	p, err := f.store.OIDCProviderByID(c.Request().Context(), s.Instance.ID, c.Param("providerId"))
-	if errors.Is(err, extension.ErrNotFound) {
+	if errors.Is(err, extension.ErrNotFound) || p.Operator { // the operator's are not the owners' to change
 		return f.Problem(c, http.StatusNotFound, "error.not_found", "")
 	} else if err != nil {
 		return f.internal(c, "load provider", err)
@@ -260,8 +376,10 @@ func (f *Frontend) EditProvider(c echo.Context) error {
 func formOf(p extension.OIDCProvider) providerForm {
 	return providerForm{ID: p.ID, Template: p.Template, Name: p.Name, Issuer: p.Issuer, ClientID: p.ClientID,
 		Scopes: strings.Join(p.Scopes, " "), AllowedDomains: strings.Join(p.AllowedDomains, ", "), RequiredClaim: p.RequiredClaim,
-		RequiredValues: strings.Join(p.RequiredValues, ", "), DefaultRole: p.DefaultRole, AutoProvision: p.AutoProvision,
-		Enabled: p.Enabled, HasSecret: p.HasClientSecret}
+		RequiredValues: strings.Join(p.RequiredValues, ", "), DefaultRole: p.DefaultRole, RoleMap: roleMapText(p.RoleMap),
+		AutoProvision: p.AutoProvision, Enabled: p.Enabled, HasSecret: p.HasClientSecret,
+		AuthorizationEndpoint: p.Endpoints.Authorization, TokenEndpoint: p.Endpoints.Token, UserinfoEndpoint: p.Endpoints.Userinfo,
+		ExtraParams: extraParamsText(p.Endpoints.ExtraParams)}
 }
 
 // AddProvider serves POST /app/{instanceId}/settings/sign-in/providers.
@@ -285,7 +403,7 @@ func (f *Frontend) saveProvider(c echo.Context, id string) error {
 	var stored extension.OIDCProvider
 	if id != "" {
 		var err error
-		if stored, err = f.store.OIDCProviderByID(ctx, s.Instance.ID, id); errors.Is(err, extension.ErrNotFound) {
+		if stored, err = f.store.OIDCProviderByID(ctx, s.Instance.ID, id); errors.Is(err, extension.ErrNotFound) || stored.Operator {
 			return f.Problem(c, http.StatusNotFound, "error.not_found", "")
 		} else if err != nil {
 			return f.internal(c, "load provider", err)

@@ -52,3 +52,29 @@ func (f *Frontend) linkRefusal(c echo.Context, instanceID, email string) (refuse
 	}
 	return false, nil
 }
+
+// invitationRefusal is linkRefusal for an invitation's page: with password sign-in off
+// the invitation is still accepted through an enabled provider of the instance, so only
+// an instance without one refuses; passwordOff says the page offers only the providers.
+func (f *Frontend) invitationRefusal(c echo.Context, instanceID, email string) (passwordOff, refused bool, _ error) {
+	ctx := c.Request().Context()
+	st, err := f.store.InstanceSettings(ctx, instanceID)
+	if err != nil {
+		return false, true, f.internal(c, "load settings", err)
+	}
+	if !st.PasswordLogin {
+		providers, err := f.store.HasEnabledOIDCProvider(ctx, instanceID)
+		if err != nil {
+			return false, true, f.internal(c, "list providers", err)
+		}
+		if !providers {
+			return false, true, f.passwordOff(c)
+		}
+	}
+	if email != "" {
+		if normalized, err := extension.NormalizeEmail(email); err == nil && !st.AllowsEmail(normalized) {
+			return false, true, f.domainGone(c)
+		}
+	}
+	return !st.PasswordLogin, false, nil
+}

@@ -37,7 +37,9 @@ type settingsView struct {
 	PasswordOff bool
 	// Providers are the instance's OpenID Connect providers; Templates those that can be
 	// added; CallbackURL the redirect URI every provider registers.
-	Providers   []extension.OIDCProvider
+	Providers []extension.OIDCProvider
+	// Operator are the operator's providers (EXT_OIDC_PROVIDERS_FILE), shown, not changed.
+	Operator    []operatorProviderView
 	Templates   []extension.OIDCTemplate
 	CallbackURL string
 	// ProviderSaved is the provider just saved, whose issuer answered as itself;
@@ -142,6 +144,10 @@ func (f *Frontend) renderSettings(c echo.Context, status int, v settingsView, st
 		}
 	}
 	v.PasswordOff = !stored.PasswordLogin && len(v.PasswordOnly) > 0
+	for _, p := range f.store.OperatorOIDCProviders(s.Instance.ID) {
+		v.Operator = append(v.Operator, operatorProviderView{Name: p.Name, Issuer: p.Issuer, AutoProvision: p.AutoProvision,
+			Domains: strings.Join(p.AllowedDomains, ", ")})
+	}
 	if v.Providers, err = f.store.OIDCProviders(ctx, s.Instance.ID); err != nil {
 		return f.internal(c, "list providers", err)
 	}
@@ -199,4 +205,11 @@ func (f *Frontend) SaveSignInSettings(c echo.Context) error {
 	}
 	f.logger.InfoContext(ctx, "sign-in settings changed", "instance_id", s.Instance.ID, "account_id", s.Account.ID)
 	return c.Redirect(http.StatusSeeOther, SignInSettingsPath(s.Instance.ID)+"?saved=1")
+}
+
+// operatorProviderView is one of the operator's providers on the settings page: whom it
+// lets in.
+type operatorProviderView struct {
+	Name, Issuer, Domains string
+	AutoProvision         bool
 }

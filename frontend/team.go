@@ -45,10 +45,13 @@ type teamView struct {
 	Grantable   []roleOption // roles the actor may give, for the invite form
 	Invite      inviteForm   // the invite form as entered, after a mistake
 	Mailer      bool         // links are e-mailed as well as shown
-	PasswordOff bool         // password sign-in is off: no invitations, no reset links
-	TransferTo  []memberView // an owner's candidates for ownership
-	Done        string       // a confirmation (teamDone)
-	Problem     string       // copy key (KEY.title, KEY.hint) of a refused change
+	PasswordOff bool         // password sign-in is off: no reset links
+	// InviteOff: password sign-in is off and no provider is enabled, so nobody invited could
+	// get in; ProvidersOnly: it is off, and invitations are accepted through a provider.
+	InviteOff, ProvidersOnly bool
+	TransferTo               []memberView // an owner's candidates for ownership
+	Done                     string       // a confirmation (teamDone)
+	Problem                  string       // copy key (KEY.title, KEY.hint) of a refused change
 }
 
 type memberView struct {
@@ -104,6 +107,13 @@ func (f *Frontend) renderTeam(c echo.Context, st teamState) error {
 			return f.internal(c, "load settings", err)
 		}
 		v.PasswordOff = !settings.PasswordLogin
+		if v.PasswordOff {
+			providers, err := f.store.HasEnabledOIDCProvider(ctx, s.Instance.ID)
+			if err != nil {
+				return f.internal(c, "list providers", err)
+			}
+			v.InviteOff, v.ProvidersOnly = !providers, providers
+		}
 	}
 	for _, a := range accounts {
 		m := memberView{ID: a.ID, Name: a.DisplayName(), Email: a.Email, Role: a.Role, Method: a.SignInMethod(), You: a.ID == s.Account.ID}

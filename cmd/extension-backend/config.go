@@ -34,6 +34,10 @@ type Config struct {
 	// MailFrom the sender of EXT_MAIL_FROM.
 	SMTP     *jobs.SMTPConfig
 	MailFrom string
+	// OIDCProvidersFile is EXT_OIDC_PROVIDERS_FILE, OperatorProviders what it holds: the
+	// operator's OpenID Connect providers for its own staff, on every instance's login page.
+	OIDCProvidersFile string
+	OperatorProviders []extension.OperatorProvider
 
 	// devSimulator is set by dev, never from the environment: MStudioAPIURL is dev's
 	// simulator, and the database is marked as holding its instances (checkPlatform).
@@ -83,6 +87,7 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	cfg.TrustedProxies = r.cidrs("EXT_TRUSTED_PROXIES")
 	cfg.LogLevel = r.logLevel("EXT_LOG_LEVEL", "info")
 	cfg.SMTP, cfg.MailFrom = r.mail("EXT_SMTP_URL", "EXT_MAIL_FROM")
+	cfg.OIDCProvidersFile, cfg.OperatorProviders = r.oidcProviders("EXT_OIDC_PROVIDERS_FILE")
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -125,6 +130,8 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("default_role", c.DefaultRole),
 		slog.String("smtp", c.smtpSummary()),
 		slog.String("mail_from", c.MailFrom),
+		slog.String("oidc_providers_file", c.OIDCProvidersFile),
+		slog.Int("oidc_operator_providers", len(c.OperatorProviders)),
 	)
 }
 

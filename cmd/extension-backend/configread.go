@@ -13,6 +13,7 @@ import (
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/frontend"
 	"github.com/extension-backend/extension-backend/jobs"
 )
 
@@ -258,4 +259,25 @@ func validRole(r string) bool {
 		}
 	}
 	return true
+}
+
+// oidcProviders reads the operator's OpenID Connect providers from the file named by the
+// variable (none when unset): a problem names the file, the line and the field, and stops
+// startup.
+func (r *envReader) oidcProviders(name string) (string, []extension.OperatorProvider) {
+	path := r.getenv(name)
+	if path == "" || r.err != nil {
+		return path, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		r.fail(name, "%v", err)
+		return path, nil
+	}
+	ps, err := frontend.ParseOperatorProviders(data, r.getenv)
+	if err != nil {
+		r.fail(name, "%s: %v", path, err)
+		return path, nil
+	}
+	return path, ps
 }

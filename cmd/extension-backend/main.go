@@ -76,9 +76,11 @@ var commands = []command{
 		env: `EXT_ENCRYPTION_KEYS (required), EXT_EXTENSION_ID (required), EXT_DATABASE_URL, EXT_ADDR,
 EXT_PUBLIC_URL, EXT_MSTUDIO_API_URL, EXT_CONTRIBUTOR_ID, EXT_EXTENSION_SECRET,
 EXT_OAUTH_CLIENT_SECRET, EXT_TRUSTED_PROXIES, EXT_SESSION_IDLE, EXT_SESSION_ABSOLUTE,
-EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_SMTP_URL and EXT_MAIL_FROM (e-mail); every secret
-(database URL, keys, extension and OAuth secrets, SMTP URL) may come from a file named by
-NAME_FILE instead`,
+EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_SMTP_URL and EXT_MAIL_FROM (e-mail),
+EXT_OIDC_PROVIDERS_FILE (a JSON file of the operator's OpenID Connect providers for its
+own staff, offered on every instance's login page; they let in only invited people unless
+the file says auto_provision for named domains); every secret (database URL, keys,
+extension and OAuth secrets, SMTP URL) may come from a file named by NAME_FILE instead`,
 		run: runServe, flags: true},
 	{name: "migrate", forms: []string{"up|status"}, about: "apply or list database migrations",
 		env: "EXT_DATABASE_URL, EXT_LOG_LEVEL", run: runMigrate},

@@ -276,7 +276,12 @@ func openStore(ctx context.Context, cfg *Config, logger *slog.Logger) (*extensio
 		}
 		opts.Keys = kr
 	}
-	return extension.Open(ctx, cfg.DatabaseURL.Reveal(), opts)
+	store, err := extension.Open(ctx, cfg.DatabaseURL.Reveal(), opts)
+	if err != nil {
+		return nil, err
+	}
+	store.SetOperatorProviders(cfg.OperatorProviders)
+	return store, nil
 }
 
 // migrateUp applies our migrations and then River's (its tables hold the job queue).
