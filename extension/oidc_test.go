@@ -245,3 +245,57 @@ func TestRekeyClientSecrets(t *testing.T) {
 		}
 	})
 }
+
+// A subject is unique only at its issuer: an edit that points a provider at another issuer
+// (or template) drops its identities, so a colliding subject there finds no account; an
+// edit of anything else keeps them.
+func TestOIDCIssuerChangeDropsIdentities(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		p, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, googleProvider("i-1"), "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tm.s.ProvisionOIDCAccount(ctx, "i-1", p.ID, claims("sub-1", "victim@example.com"), extension.RoleMember); err != nil {
+			t.Fatal(err)
+		}
+		p.Name, p.Issuer = "Renamed", "HTTPS://Accounts.Google.com/" // the same issuer, written otherwise
+		if p, err = tm.s.SaveOIDCProvider(ctx, tm.owner.ID, p, "", false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tm.s.OIDCIdentityAccount(ctx, p.ID, "sub-1"); err != nil {
+			t.Errorf("identity after renaming: %v, want it kept", err)
+		}
+		p.Issuer = "https://idp.elsewhere.example"
+		if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, p, "", false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tm.s.OIDCIdentityAccount(ctx, p.ID, "sub-1"); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("identity after the issuer changed: %v, want %v", err, extension.ErrNotFound)
+		}
+		evs, _, err := tm.s.AuditEvents(ctx, "i-1", extension.AuditFilter{}, extension.AuditPage{Limit: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped := ""
+		for _, ev := range evs {
+			if ev.Kind == extension.AuditOIDCProviderChanged && ev.Detail["connections_dropped"] != "" {
+				dropped = ev.Detail["connections_dropped"]
+			}
+		}
+		if dropped != "1" {
+			t.Errorf("audit connections_dropped = %q, want 1", dropped)
+		}
+		if _, err := tm.s.ProvisionOIDCAccount(ctx, "i-1", p.ID, claims("sub-2", "second@example.com"), extension.RoleMember); err != nil {
+			t.Fatal(err)
+		}
+		p.Template = "custom"
+		if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, p, "", false); err != nil {
+			t.Fatal(err)
+		}
+		if n := countRows(t, tm.s, "oidc_identities"); n != 0 {
+			t.Errorf("%d identities after the template changed, want 0", n)
+		}
+	})
+}

@@ -1,0 +1,53 @@
+package frontend_test
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/extension-backend/extension-backend/apptest"
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/frontend"
+	"github.com/oauth2-proxy/mockoidc"
+)
+
+// Pointing a provider at another issuer disconnects its identities: a user there whose
+// subject collides with a connected user's is a stranger, not that user. The edit form
+// says so beforehand.
+func TestOIDCIssuerChangeDisconnects(t *testing.T) {
+	e := newOIDCEnv(t, extension.SQLite)
+	id := e.addProvider(t, e.providerForm(func(v url.Values) { v.Set("auto_provision", "on") }))
+	b := apptest.Browser(t)
+	e.Mock.QueueUser(mockUser("1234", "victim@example.com", true))
+	if resp, _ := e.callback(t, b, e.authorize(t, b, e.loginPath(id))); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("victim provisioning: %d", resp.StatusCode)
+	}
+	if _, page := e.get(t, e.Owner, http.MethodGet, frontend.ProviderPath(e.In.ID, id), nil); !strings.Contains(page, "connect it again") {
+		t.Error("the edit form does not warn that changing the address disconnects people")
+	}
+	other, err := mockoidc.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Shutdown() })
+	form := e.providerForm(func(v url.Values) {
+		v.Set("issuer", other.Issuer())
+		v.Set("client_id", other.ClientID)
+		v.Set("client_secret", other.ClientSecret)
+		v.Set("auto_provision", "on")
+	})
+	if resp, body := e.get(t, e.Owner, http.MethodPost, frontend.ProviderPath(e.In.ID, id), form); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("edit issuer: %d\n%s", resp.StatusCode, body)
+	}
+	e.Mock = other
+	a := apptest.Browser(t)
+	e.Mock.QueueUser(mockUser("1234", "someone-else@elsewhere.example", false))
+	resp, _ := e.callback(t, a, e.authorize(t, a, e.loginPath(id)))
+	if resp.StatusCode == http.StatusSeeOther && resp.Header.Get("Location") == frontend.AppPath(e.In.ID) {
+		t.Fatal("a user of another issuer with the same subject signed in to the victim's account")
+	}
+	if got := e.auditKinds(t)[extension.AuditOIDCProviderChanged]; got != 1 {
+		t.Errorf("%d oidc_provider.changed events, want 1", got)
+	}
+}
