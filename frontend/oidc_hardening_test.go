@@ -2,6 +2,7 @@ package frontend_test
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -49,5 +50,29 @@ func TestOIDCIssuerChangeDisconnects(t *testing.T) {
 	}
 	if got := e.auditKinds(t)[extension.AuditOIDCProviderChanged]; got != 1 {
 		t.Errorf("%d oidc_provider.changed events, want 1", got)
+	}
+}
+
+// The discovery fetch follows no redirect: here to another server naming endpoints on
+// inner addresses; in production from https to any http address.
+func TestOIDCDiscoveryRedirectRefused(t *testing.T) {
+	e := newOIDCEnv(t, extension.SQLite)
+	var issuer string
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"issuer":"` + issuer + `","authorization_endpoint":"http://10.0.0.1/a","token_endpoint":"http://10.0.0.1/t","jwks_uri":"http://169.254.169.254/latest/meta-data/"}`))
+	}))
+	t.Cleanup(target.Close)
+	redirecting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+"/anything", http.StatusFound)
+	}))
+	t.Cleanup(redirecting.Close)
+	issuer = redirecting.URL
+	resp, body := e.get(t, e.Owner, http.MethodPost, frontend.ProvidersPath(e.In.ID), e.providerForm(func(v url.Values) { v.Set("issuer", issuer) }))
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "configuration") {
+		t.Errorf("discovery through a redirect: %d, want %d and the discovery problem", resp.StatusCode, http.StatusBadGateway)
+	}
+	if ps, err := e.Store.OIDCProviders(t.Context(), e.In.ID); err != nil || len(ps) != 0 {
+		t.Errorf("providers after a refused discovery: %d, %v", len(ps), err)
 	}
 }
