@@ -76,3 +76,24 @@ func TestOIDCDiscoveryRedirectRefused(t *testing.T) {
 		t.Errorf("providers after a refused discovery: %d, %v", len(ps), err)
 	}
 }
+
+// Connecting starts with a GET that changes the account: another site cannot start it.
+func TestOIDCConnectCrossSite(t *testing.T) {
+	e := newOIDCEnv(t, extension.SQLite)
+	id := e.addProvider(t, e.providerForm(nil))
+	acc, _ := e.Store.AccountByID(t.Context(), ownerID(t, e))
+	e.invite(t, e.In, acc, "lena@example.com", "Lena", extension.RoleMember, lenaPassword)
+	lena := e.passwordSignIn(t, e.In, "lena@example.com", lenaPassword, "Firefox")
+	connect := frontend.AccountPath(e.In.ID) + "/identities/connect/" + id
+	for _, h := range []http.Header{{"Sec-Fetch-Site": {"cross-site"}}, {"Sec-Fetch-Site": {"same-site"}}, {"Referer": {"https://evil.example/"}}, nil} {
+		resp, body := e.do(t, lena, http.MethodGet, connect, h, nil)
+		if resp.StatusCode != http.StatusForbidden || strings.HasPrefix(resp.Header.Get("Location"), e.Mock.AuthorizationEndpoint()) {
+			t.Errorf("connect with %v: %d to %q, want 403", h, resp.StatusCode, resp.Header.Get("Location"))
+		} else if !strings.Contains(body, "sent from another website") {
+			t.Errorf("connect with %v: 403 without the cross-site page", h)
+		}
+	}
+	if resp, _ := e.do(t, lena, http.MethodGet, connect, http.Header{"Sec-Fetch-Site": {"same-origin"}}, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("connect from the account page: %d, want 303", resp.StatusCode)
+	}
+}
