@@ -68,6 +68,11 @@ func TestOIDCProviderStore(t *testing.T) {
 			t.Errorf("scopes without openid: %v, want %v", err, extension.ErrInvalidProvider)
 		}
 		bad = googleProvider("i-1")
+		bad.AutoProvision = true // anyone with a Google account would join
+		if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, bad, "", true); !errors.Is(err, extension.ErrInvalidProvider) {
+			t.Errorf("auto-provisioning without domain or claim: %v, want %v", err, extension.ErrInvalidProvider)
+		}
+		bad = googleProvider("i-1")
 		bad.DefaultRole = extension.RoleOwner
 		if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, bad, "", true); !errors.Is(err, extension.ErrInvalidRole) {
 			t.Errorf("owner as the default role: %v, want %v", err, extension.ErrInvalidRole)

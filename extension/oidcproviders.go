@@ -173,6 +173,8 @@ func checkProvider(p OIDCProvider) error {
 		return fmt.Errorf("%w: a required claim needs values", ErrInvalidProvider)
 	case len(p.AllowedDomains) > maxAllowedDomains:
 		return fmt.Errorf("%w: too many domains", ErrInvalidProvider)
+	case p.AutoProvision && len(p.AllowedDomains) == 0 && p.RequiredClaim == "":
+		return fmt.Errorf("%w: accounts for everyone need allowed domains or a required claim", ErrInvalidProvider)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ import (
 // says so beforehand.
 func TestOIDCIssuerChangeDisconnects(t *testing.T) {
 	e := newOIDCEnv(t, extension.SQLite)
-	id := e.addProvider(t, e.providerForm(func(v url.Values) { v.Set("auto_provision", "on") }))
+	id := e.addProvider(t, e.providerForm(func(v url.Values) { v.Set("auto_provision", "on"); v.Set("allowed_domains", "example.com") }))
 	b := apptest.Browser(t)
 	e.Mock.QueueUser(mockUser("1234", "victim@example.com", true))
 	if resp, _ := e.callback(t, b, e.authorize(t, b, e.loginPath(id))); resp.StatusCode != http.StatusSeeOther {
@@ -37,6 +37,7 @@ func TestOIDCIssuerChangeDisconnects(t *testing.T) {
 		v.Set("client_id", other.ClientID)
 		v.Set("client_secret", other.ClientSecret)
 		v.Set("auto_provision", "on")
+		v.Set("allowed_domains", "example.com")
 	})
 	if resp, body := e.get(t, e.Owner, http.MethodPost, frontend.ProviderPath(e.In.ID, id), form); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("edit issuer: %d\n%s", resp.StatusCode, body)

@@ -36,6 +36,9 @@ func TestProviderSettings(t *testing.T) {
 		{"owner as default role", func(v url.Values) { v.Set("default_role", "owner") }, http.StatusBadRequest, "Choose one of the roles"},
 		{"unknown template", func(v url.Values) { v.Set("template", "myspace") }, http.StatusBadRequest, "Choose one of the services"},
 		{"bad domain", func(v url.Values) { v.Set("allowed_domains", "not a domain!") }, http.StatusBadRequest, "not a domain name"},
+		{"auto-provisioning open to all", func(v url.Values) { v.Set("auto_provision", "on") }, http.StatusBadRequest, "Add your domain"},
+		{"google open to all", func(v url.Values) { v.Set("template", "google"); v.Set("auto_provision", "on") }, http.StatusBadRequest, "Add your domain"},
+		{"gitlab open to all", func(v url.Values) { v.Set("template", "gitlab"); v.Set("auto_provision", "on") }, http.StatusBadRequest, "Add your domain"},
 		{"issuer elsewhere", func(v url.Values) { v.Set("issuer", e.Mock.Addr()) }, http.StatusBadGateway, "could not read"},
 		{"issuer answers as another", func(v url.Values) { v.Set("issuer", e.Mock.Issuer()+"/") }, http.StatusBadRequest, e.Mock.Issuer()},
 	} {
@@ -255,6 +258,7 @@ func TestOIDCClaimMatrix(t *testing.T) {
 				v.Set("name", "Mix-up")
 				v.Set("issuer", proxyIssuer(t, e.Mock))
 				v.Set("auto_provision", "on")
+				v.Set("allowed_domains", "example.com")
 			}))
 			_, resp, body = signIn(mixed, mockUser("sub-new", "new@example.com", true))
 			expect("wrong issuer", resp, body, http.StatusBadRequest, "did not confirm the sign-in")

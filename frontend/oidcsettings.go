@@ -151,6 +151,11 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 	default:
 		return p, typed, "auto_provision", "provider.bad_form"
 	}
+	// Without a domain or a claim, anyone with an account at the service (at Google or
+	// GitLab: anyone at all) would join the team.
+	if typed.AutoProvision && len(domains) == 0 && typed.RequiredClaim == "" {
+		return p, typed, "auto_provision", "provider.auto_provision_open"
+	}
 	p = parsedProvider{OIDCProvider: extension.OIDCProvider{Template: tmpl.Key, Name: typed.Name, Issuer: typed.Issuer,
 		ClientID: typed.ClientID, Scopes: scopes, AllowedDomains: domains, RequiredClaim: typed.RequiredClaim,
 		RequiredValues: values, DefaultRole: typed.DefaultRole, AutoProvision: typed.AutoProvision, Enabled: true},
