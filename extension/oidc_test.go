@@ -304,3 +304,53 @@ func TestOIDCIssuerChangeDropsIdentities(t *testing.T) {
 		}
 	})
 }
+
+// An identity at a disabled provider is no way in: the last identity at an enabled one
+// stays.
+func TestOIDCLastWayInIgnoresDisabledProviders(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		on, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, googleProvider("i-1"), "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second := googleProvider("i-1")
+		second.Name, second.Issuer = "Second", "https://idp.second.example"
+		off, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, second, "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acc, err := tm.s.ProvisionOIDCAccount(ctx, "i-1", on.ID, claims("sub-1", "made@example.com"), extension.RoleMember)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tm.s.LinkOIDCIdentity(ctx, "i-1", acc.ID, off.ID, claims("sub-2", "made@example.com")); err != nil {
+			t.Fatal(err)
+		}
+		if err := tm.s.SetOIDCProviderEnabled(ctx, "i-1", tm.owner.ID, off.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		ids, err := tm.s.OIDCIdentities(ctx, "i-1", acc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if id.ProviderID == on.ID {
+				if err := tm.s.UnlinkOIDCIdentity(ctx, "i-1", acc.ID, id.ID); !errors.Is(err, extension.ErrLastWayIn) {
+					t.Errorf("unlinking the only identity at an enabled provider: %v, want %v", err, extension.ErrLastWayIn)
+				}
+			}
+		}
+		if err := tm.s.SetOIDCProviderEnabled(ctx, "i-1", tm.owner.ID, off.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if id.ProviderID == on.ID {
+				if err := tm.s.UnlinkOIDCIdentity(ctx, "i-1", acc.ID, id.ID); err != nil {
+					t.Errorf("unlinking beside an identity at an enabled provider: %v", err)
+				}
+			}
+		}
+	})
+}

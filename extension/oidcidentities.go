@@ -136,7 +136,8 @@ func (s *Store) LinkOIDCIdentity(ctx context.Context, instanceID, accountID, pro
 
 // UnlinkOIDCIdentity removes an identity from the account, unless it is the account's
 // last way to sign in (ErrLastWayIn): a platform user always has the control panel, a
-// local account its password while password sign-in is on, and each other identity.
+// local account its password while password sign-in is on, and each other identity at an
+// enabled provider.
 func (s *Store) UnlinkOIDCIdentity(ctx context.Context, instanceID, accountID, identityID string) error {
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		acc, err := instanceAccount(tx, instanceID, accountID)
@@ -151,8 +152,10 @@ func (s *Store) UnlinkOIDCIdentity(ctx context.Context, instanceID, accountID, i
 		if err != nil {
 			return err
 		}
+		// An identity at a disabled provider is no way in.
 		var others int64
-		if err := tx.Model(&identityRow{}).Where("account_id = ? AND id <> ?", accountID, identityID).Count(&others).Error; err != nil {
+		if err := tx.Raw(`SELECT COUNT(*) FROM oidc_identities i JOIN oidc_providers p ON p.id = i.provider_id
+WHERE i.account_id = ? AND i.id <> ? AND p.enabled`, accountID, identityID).Scan(&others).Error; err != nil {
 			return translate(err)
 		}
 		platform := acc.PlatformUserID != nil
