@@ -98,3 +98,68 @@ func TestOIDCConnectCrossSite(t *testing.T) {
 		t.Errorf("connect from the account page: %d, want 303", resp.StatusCode)
 	}
 }
+
+// An ID token whose nonce is not the flow's (here: the authorization request's nonce
+// swapped on the way to the provider, which signs what it was sent) is refused.
+func TestOIDCWrongNonceRefused(t *testing.T) {
+	e := newOIDCEnv(t, extension.SQLite)
+	id := e.addProvider(t, e.providerForm(func(v url.Values) { v.Set("auto_provision", "on"); v.Set("allowed_domains", "example.com") }))
+	b := apptest.Browser(t)
+	resp, body := e.get(t, b, http.MethodGet, e.loginPath(id), nil)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("start: %d\n%s", resp.StatusCode, body)
+	}
+	at, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := at.Query()
+	q.Set("nonce", "another-nonce-of-the-attacker-000000000000000")
+	at.RawQuery = q.Encode()
+	e.Mock.QueueUser(mockUser("sub-n", "nonce@example.com", true))
+	out, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Get(at.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Body.Close()
+	back, err := url.Parse(out.Header.Get("Location"))
+	if err != nil || out.StatusCode != http.StatusFound {
+		t.Fatalf("provider answered %d", out.StatusCode)
+	}
+	resp, body = e.get(t, b, http.MethodGet, back.RequestURI(), nil)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "did not confirm the sign-in") {
+		t.Errorf("wrong nonce: %d, want %d with the could-not-finish page\n%.500s", resp.StatusCode, http.StatusBadRequest, body)
+	}
+	if ps, _ := e.Store.AccountsWithIdentities(t.Context(), e.In.ID); len(ps) != 0 {
+		t.Errorf("%d accounts made through a token with the wrong nonce", len(ps))
+	}
+	if got := e.auditKinds(t)[extension.AuditSignInRefused+":token"]; got != 1 {
+		t.Errorf("%d refusals for the token audited, want 1", got)
+	}
+}
+
+// A callback replayed with the same flow cookie and the same URL finds its state used: the
+// could-not-finish page, 400, not an error.
+func TestOIDCCallbackReplayRefused(t *testing.T) {
+	e := newOIDCEnv(t, extension.SQLite)
+	id := e.addProvider(t, e.providerForm(func(v url.Values) { v.Set("auto_provision", "on"); v.Set("allowed_domains", "example.com") }))
+	b := apptest.Browser(t)
+	e.Mock.QueueUser(mockUser("sub-r", "replay@example.com", true))
+	back := e.authorize(t, b, e.loginPath(id))
+	target, _ := url.Parse(e.URL + back.RequestURI())
+	var saved []string
+	for _, c := range b.Jar.Cookies(target) {
+		saved = append(saved, c.Name+"="+c.Value)
+	}
+	if len(saved) == 0 {
+		t.Fatal("no flow cookie to replay")
+	}
+	if resp, body := e.callback(t, b, back); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("first callback: %d\n%.500s", resp.StatusCode, body)
+	}
+	resp, body := e.do(t, &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		http.MethodGet, back.RequestURI(), http.Header{"Cookie": {strings.Join(saved, "; ")}}, nil)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "already used") {
+		t.Errorf("replayed callback: %d, want %d with the could-not-finish page\n%.500s", resp.StatusCode, http.StatusBadRequest, body)
+	}
+}
