@@ -354,3 +354,36 @@ func TestOIDCLastWayInIgnoresDisabledProviders(t *testing.T) {
 		}
 	})
 }
+
+// Identities are listed by instance and account (account page, team page): an index
+// leads with those columns in both dialects.
+func TestOIDCIdentitiesIndex(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		s := newTeam(t, d).s
+		var cols []string
+		var q string
+		if d == extension.Postgres {
+			q = `SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE c.relname = 'oidc_identities_instance_account' AND c.relnamespace = current_schema()::regnamespace
+ORDER BY array_position(i.indkey::int2[], a.attnum)`
+		} else {
+			q = `SELECT name FROM pragma_index_info('oidc_identities_instance_account') ORDER BY seqno`
+		}
+		rows, err := s.SQLDB().Query(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c string
+			if err := rows.Scan(&c); err != nil {
+				t.Fatal(err)
+			}
+			cols = append(cols, c)
+		}
+		if got := strings.Join(cols, ","); got != "instance_id,account_id" {
+			t.Errorf("index columns = %q, want instance_id,account_id", got)
+		}
+	})
+}
