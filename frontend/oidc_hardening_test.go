@@ -163,3 +163,38 @@ func TestOIDCCallbackReplayRefused(t *testing.T) {
 		t.Errorf("replayed callback: %d, want %d with the could-not-finish page\n%.500s", resp.StatusCode, http.StatusBadRequest, body)
 	}
 }
+
+// A provider disabled, or an invitation revoked, while the user was at the provider: the
+// way back shows its page and the refusal is audited.
+func TestOIDCGoneMidFlowAudited(t *testing.T) {
+	e := newOIDCEnv(t, extension.SQLite)
+	id := e.addProvider(t, e.providerForm(nil))
+	inv, token, err := e.Store.CreateInvitation(t.Context(), e.In.ID, ownerID(t, e), "carla@example.com", extension.RoleMember)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := apptest.Browser(t)
+	e.Mock.QueueUser(mockUser("sub-carla", "carla@example.com", true))
+	back := e.authorize(t, b, "/invite/"+token.Reveal()+"/oidc/"+id)
+	if err := e.Store.RevokeInvitation(t.Context(), e.In.ID, ownerID(t, e), inv.ID); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := e.callback(t, b, back); resp.StatusCode != http.StatusGone {
+		t.Errorf("invitation revoked meanwhile: %d, want %d", resp.StatusCode, http.StatusGone)
+	}
+
+	e.Mock.QueueUser(mockUser("sub-carla", "carla@example.com", true))
+	back = e.authorize(t, b, e.loginPath(id))
+	if resp, _ := e.get(t, e.Owner, http.MethodPost, frontend.ProviderPath(e.In.ID, id)+"/disable", url.Values{}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("disable: %d", resp.StatusCode)
+	}
+	if resp, _ := e.callback(t, b, back); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("provider disabled meanwhile: %d, want %d", resp.StatusCode, http.StatusNotFound)
+	}
+	kinds := e.auditKinds(t)
+	for _, reason := range []string{"invitation_gone", "provider_gone"} {
+		if kinds[extension.AuditSignInRefused+":"+reason] != 1 {
+			t.Errorf("refusals %s audited: %d, want 1 (%v)", reason, kinds[extension.AuditSignInRefused+":"+reason], kinds)
+		}
+	}
+}

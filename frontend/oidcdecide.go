@@ -135,6 +135,10 @@ func (f *Frontend) decide(c echo.Context, p extension.OIDCProvider, fl oidcFlow,
 	if fl.Intent == intentInvite {
 		inv, err := f.store.Invitation(ctx, extension.Secret(fl.Invitation))
 		if err != nil || inv.State != extension.InvitationPending || inv.InstanceID != fl.Instance {
+			r.Reason = reasonInvitationGone
+			if err := f.auditRefusal(c, r); err != nil {
+				return err
+			}
 			return f.Problem(c, http.StatusGone, "oidc.invitation_gone", "")
 		}
 		want, _ := extension.NormalizeEmail(inv.Email)
@@ -219,6 +223,9 @@ const (
 	reasonWrongAccount  = "wrong_account"  // not the invited address
 	reasonExists        = "exists"         // a local account has the address
 	reasonNotInvited    = "not_invited"    // nobody invited the address
+	// Refusals audited with a problem page of their own rather than a refusal page.
+	reasonProviderGone   = "provider_gone"   // the provider was disabled or deleted meanwhile
+	reasonInvitationGone = "invitation_gone" // the invitation was used, revoked or expired meanwhile
 )
 
 // refusalStatus is the status of each reason's page.
@@ -248,6 +255,15 @@ type refusalView struct {
 
 // refuseAudited records a refusal in the instance's audit log and shows its page.
 func (f *Frontend) refuseAudited(c echo.Context, r refusal) error {
+	if err := f.auditRefusal(c, r); err != nil {
+		return err
+	}
+	return f.refuse(c, r)
+}
+
+// auditRefusal records a refusal in the instance's audit log; an error is the internal
+// error's page, shown.
+func (f *Frontend) auditRefusal(c echo.Context, r refusal) error {
 	ctx := c.Request().Context()
 	detail := map[string]string{"reason": r.Reason, "provider": r.Provider.Name}
 	if r.Email != "" {
@@ -258,7 +274,7 @@ func (f *Frontend) refuseAudited(c echo.Context, r refusal) error {
 		return f.internal(c, "audit refusal", err)
 	}
 	f.logger.InfoContext(ctx, "provider sign-in refused", "instance_id", r.Flow.Instance, "provider_id", r.Flow.Provider, "reason", r.Reason)
-	return f.refuse(c, r)
+	return nil
 }
 
 // refuse shows a refusal's page with its 4xx status.
