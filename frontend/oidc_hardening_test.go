@@ -198,3 +198,43 @@ func TestOIDCGoneMidFlowAudited(t *testing.T) {
 		}
 	}
 }
+
+// The exists page names the way in the account with the address has: not a password it
+// does not have, but the service it connected.
+func TestOIDCExistsNamesTheWayIn(t *testing.T) {
+	e := newOIDCEnv(t, extension.SQLite)
+	first := e.addProvider(t, e.providerForm(func(v url.Values) {
+		v.Set("name", "Company Login")
+		v.Set("auto_provision", "on")
+		v.Set("allowed_domains", "example.com")
+	}))
+	second := e.addProvider(t, e.providerForm(func(v url.Values) { v.Set("name", "Second Login") }))
+	b := apptest.Browser(t)
+	e.Mock.QueueUser(mockUser("sub-1", "carla@example.com", true))
+	if resp, _ := e.callback(t, b, e.authorize(t, b, e.loginPath(first))); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("provisioning: %d", resp.StatusCode)
+	}
+	a := apptest.Browser(t)
+	e.Mock.QueueUser(mockUser("sub-2", "carla@example.com", true))
+	resp, body := e.callback(t, a, e.authorize(t, a, e.loginPath(second)))
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "Sign in with Company Login, then connect Second Login") ||
+		strings.Contains(body, "password") {
+		t.Errorf("exists page for an account without a password: %d\n%s", resp.StatusCode, body)
+	}
+	if resp, _ := e.get(t, e.Owner, http.MethodPost, frontend.ProviderPath(e.In.ID, first)+"/disable", url.Values{}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("disable: %d", resp.StatusCode)
+	}
+	e.Mock.QueueUser(mockUser("sub-2", "carla@example.com", true))
+	resp, body = e.callback(t, a, e.authorize(t, a, e.loginPath(second)))
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "Ask an owner of the team") || strings.Contains(body, "password") {
+		t.Errorf("exists page for an account with no way in: %d\n%s", resp.StatusCode, body)
+	}
+	// An account with a password is told to use it.
+	owner, _ := e.Store.AccountByID(t.Context(), ownerID(t, e))
+	e.invite(t, e.In, owner, "lena@example.com", "Lena", extension.RoleMember, lenaPassword)
+	e.Mock.QueueUser(mockUser("sub-3", "lena@example.com", true))
+	resp, body = e.callback(t, a, e.authorize(t, a, e.loginPath(second)))
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "Sign in with your password, then connect Second Login") {
+		t.Errorf("exists page for an account with a password: %d\n%s", resp.StatusCode, body)
+	}
+}

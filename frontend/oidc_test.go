@@ -173,7 +173,7 @@ func TestOIDCClaimMatrix(t *testing.T) {
 			_, resp, body = signIn(open, mockUser("sub-no-email", "", false))
 			expect("no e-mail", resp, body, http.StatusForbidden, "No e-mail address was sent")
 			_, resp, body = signIn(open, mockUser("sub-other", "new@example.com", true))
-			expect("other subject, same e-mail", resp, body, http.StatusConflict, "Sign in with your password, then connect Mock IdP on your account page")
+			expect("other subject, same e-mail", resp, body, http.StatusConflict, "Sign in with the other Mock IdP account")
 			_, resp, body = signIn(open, mockUser("sub-elsewhere", "someone@other.example", true))
 			expect("domain refused", resp, body, http.StatusForbidden, "e-mail domain is not allowed")
 			_, resp, body = signIn(staffOnly, mockUser("sub-student", "student@example.com", true, "students"))
