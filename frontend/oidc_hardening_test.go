@@ -238,3 +238,22 @@ func TestOIDCExistsNamesTheWayIn(t *testing.T) {
 		t.Errorf("exists page for an account with a password: %d\n%s", resp.StatusCode, body)
 	}
 }
+
+// A discovery document that sends the token request to plain http elsewhere is refused at
+// the form, with what to do, and nothing is saved.
+func TestOIDCDiscoveryInsecureEndpointForm(t *testing.T) {
+	e := newOIDCEnv(t, extension.SQLite)
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"issuer":"` + srv.URL + `","authorization_endpoint":"` + srv.URL + `/a","token_endpoint":"http://10.0.0.1/t","jwks_uri":"` + srv.URL + `/k"}`))
+	}))
+	t.Cleanup(srv.Close)
+	resp, body := e.get(t, e.Owner, http.MethodPost, frontend.ProvidersPath(e.In.ID), e.providerForm(func(v url.Values) { v.Set("issuer", srv.URL) }))
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "do not start with https://") {
+		t.Errorf("http token endpoint: %d, want 400 with the https problem", resp.StatusCode)
+	}
+	if ps, err := e.Store.OIDCProviders(t.Context(), e.In.ID); err != nil || len(ps) != 0 {
+		t.Errorf("providers after a refused discovery: %d, %v", len(ps), err)
+	}
+}

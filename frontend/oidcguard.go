@@ -27,6 +27,7 @@ var (
 	errOIDCAddress      = errors.New("sign-in provider on an address that is not public")
 	errOIDCRedirect     = errors.New("sign-in provider answered with a redirect")
 	errOIDCResponseSize = errors.New("sign-in provider's answer is too large")
+	errOIDCEndpoint     = errors.New("sign-in provider names an endpoint that is not https")
 )
 
 // blockedPrefixes are ranges besides those netip names (loopback, private, link-local,
@@ -151,11 +152,11 @@ func checkOIDCEndpoints(issuer string, allowLocal bool, endpoints ...string) err
 		u, err := url.Parse(e)
 		switch {
 		case err != nil, u.Host == "", u.User != nil:
-			return fmt.Errorf("endpoint %.200q is not a URL", e)
+			return fmt.Errorf("%w: %.200q is not a URL", errOIDCEndpoint, e)
 		case u.Scheme == "https":
 		case u.Scheme == "http" && localHTTP && isLoopback(u.Hostname()):
 		default:
-			return fmt.Errorf("endpoint %.200q is not https", e)
+			return fmt.Errorf("%w: %.200q", errOIDCEndpoint, e)
 		}
 	}
 	return nil

@@ -310,6 +310,8 @@ func (f *Frontend) saveProvider(c echo.Context, id string) error {
 	case errors.Is(err, errIssuerMismatch):
 		return f.renderProvider(c, http.StatusBadRequest, providerView{Form: typed, Problem: "provider.issuer_mismatch",
 			Field: "issuer", Found: found})
+	case errors.Is(err, errOIDCEndpoint):
+		return f.renderProvider(c, http.StatusBadRequest, providerView{Form: typed, Problem: "provider.endpoint_not_https", Field: "issuer"})
 	case err != nil:
 		f.logger.InfoContext(ctx, "provider discovery failed", "instance_id", s.Instance.ID, "issuer", p.Issuer, "error", err.Error())
 		return f.renderProvider(c, http.StatusBadGateway, providerView{Form: typed, Problem: "provider.discovery_failed", Field: "issuer"})
