@@ -342,8 +342,20 @@ func TestOIDCLastWayInIgnoresDisabledProviders(t *testing.T) {
 				}
 			}
 		}
-		if err := tm.s.SetOIDCProviderEnabled(ctx, "i-1", tm.owner.ID, off.ID, true); err != nil {
+		// With every provider of its identities off, it has no way in besides a password.
+		if got, err := tm.s.AccountsWithIdentities(ctx, "i-1"); err != nil || !got[acc.ID] {
+			t.Errorf("AccountsWithIdentities with one provider on = %v, %v; want the account", got, err)
+		}
+		if err := tm.s.SetOIDCProviderEnabled(ctx, "i-1", tm.owner.ID, on.ID, false); err != nil {
 			t.Fatal(err)
+		}
+		if got, err := tm.s.AccountsWithIdentities(ctx, "i-1"); err != nil || got[acc.ID] {
+			t.Errorf("AccountsWithIdentities with both providers off = %v, %v; want no account", got, err)
+		}
+		for _, id := range []string{on.ID, off.ID} {
+			if err := tm.s.SetOIDCProviderEnabled(ctx, "i-1", tm.owner.ID, id, true); err != nil {
+				t.Fatal(err)
+			}
 		}
 		for _, id := range ids {
 			if id.ProviderID == on.ID {

@@ -318,10 +318,11 @@ func (s *Store) UseOIDCState(ctx context.Context, state Secret, expires time.Tim
 }
 
 // AccountsWithIdentities returns the ids of an instance's accounts that have an identity
-// at a provider: they have a way in besides a password.
+// at an enabled provider: they have a way in besides a password.
 func (s *Store) AccountsWithIdentities(ctx context.Context, instanceID string) (map[string]bool, error) {
 	var ids []string
-	if err := s.db.WithContext(ctx).Raw(`SELECT DISTINCT account_id FROM oidc_identities WHERE instance_id = ?`, instanceID).
+	if err := s.db.WithContext(ctx).Raw(`SELECT DISTINCT i.account_id FROM oidc_identities i JOIN oidc_providers p ON p.id = i.provider_id
+WHERE i.instance_id = ? AND p.enabled`, instanceID).
 		Scan(&ids).Error; err != nil {
 		return nil, fmt.Errorf("accounts with identities in instance %s: %w", instanceID, translate(err))
 	}
