@@ -68,6 +68,11 @@ func TestOIDCProviderStore(t *testing.T) {
 			t.Errorf("scopes without openid: %v, want %v", err, extension.ErrInvalidProvider)
 		}
 		bad = googleProvider("i-1")
+		bad.AutoProvision = true // anyone with a Google account would join
+		if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, bad, "", true); !errors.Is(err, extension.ErrInvalidProvider) {
+			t.Errorf("auto-provisioning without domain or claim: %v, want %v", err, extension.ErrInvalidProvider)
+		}
+		bad = googleProvider("i-1")
 		bad.DefaultRole = extension.RoleOwner
 		if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, bad, "", true); !errors.Is(err, extension.ErrInvalidRole) {
 			t.Errorf("owner as the default role: %v, want %v", err, extension.ErrInvalidRole)
@@ -242,6 +247,155 @@ func TestRekeyClientSecrets(t *testing.T) {
 		onlyA := extensiontest.Open(t, url, extension.Options{Keys: newKeyring(t, keyA)})
 		if _, err := onlyA.OIDCClientSecret(ctx, p); !errors.Is(err, extension.ErrUnsealable) {
 			t.Errorf("with the old key alone: %v, want %v", err, extension.ErrUnsealable)
+		}
+	})
+}
+
+// A subject is unique only at its issuer: an edit that points a provider at another issuer
+// (or template) drops its identities, so a colliding subject there finds no account; an
+// edit of anything else keeps them.
+func TestOIDCIssuerChangeDropsIdentities(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		p, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, googleProvider("i-1"), "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tm.s.ProvisionOIDCAccount(ctx, "i-1", p.ID, claims("sub-1", "victim@example.com"), extension.RoleMember); err != nil {
+			t.Fatal(err)
+		}
+		p.Name, p.Issuer = "Renamed", "HTTPS://Accounts.Google.com/" // the same issuer, written otherwise
+		if p, err = tm.s.SaveOIDCProvider(ctx, tm.owner.ID, p, "", false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tm.s.OIDCIdentityAccount(ctx, p.ID, "sub-1"); err != nil {
+			t.Errorf("identity after renaming: %v, want it kept", err)
+		}
+		p.Issuer = "https://idp.elsewhere.example"
+		if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, p, "", false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tm.s.OIDCIdentityAccount(ctx, p.ID, "sub-1"); !errors.Is(err, extension.ErrNotFound) {
+			t.Errorf("identity after the issuer changed: %v, want %v", err, extension.ErrNotFound)
+		}
+		evs, _, err := tm.s.AuditEvents(ctx, "i-1", extension.AuditFilter{}, extension.AuditPage{Limit: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped := ""
+		for _, ev := range evs {
+			if ev.Kind == extension.AuditOIDCProviderChanged && ev.Detail["connections_dropped"] != "" {
+				dropped = ev.Detail["connections_dropped"]
+			}
+		}
+		if dropped != "1" {
+			t.Errorf("audit connections_dropped = %q, want 1", dropped)
+		}
+		if _, err := tm.s.ProvisionOIDCAccount(ctx, "i-1", p.ID, claims("sub-2", "second@example.com"), extension.RoleMember); err != nil {
+			t.Fatal(err)
+		}
+		p.Template = "custom"
+		if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, p, "", false); err != nil {
+			t.Fatal(err)
+		}
+		if n := countRows(t, tm.s, "oidc_identities"); n != 0 {
+			t.Errorf("%d identities after the template changed, want 0", n)
+		}
+	})
+}
+
+// An identity at a disabled provider is no way in: the last identity at an enabled one
+// stays.
+func TestOIDCLastWayInIgnoresDisabledProviders(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		on, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, googleProvider("i-1"), "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second := googleProvider("i-1")
+		second.Name, second.Issuer = "Second", "https://idp.second.example"
+		off, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, second, "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acc, err := tm.s.ProvisionOIDCAccount(ctx, "i-1", on.ID, claims("sub-1", "made@example.com"), extension.RoleMember)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tm.s.LinkOIDCIdentity(ctx, "i-1", acc.ID, off.ID, claims("sub-2", "made@example.com")); err != nil {
+			t.Fatal(err)
+		}
+		if err := tm.s.SetOIDCProviderEnabled(ctx, "i-1", tm.owner.ID, off.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		ids, err := tm.s.OIDCIdentities(ctx, "i-1", acc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if id.ProviderID == on.ID {
+				if err := tm.s.UnlinkOIDCIdentity(ctx, "i-1", acc.ID, id.ID); !errors.Is(err, extension.ErrLastWayIn) {
+					t.Errorf("unlinking the only identity at an enabled provider: %v, want %v", err, extension.ErrLastWayIn)
+				}
+			}
+		}
+		// With every provider of its identities off, it has no way in besides a password.
+		if got, err := tm.s.AccountsWithIdentities(ctx, "i-1"); err != nil || !got[acc.ID] {
+			t.Errorf("AccountsWithIdentities with one provider on = %v, %v; want the account", got, err)
+		}
+		if err := tm.s.SetOIDCProviderEnabled(ctx, "i-1", tm.owner.ID, on.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := tm.s.AccountsWithIdentities(ctx, "i-1"); err != nil || got[acc.ID] {
+			t.Errorf("AccountsWithIdentities with both providers off = %v, %v; want no account", got, err)
+		}
+		for _, id := range []string{on.ID, off.ID} {
+			if err := tm.s.SetOIDCProviderEnabled(ctx, "i-1", tm.owner.ID, id, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, id := range ids {
+			if id.ProviderID == on.ID {
+				if err := tm.s.UnlinkOIDCIdentity(ctx, "i-1", acc.ID, id.ID); err != nil {
+					t.Errorf("unlinking beside an identity at an enabled provider: %v", err)
+				}
+			}
+		}
+	})
+}
+
+// Identities are listed by instance and account (account page, team page): an index
+// leads with those columns in both dialects.
+func TestOIDCIdentitiesIndex(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		s := newTeam(t, d).s
+		var cols []string
+		var q string
+		if d == extension.Postgres {
+			q = `SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE c.relname = 'oidc_identities_instance_account' AND c.relnamespace = current_schema()::regnamespace
+ORDER BY array_position(i.indkey::int2[], a.attnum)`
+		} else {
+			q = `SELECT name FROM pragma_index_info('oidc_identities_instance_account') ORDER BY seqno`
+		}
+		rows, err := s.SQLDB().Query(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c string
+			if err := rows.Scan(&c); err != nil {
+				t.Fatal(err)
+			}
+			cols = append(cols, c)
+		}
+		if got := strings.Join(cols, ","); got != "instance_id,account_id" {
+			t.Errorf("index columns = %q, want instance_id,account_id", got)
 		}
 	})
 }

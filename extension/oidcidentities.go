@@ -148,7 +148,8 @@ func (s *Store) LinkOIDCIdentity(ctx context.Context, instanceID, accountID, pro
 
 // UnlinkOIDCIdentity removes an identity from the account, unless it is the account's
 // last way to sign in (ErrLastWayIn): a platform user always has the control panel, a
-// local account its password while password sign-in is on, and each other identity.
+// local account its password while password sign-in is on, and each other identity at an
+// enabled provider.
 func (s *Store) UnlinkOIDCIdentity(ctx context.Context, instanceID, accountID, identityID string) error {
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		acc, err := instanceAccount(tx, instanceID, accountID)
@@ -163,8 +164,10 @@ func (s *Store) UnlinkOIDCIdentity(ctx context.Context, instanceID, accountID, i
 		if err != nil {
 			return err
 		}
+		// An identity at a disabled provider is no way in.
 		var others int64
-		if err := tx.Model(&identityRow{}).Where("account_id = ? AND id <> ?", accountID, identityID).Count(&others).Error; err != nil {
+		if err := tx.Raw(`SELECT COUNT(*) FROM oidc_identities i JOIN oidc_providers p ON p.id = i.provider_id
+WHERE i.account_id = ? AND i.id <> ? AND p.enabled`, accountID, identityID).Scan(&others).Error; err != nil {
 			return translate(err)
 		}
 		platform := acc.PlatformUserID != nil
@@ -327,10 +330,11 @@ func (s *Store) UseOIDCState(ctx context.Context, state Secret, expires time.Tim
 }
 
 // AccountsWithIdentities returns the ids of an instance's accounts that have an identity
-// at a provider: they have a way in besides a password.
+// at an enabled provider: they have a way in besides a password.
 func (s *Store) AccountsWithIdentities(ctx context.Context, instanceID string) (map[string]bool, error) {
 	var ids []string
-	if err := s.db.WithContext(ctx).Raw(`SELECT DISTINCT account_id FROM oidc_identities WHERE instance_id = ?`, instanceID).
+	if err := s.db.WithContext(ctx).Raw(`SELECT DISTINCT i.account_id FROM oidc_identities i JOIN oidc_providers p ON p.id = i.provider_id
+WHERE i.instance_id = ? AND p.enabled`, instanceID).
 		Scan(&ids).Error; err != nil {
 		return nil, fmt.Errorf("accounts with identities in instance %s: %w", instanceID, translate(err))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -195,6 +196,8 @@ func checkProvider(p OIDCProvider) error {
 		return fmt.Errorf("%w: too many domains", ErrInvalidProvider)
 	case len(p.RoleMap) > 0 && p.TemplateInfo().GroupsClaim == "":
 		return fmt.Errorf("%w: the template's provider sends no groups", ErrInvalidProvider)
+	case p.AutoProvision && len(p.AllowedDomains) == 0 && p.RequiredClaim == "":
+		return fmt.Errorf("%w: accounts for everyone need allowed domains or a required claim", ErrInvalidProvider)
 	}
 	if err := checkEndpoints(p.Template, p.Endpoints); err != nil {
 		return err
@@ -205,7 +208,8 @@ func checkProvider(p OIDCProvider) error {
 // SaveOIDCProvider adds a provider to an instance (p.ID empty) or changes one, on behalf
 // of an owner (ErrForbidden), and records it in the audit log. The client secret is
 // sealed and replaced only when setSecret is true (an edit that leaves the field empty
-// keeps it); setSecret with an empty secret makes a public client.
+// keeps it); setSecret with an empty secret makes a public client. An edit that changes
+// the issuer or the template disconnects every identity linked through the provider.
 func (s *Store) SaveOIDCProvider(ctx context.Context, actorID string, p OIDCProvider, secret Secret, setSecret bool) (OIDCProvider, error) {
 	if err := checkProvider(p); err != nil {
 		return OIDCProvider{}, err
@@ -222,7 +226,9 @@ func (s *Store) SaveOIDCProvider(ctx context.Context, actorID string, p OIDCProv
 		}
 	}
 	var out OIDCProvider
+	var dropped int64
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		dropped = 0
 		actor, err := s.checkActor(tx, p.InstanceID, actorID, CanManageSettings)
 		if err != nil {
 			return err
@@ -250,12 +256,24 @@ func (s *Store) SaveOIDCProvider(ctx context.Context, actorID string, p OIDCProv
 			if err := tx.Save(&row).Error; err != nil {
 				return translate(err)
 			}
+			// A subject is unique only at its issuer: kept identities would let a user of the
+			// new issuer with a colliding subject into another's account. They connect again.
+			if NormalizeIssuer(before.Issuer) != NormalizeIssuer(row.Issuer) || before.Template != row.Template {
+				res := tx.Exec(`DELETE FROM oidc_identities WHERE provider_id = ?`, row.ID)
+				if res.Error != nil {
+					return translate(res.Error)
+				}
+				dropped = res.RowsAffected
+			}
 		}
 		out = row.provider()
 		detail := map[string]string{"provider": row.ID, "name": row.Name, "issuer": row.Issuer, "template": row.Template,
 			"enabled": fmt.Sprint(row.Enabled)}
 		if len(row.RoleMap) > 0 || !adding {
 			detail["role_map"] = roleMapDetail(row.RoleMap)
+		}
+		if dropped > 0 {
+			detail["connections_dropped"] = fmt.Sprint(dropped)
 		}
 		if setSecret && !adding {
 			detail["client_secret"] = "changed" // that it changed, never what it is
@@ -273,6 +291,17 @@ func nonNilRules(v []RoleRule) []RoleRule {
 		return []RoleRule{}
 	}
 	return v
+}
+
+// NormalizeIssuer is an issuer URL as compared: scheme and host in lower case, without a
+// trailing slash.
+func NormalizeIssuer(issuer string) string {
+	u, err := url.Parse(strings.TrimSpace(issuer))
+	if err != nil {
+		return issuer
+	}
+	u.Scheme, u.Host = strings.ToLower(u.Scheme), strings.ToLower(u.Host)
+	return strings.TrimSuffix(u.String(), "/")
 }
 
 func nonNil(v []string) []string {

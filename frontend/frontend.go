@@ -41,9 +41,13 @@ type Config struct {
 	// DefaultRole (EXT_DEFAULT_ROLE) is the role of control panel users provisioned after
 	// an instance's first, until an owner saves the instance's own; "": member.
 	DefaultRole string
-	// OIDCClient fetches OpenID Connect providers' documents, keys and tokens; nil: one
-	// with a 10-second timeout.
+	// OIDCClient lends its transport's TLS settings to the client that fetches OpenID
+	// Connect providers' documents, keys and tokens (tests trust their servers); nil: the
+	// defaults. The address guard, the size cap and refusing redirects are always added.
 	OIDCClient *http.Client
+	// OIDCAllowLocal admits providers on loopback and private addresses (http on
+	// loopback); nil: only when PublicURL is itself on loopback (development, tests).
+	OIDCAllowLocal *bool
 	// Now is the clock ID tokens are checked against; nil: the wall clock.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -69,6 +73,7 @@ type Frontend struct {
 	forgotSlots chan struct{}
 	defaultRole string
 	oidcClient  *http.Client
+	oidcLocal   bool // providers may be on loopback and private addresses
 	providers   *oidcProviders
 	now         func() time.Time
 }
@@ -102,9 +107,10 @@ func New(cfg Config) (*Frontend, error) {
 		return nil, fmt.Errorf("frontend: default role %q: want owner, admin or member", cfg.DefaultRole)
 	}
 	secure := u.Scheme == "https"
-	oidcClient, now := cfg.OIDCClient, cfg.Now
-	if oidcClient == nil {
-		oidcClient = &http.Client{Timeout: 10 * time.Second}
+	now := cfg.Now
+	allowLocal := isLoopback(u.Hostname())
+	if cfg.OIDCAllowLocal != nil {
+		allowLocal = *cfg.OIDCAllowLocal
 	}
 	if now == nil {
 		now = time.Now
@@ -134,7 +140,8 @@ func New(cfg Config) (*Frontend, error) {
 		forgotLimit: &loginLimiter{addrs: map[string]*rate.Limiter{}, limit: forgotRate, burst: forgotBurst},
 		forgotSlots: make(chan struct{}, forgotPending),
 		defaultRole: cfg.DefaultRole,
-		oidcClient:  oidcClient,
+		oidcClient:  newOIDCClient(cfg.OIDCClient, allowLocal),
+		oidcLocal:   allowLocal,
 		providers:   &oidcProviders{byIssue: map[string]cachedProvider{}},
 		now:         now,
 	}, nil

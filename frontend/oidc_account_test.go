@@ -23,7 +23,14 @@ func TestOIDCConnectAndDisconnect(t *testing.T) {
 		t.Run(string(d), func(t *testing.T) {
 			e := newOIDCEnv(t, d)
 			ctx := context.Background()
-			id := e.addProvider(t, e.providerForm(func(v url.Values) { v.Set("auto_provision", "on") }))
+			id := e.addProvider(t, e.providerForm(nil))
+			// Accounts made at first sign-in need a domain (or a claim); at id, Lena's
+			// identity signs in whatever its address.
+			made := e.addProvider(t, e.providerForm(func(v url.Values) {
+				v.Set("name", "Made here")
+				v.Set("auto_provision", "on")
+				v.Set("allowed_domains", "example.com")
+			}))
 			connect := frontend.AccountPath(e.In.ID) + "/identities/connect/" + id
 
 			owner, err := e.Store.AccountByID(ctx, ownerID(t, e))
@@ -76,7 +83,7 @@ func TestOIDCConnectAndDisconnect(t *testing.T) {
 			// An account made through the provider has no other way in: its identity stays.
 			nb := apptest.Browser(t)
 			e.Mock.QueueUser(mockUser("sub-new", "new@example.com", true))
-			if resp, _ := e.callback(t, nb, e.authorize(t, nb, e.loginPath(id))); resp.StatusCode != http.StatusSeeOther {
+			if resp, _ := e.callback(t, nb, e.authorize(t, nb, e.loginPath(made))); resp.StatusCode != http.StatusSeeOther {
 				t.Fatalf("provisioning: %d", resp.StatusCode)
 			}
 			_, body = e.get(t, nb, http.MethodGet, frontend.AccountPath(e.In.ID), nil)

@@ -65,6 +65,7 @@ func TestOIDCCustomEndpoints(t *testing.T) {
 			}
 			id := e.addProvider(t, e.providerForm(func(v url.Values) {
 				v.Set("auto_provision", "on")
+				v.Set("allowed_domains", "example.com")
 				v.Set("authorization_endpoint", gateway.URL+"/authorize")
 				v.Set("token_endpoint", gateway.URL+"/token")
 				v.Set("userinfo_endpoint", gateway.URL+"/userinfo")

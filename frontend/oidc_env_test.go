@@ -89,8 +89,8 @@ func (e *oidcEnv) addProvider(t *testing.T, form url.Values) string {
 func (e *oidcEnv) get(t *testing.T, b *http.Client, method, path string, form url.Values) (*http.Response, string) {
 	t.Helper()
 	var h http.Header
-	if method == http.MethodPost {
-		h = sameOrigin
+	if method == http.MethodPost || strings.Contains(path, "/identities/connect/") {
+		h = sameOrigin // a form, or the account page's connect link
 	}
 	resp, body := e.do(t, b, method, path, h, form)
 	e.pages = append(e.pages, body)

@@ -55,7 +55,7 @@ func TestParseOperatorProviders(t *testing.T) {
 		{"secret twice", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "client_secret": "` + secret + `", "client_secret_env": "VENDOR_SECRET"}]`,
 			"client_secret and client_secret_env are both set"},
 		{"variable unset", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "client_secret_env": "NOPE"}]`, "the variable NOPE is not set"},
-		{"auto without domains", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "auto_provision": true}]`, "true needs allowed_domains"},
+		{"auto without domains", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "auto_provision": true}]`, "Add your domain under allowed domains"},
 		{"auto not a boolean", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "auto_provision": "on"}]`, "want true or false"},
 		{"text after", "[]\nmore", "text after the array"},
 	} {

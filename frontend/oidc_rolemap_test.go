@@ -65,9 +65,14 @@ func TestOIDCRoleMap(t *testing.T) {
 			ctx := context.Background()
 			mapped := e.addProvider(t, e.providerForm(func(v url.Values) {
 				v.Set("auto_provision", "on")
+				v.Set("allowed_domains", "example.com")
 				v.Set("role_map", "it-admins=admin, staff=member")
 			}))
-			plain := e.addProvider(t, e.providerForm(func(v url.Values) { v.Set("name", "Plain"); v.Set("auto_provision", "on") }))
+			plain := e.addProvider(t, e.providerForm(func(v url.Values) {
+				v.Set("name", "Plain")
+				v.Set("auto_provision", "on")
+				v.Set("allowed_domains", "example.com")
+			}))
 			signIn := func(provider string, u *mockoidc.MockUser) {
 				t.Helper()
 				b := apptest.Browser(t)

@@ -36,6 +36,9 @@ func TestProviderSettings(t *testing.T) {
 		{"owner as default role", func(v url.Values) { v.Set("default_role", "owner") }, http.StatusBadRequest, "Choose one of the roles"},
 		{"unknown template", func(v url.Values) { v.Set("template", "myspace") }, http.StatusBadRequest, "Choose one of the services"},
 		{"bad domain", func(v url.Values) { v.Set("allowed_domains", "not a domain!") }, http.StatusBadRequest, "not a domain name"},
+		{"auto-provisioning open to all", func(v url.Values) { v.Set("auto_provision", "on") }, http.StatusBadRequest, "Add your domain"},
+		{"google open to all", func(v url.Values) { v.Set("template", "google"); v.Set("auto_provision", "on") }, http.StatusBadRequest, "Add your domain"},
+		{"gitlab open to all", func(v url.Values) { v.Set("template", "gitlab"); v.Set("auto_provision", "on") }, http.StatusBadRequest, "Add your domain"},
 		{"issuer elsewhere", func(v url.Values) { v.Set("issuer", e.Mock.Addr()) }, http.StatusBadGateway, "could not read"},
 		{"issuer answers as another", func(v url.Values) { v.Set("issuer", e.Mock.Issuer()+"/") }, http.StatusBadRequest, e.Mock.Issuer()},
 	} {
@@ -170,7 +173,7 @@ func TestOIDCClaimMatrix(t *testing.T) {
 			_, resp, body = signIn(open, mockUser("sub-no-email", "", false))
 			expect("no e-mail", resp, body, http.StatusForbidden, "No e-mail address was sent")
 			_, resp, body = signIn(open, mockUser("sub-other", "new@example.com", true))
-			expect("other subject, same e-mail", resp, body, http.StatusConflict, "Sign in with your password, then connect Mock IdP on your account page")
+			expect("other subject, same e-mail", resp, body, http.StatusConflict, "Sign in with the other Mock IdP account")
 			_, resp, body = signIn(open, mockUser("sub-elsewhere", "someone@other.example", true))
 			expect("domain refused", resp, body, http.StatusForbidden, "e-mail domain is not allowed")
 			_, resp, body = signIn(staffOnly, mockUser("sub-student", "student@example.com", true, "students"))
@@ -255,6 +258,7 @@ func TestOIDCClaimMatrix(t *testing.T) {
 				v.Set("name", "Mix-up")
 				v.Set("issuer", proxyIssuer(t, e.Mock))
 				v.Set("auto_provision", "on")
+				v.Set("allowed_domains", "example.com")
 			}))
 			_, resp, body = signIn(mixed, mockUser("sub-new", "new@example.com", true))
 			expect("wrong issuer", resp, body, http.StatusBadRequest, "did not confirm the sign-in")

@@ -72,6 +72,10 @@ func (f *Frontend) OIDCCallback(c echo.Context) error {
 	}
 	p, err := f.store.OIDCProviderByID(ctx, fl.Instance, fl.Provider)
 	if errors.Is(err, extension.ErrNotFound) || (err == nil && !p.Enabled) {
+		r.Provider, r.Reason = p, reasonProviderGone
+		if err := f.auditRefusal(c, r); err != nil {
+			return err
+		}
 		return f.Problem(c, http.StatusNotFound, "oidc.provider_gone", LoginPath(fl.Instance))
 	} else if err != nil {
 		return f.internal(c, "load provider", err)

@@ -1,10 +1,12 @@
 package frontend
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/labstack/echo/v4"
@@ -126,8 +128,14 @@ func (id identity) oidcClaims() extension.OIDCClaims {
 func (f *Frontend) decide(c echo.Context, p extension.OIDCProvider, fl oidcFlow, id identity) error {
 	ctx := c.Request().Context()
 	r := refusal{Flow: fl, Provider: p, Email: id.Email}
-	refuse := func(reason string) error { r.Reason = reason; return f.refuseAudited(c, r) }
 	normalized := id.normalized()
+	refuse := func(reason string) error {
+		r.Reason = reason
+		if reason == reasonExists {
+			r.Hint, r.Ways = f.existsWay(ctx, fl.Instance, normalized, p.ID)
+		}
+		return f.refuseAudited(c, r)
+	}
 	if p.RequiredClaim != "" && !slices.ContainsFunc(id.claimValues(p.RequiredClaim), func(v string) bool {
 		return slices.Contains(p.RequiredValues, v)
 	}) {
@@ -173,6 +181,10 @@ func (f *Frontend) decide(c echo.Context, p extension.OIDCProvider, fl oidcFlow,
 	if fl.Intent == intentInvite {
 		inv, err := f.store.Invitation(ctx, extension.Secret(fl.Invitation))
 		if err != nil || inv.State != extension.InvitationPending || inv.InstanceID != fl.Instance {
+			r.Reason = reasonInvitationGone
+			if err := f.auditRefusal(c, r); err != nil {
+				return err
+			}
 			return f.Problem(c, http.StatusGone, "oidc.invitation_gone", "")
 		}
 		want, _ := extension.NormalizeEmail(inv.Email)
@@ -261,6 +273,9 @@ const (
 	reasonWrongAccount  = "wrong_account"  // not the invited address
 	reasonExists        = "exists"         // a local account has the address
 	reasonNotInvited    = "not_invited"    // nobody invited the address
+	// Refusals audited with a problem page of their own rather than a refusal page.
+	reasonProviderGone   = "provider_gone"   // the provider was disabled or deleted meanwhile
+	reasonInvitationGone = "invitation_gone" // the invitation was used, revoked or expired meanwhile
 )
 
 // refusalStatus is the status of each reason's page.
@@ -278,11 +293,14 @@ type refusal struct {
 	Provider extension.OIDCProvider
 	Email    string // the address the provider sent
 	Invited  string // wrong_account: the invited address
+	// Hint, when not empty, is the copy key of the page's hint instead of the reason's;
+	// Ways the sign-in services it names.
+	Hint, Ways string
 }
 
 // refusalView is what the refusal page shows.
 type refusalView struct {
-	Reason, ProviderName, Email, Invited string
+	Reason, ProviderName, Email, Invited, Hint, Ways string
 	// AnotherURL restarts the sign-in, asking the provider for another account where it can;
 	// BackURL is the sign-in or account page it started from.
 	AnotherURL, BackURL string
@@ -290,6 +308,15 @@ type refusalView struct {
 
 // refuseAudited records a refusal in the instance's audit log and shows its page.
 func (f *Frontend) refuseAudited(c echo.Context, r refusal) error {
+	if err := f.auditRefusal(c, r); err != nil {
+		return err
+	}
+	return f.refuse(c, r)
+}
+
+// auditRefusal records a refusal in the instance's audit log; an error is the internal
+// error's page, shown.
+func (f *Frontend) auditRefusal(c echo.Context, r refusal) error {
 	ctx := c.Request().Context()
 	detail := map[string]string{"reason": r.Reason, "provider": r.Provider.Name}
 	if r.Email != "" {
@@ -300,12 +327,12 @@ func (f *Frontend) refuseAudited(c echo.Context, r refusal) error {
 		return f.internal(c, "audit refusal", err)
 	}
 	f.logger.InfoContext(ctx, "provider sign-in refused", "instance_id", r.Flow.Instance, "provider_id", r.Flow.Provider, "reason", r.Reason)
-	return f.refuse(c, r)
+	return nil
 }
 
 // refuse shows a refusal's page with its 4xx status.
 func (f *Frontend) refuse(c echo.Context, r refusal) error {
-	v := refusalView{Reason: r.Reason, ProviderName: r.Provider.Name, Email: r.Email, Invited: r.Invited}
+	v := refusalView{Reason: r.Reason, ProviderName: r.Provider.Name, Email: r.Email, Invited: r.Invited, Hint: r.Hint, Ways: r.Ways}
 	fl := r.Flow
 	if fl.Instance != "" {
 		v.BackURL = LoginPath(fl.Instance)
@@ -328,3 +355,43 @@ func (f *Frontend) refuse(c echo.Context, r refusal) error {
 }
 
 const pageRefused = "oidcrefused"
+
+// existsWay is the exists page's hint for the account with a verified address: sign in
+// with its password, with the services it connected (another account at this very
+// one), or, with neither, ask an owner. The address is the user's (the provider verified it), so naming its ways tells
+// no stranger anything.
+func (f *Frontend) existsWay(ctx context.Context, instanceID, normalized, providerID string) (hint, ways string) {
+	acc, hash, err := f.store.LocalCredentials(ctx, instanceID, normalized)
+	if err != nil {
+		return "oidc.refused.exists.hint_other", "" // a control panel user's, or gone meanwhile
+	}
+	if settings, err := f.store.InstanceSettings(ctx, instanceID); err == nil && hash != "" && settings.PasswordLogin {
+		return "", ""
+	}
+	ids, err := f.store.OIDCIdentities(ctx, instanceID, acc.ID)
+	if err != nil {
+		return "oidc.refused.exists.hint_other", ""
+	}
+	providers, err := f.store.OIDCProviders(ctx, instanceID)
+	if err != nil {
+		return "oidc.refused.exists.hint_other", ""
+	}
+	var names []string
+	for _, id := range ids {
+		if slices.Contains(names, id.ProviderName) {
+			continue
+		}
+		if slices.ContainsFunc(providers, func(p extension.OIDCProvider) bool { return p.ID == id.ProviderID && p.Enabled }) {
+			names = append(names, id.ProviderName)
+		}
+	}
+	if len(ids) > 0 && len(names) == 1 && ids[0].ProviderID == providerID && !slices.ContainsFunc(ids, func(i extension.OIDCIdentity) bool {
+		return i.ProviderID != providerID
+	}) {
+		return "oidc.refused.exists.hint_same", "" // another account at the same service
+	}
+	if len(names) > 0 {
+		return "oidc.refused.exists.hint_provider", strings.Join(names, ", ")
+	}
+	return "oidc.refused.exists.hint_none", ""
+}

@@ -49,12 +49,17 @@ func (f *Frontend) discover(ctx context.Context, issuer string) (string, error) 
 		AuthorizationEndpoint string `json:"authorization_endpoint"`
 		TokenEndpoint         string `json:"token_endpoint"`
 		JWKSURI               string `json:"jwks_uri"`
+		UserinfoEndpoint      string `json:"userinfo_endpoint"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxDiscoveryBytes)).Decode(&doc); err != nil {
 		return "", fmt.Errorf("discovery document: %w", err)
 	}
 	if doc.AuthorizationEndpoint == "" || doc.TokenEndpoint == "" || doc.JWKSURI == "" {
 		return doc.Issuer, errors.New("discovery document: endpoints missing")
+	}
+	if err := checkOIDCEndpoints(issuer, f.oidcLocal, doc.AuthorizationEndpoint, doc.TokenEndpoint, doc.JWKSURI,
+		doc.UserinfoEndpoint); err != nil {
+		return doc.Issuer, fmt.Errorf("discovery document: %w", err)
 	}
 	if doc.Issuer != issuer {
 		if len(doc.Issuer) > 2048 {
@@ -89,6 +94,16 @@ func (f *Frontend) oidcProvider(ctx context.Context, issuer string) (*oidc.Provi
 	// The provider keeps this context for fetching its keys later: not the request's.
 	p, err := oidc.NewProvider(oidc.ClientContext(context.WithoutCancel(ctx), f.oidcClient), issuer)
 	if err != nil {
+		return nil, err
+	}
+	var keys struct {
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := p.Claims(&keys); err != nil {
+		return nil, err
+	}
+	if err := checkOIDCEndpoints(issuer, f.oidcLocal, p.Endpoint().AuthURL, p.Endpoint().TokenURL, p.UserInfoEndpoint(),
+		keys.JWKSURI); err != nil {
 		return nil, err
 	}
 	f.providers.mu.Lock()

@@ -140,8 +140,15 @@ func (f *Frontend) StartOIDC(c echo.Context) error {
 }
 
 // ConnectOIDC serves GET /app/{instanceId}/account/identities/connect/{providerId}, behind
-// the session: a sign-in at the provider that links its identity to the signed-in account.
+// the session and from our own pages only: a sign-in at the provider that links its
+// identity to the signed-in account.
 func (f *Frontend) ConnectOIDC(c echo.Context) error {
+	// A GET, yet it changes the account: another site must not send a signed-in browser
+	// here to connect an identity of its choosing. The account page's link is same-origin.
+	if !f.sameOrigin(c.Request()) {
+		f.refusals.Refused(c.Request().Context(), "cross-site connect", c.RealIP())
+		return f.Problem(c, http.StatusForbidden, "problem.cross_site", "")
+	}
 	s, _ := SignedInFrom(c.Request().Context())
 	// Another instance's provider is none of this page's business, whoever asks.
 	if _, err := f.store.OIDCProviderByID(c.Request().Context(), s.Instance.ID, strings.ToLower(c.Param("providerId"))); errors.Is(err, extension.ErrNotFound) {

@@ -170,6 +170,11 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 	default:
 		return p, typed, "auto_provision", "provider.bad_form"
 	}
+	// Without a domain or a claim, anyone with an account at the service (at Google or
+	// GitLab: anyone at all) would join the team.
+	if typed.AutoProvision && len(domains) == 0 && typed.RequiredClaim == "" {
+		return p, typed, "auto_provision", "provider.auto_provision_open"
+	}
 	p = parsedProvider{OIDCProvider: extension.OIDCProvider{Template: tmpl.Key, Name: typed.Name, Issuer: typed.Issuer,
 		ClientID: typed.ClientID, Scopes: scopes, AllowedDomains: domains, RequiredClaim: typed.RequiredClaim,
 		RequiredValues: values, DefaultRole: typed.DefaultRole, RoleMap: roleMap, Endpoints: endpoints, AutoProvision: typed.AutoProvision,
@@ -423,6 +428,8 @@ func (f *Frontend) saveProvider(c echo.Context, id string) error {
 	case errors.Is(err, errIssuerMismatch):
 		return f.renderProvider(c, http.StatusBadRequest, providerView{Form: typed, Problem: "provider.issuer_mismatch",
 			Field: "issuer", Found: found})
+	case errors.Is(err, errOIDCEndpoint):
+		return f.renderProvider(c, http.StatusBadRequest, providerView{Form: typed, Problem: "provider.endpoint_not_https", Field: "issuer"})
 	case err != nil:
 		f.logger.InfoContext(ctx, "provider discovery failed", "instance_id", s.Instance.ID, "issuer", p.Issuer, "error", err.Error())
 		return f.renderProvider(c, http.StatusBadGateway, providerView{Form: typed, Problem: "provider.discovery_failed", Field: "issuer"})

@@ -224,6 +224,8 @@ func (f *accessFixture) request(t *testing.T, method, path, actor string, params
 		t.Fatal(err)
 	}
 	req.Header.Set("Accept", "text/html")
+	// A browser following our own links and forms says so (the connect start checks it).
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
 	if method == http.MethodPost {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Origin", apptest.PublicURL)

@@ -45,6 +45,8 @@ CREATE TABLE oidc_identities (
     FOREIGN KEY (provider_id, instance_id) REFERENCES oidc_providers (id, instance_id) ON DELETE CASCADE
 );
 CREATE INDEX oidc_identities_account ON oidc_identities (account_id);
+-- The account page and the team page list identities by instance and account.
+CREATE INDEX oidc_identities_instance_account ON oidc_identities (instance_id, account_id);
 
 -- States of sign-ins that came back: a state is used once. Rows are kept until the state
 -- would have expired anyway, then pruned.

@@ -34,6 +34,7 @@ INSERT INTO oidc_identities_new (id, instance_id, account_id, provider_id, subje
 DROP TABLE oidc_identities;
 ALTER TABLE oidc_identities_new RENAME TO oidc_identities;
 CREATE INDEX oidc_identities_account ON oidc_identities (account_id);
+CREATE INDEX oidc_identities_instance_account ON oidc_identities (instance_id, account_id);
 
 -- +goose Down
 DELETE FROM oidc_identities WHERE provider_id NOT IN (SELECT id FROM oidc_providers);
@@ -54,5 +55,6 @@ INSERT INTO oidc_identities_old SELECT id, instance_id, account_id, provider_id,
 DROP TABLE oidc_identities;
 ALTER TABLE oidc_identities_old RENAME TO oidc_identities;
 CREATE INDEX oidc_identities_account ON oidc_identities (account_id);
+CREATE INDEX oidc_identities_instance_account ON oidc_identities (instance_id, account_id);
 ALTER TABLE oidc_providers DROP COLUMN endpoints;
 ALTER TABLE oidc_providers DROP COLUMN role_map;
