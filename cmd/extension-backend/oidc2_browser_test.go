@@ -35,7 +35,7 @@ func TestOIDCRoleMapOperatorPagesInBrowser(t *testing.T) {
 		Scopes: []string{"openid", "email", "profile"}, DefaultRole: extension.RoleMember, Enabled: true}}})
 	p, err := app.Store.SaveOIDCProvider(ctx, ownerID, extension.OIDCProvider{InstanceID: in.ID, Template: "keycloak", Name: "School",
 		Issuer: "https://sso.school.example/realms/school", ClientID: "ext", Scopes: []string{"openid", "email", "profile"},
-		DefaultRole: extension.RoleMember, AutoProvision: true, Enabled: true,
+		DefaultRole: extension.RoleMember, AutoProvision: true, AllowedDomains: []string{"school.example"}, Enabled: true,
 		RoleMap: []extension.RoleRule{{Group: "teachers", Role: extension.RoleAdmin}, {Group: "students", Role: extension.RoleMember}}}, "", true)
 	if err != nil {
 		t.Fatal(err)
