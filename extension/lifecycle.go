@@ -233,33 +233,11 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 		return written{result: Result{Outcome: OutcomeIgnored, Reason: "it sends no field to change"}}, nil
 	}
 	now := s.now().UTC()
-	scopes := ev.Scopes
-	if scopes == nil {
-		scopes = []string{}
-	}
-	scopesJSON, err := json.Marshal(scopes)
+	args, err := lifecycleArgs(ev, pe.sealed, carried, now)
 	if err != nil {
 		return written{}, err
 	}
-	enabled := ev.Enabled == nil || *ev.Enabled
-	var removedAt *time.Time
-	if ev.Kind == EventRemoved {
-		enabled, removedAt = false, &now
-	}
-	variant := ""
-	if ev.VariantKey != nil {
-		variant = *ev.VariantKey
-	}
-	version := eventVersion(ev)
-	// A group the event does not carry gets the empty version on insert: older than any.
-	// The version is boxed once for its seven places among the arguments.
-	var boxed any = version
-	groupVersion := func(g fieldGroup) any {
-		if carried&g == 0 {
-			return ""
-		}
-		return boxed
-	}
+	version, enabled := args[10].(string), args[4].(bool)
 	// On SQLite the statement runs without ctx's cancellation: go-sqlite3 steps a
 	// cancellable query on a goroutine of its own and waits for it, and on the one writer,
 	// with senders busy on every core, that hand-off cost more than the statement. The
@@ -268,11 +246,6 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 	if s.dialect == SQLite {
 		qctx = context.WithoutCancel(ctx)
 	}
-	args := []any{ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, variant, pe.sealed, removedAt,
-		eventNano(ev), string(ev.Kind), boxed,
-		groupVersion(groupEnabled), groupVersion(groupScopes), groupVersion(groupVariant), groupVersion(groupContext),
-		groupVersion(groupSecret), groupVersion(groupRemoval),
-		int64(carried) | int64(carried)<<wonShift | insertedBit, now, now}
 	if pe.fast != nil {
 		res, err := tx.StmtContext(ctx, pe.fast).ExecContext(qctx, args...)
 		if err != nil {
@@ -332,6 +305,43 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 		w.result.Reason = strings.TrimPrefix(w.result.Reason+"; the instance stays removed", "; ")
 	}
 	return w, nil
+}
+
+// lifecycleArgs are upsertHead's twenty arguments for an event: those of the upsert on
+// both dialects, and of PostgreSQL's one statement (pglifecycle.go). A group the event
+// does not carry gets the empty version on insert: older than any. The version is boxed
+// once for its seven places among the arguments.
+func lifecycleArgs(ev LifecycleEvent, sealed string, carried fieldGroup, now time.Time) ([]any, error) {
+	scopes := ev.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	scopesJSON, err := json.Marshal(scopes)
+	if err != nil {
+		return nil, err
+	}
+	enabled := ev.Enabled == nil || *ev.Enabled
+	var removedAt *time.Time
+	if ev.Kind == EventRemoved {
+		enabled, removedAt = false, &now
+	}
+	variant := ""
+	if ev.VariantKey != nil {
+		variant = *ev.VariantKey
+	}
+	var version any = eventVersion(ev)
+	groupVersion := func(g fieldGroup) any {
+		if carried&g == 0 {
+			return ""
+		}
+		return version
+	}
+	args := make([]any, 0, 24) // PostgreSQL's one statement appends four
+	return append(args, ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, variant, sealed, removedAt,
+		eventNano(ev), string(ev.Kind), version,
+		groupVersion(groupEnabled), groupVersion(groupScopes), groupVersion(groupVariant), groupVersion(groupContext),
+		groupVersion(groupSecret), groupVersion(groupRemoval),
+		int64(carried)|int64(carried)<<wonShift|insertedBit, now, now), nil
 }
 
 // settleSecretTie finishes an event that won the secret on a tie: one with the same

@@ -2,7 +2,6 @@ package extension
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -234,41 +233,6 @@ func (s *Store) pgWriteOf(ev LifecycleEvent, sealed string) (*pgWrite, error) {
 		w.forgetVersion = args[10].(string)
 	}
 	return w, nil
-}
-
-// lifecycleArgs are upsertHead's twenty arguments for an event, as applyLifecycle
-// builds them.
-func lifecycleArgs(ev LifecycleEvent, sealed string, carried fieldGroup, now time.Time) ([]any, error) {
-	scopes := ev.Scopes
-	if scopes == nil {
-		scopes = []string{}
-	}
-	scopesJSON, err := json.Marshal(scopes)
-	if err != nil {
-		return nil, err
-	}
-	enabled := ev.Enabled == nil || *ev.Enabled
-	var removedAt *time.Time
-	if ev.Kind == EventRemoved {
-		enabled, removedAt = false, &now
-	}
-	variant := ""
-	if ev.VariantKey != nil {
-		variant = *ev.VariantKey
-	}
-	version := eventVersion(ev)
-	groupVersion := func(g fieldGroup) string {
-		if carried&g == 0 {
-			return ""
-		}
-		return version
-	}
-	args := make([]any, 0, 24)
-	return append(args, ev.InstanceID, ev.ContextKind, ev.ContextID, string(scopesJSON), enabled, variant, sealed, removedAt,
-		eventNano(ev), string(ev.Kind), version,
-		groupVersion(groupEnabled), groupVersion(groupScopes), groupVersion(groupVariant), groupVersion(groupContext),
-		groupVersion(groupSecret), groupVersion(groupRemoval),
-		int64(carried)|int64(carried)<<wonShift|insertedBit, now, now), nil
 }
 
 // pgRow is what the lifecycle statement returns.
