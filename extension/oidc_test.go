@@ -448,3 +448,29 @@ func TestInvitationWithProvidersOnly(t *testing.T) {
 		}
 	})
 }
+
+// A custom provider's own endpoints receive the code, the PKCE verifier and the client
+// secret: the store refuses one that is not https (http only on loopback), whoever calls
+// it, not only the form (found by review).
+func TestOIDCCustomEndpointsMustBeSecure(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d extension.Dialect) {
+		ctx := context.Background()
+		tm := newTeam(t, d)
+		custom := func(token string) extension.OIDCProvider {
+			p := googleProvider("i-1")
+			p.Template, p.Name, p.Issuer = "custom", "Custom", "https://sso.example.com"
+			p.Endpoints = extension.OIDCEndpoints{Token: token}
+			return p
+		}
+		for _, bad := range []string{"http://sso.example.com/token", "ftp://sso.example.com/token", "https://user:pw@sso.example.com/token", "/token"} {
+			if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, custom(bad), "", true); !errors.Is(err, extension.ErrInvalidProvider) {
+				t.Errorf("token endpoint %q: %v, want %v", bad, err, extension.ErrInvalidProvider)
+			}
+		}
+		for _, good := range []string{"https://sso.example.com/token", "http://127.0.0.1:9000/token", "http://localhost/token"} {
+			if _, err := tm.s.SaveOIDCProvider(ctx, tm.owner.ID, custom(good), "", true); err != nil {
+				t.Errorf("token endpoint %q: %v", good, err)
+			}
+		}
+	})
+}

@@ -2,6 +2,8 @@ package extension
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"slices"
 )
 
@@ -38,6 +40,10 @@ func checkEndpoints(template string, e OIDCEndpoints) error {
 		if len(u) > 2048 {
 			return fmt.Errorf("%w: an endpoint is too long", ErrInvalidProvider)
 		}
+		if u != "" && !secureEndpoint(u) {
+			// The code, the PKCE verifier and the client secret go to these.
+			return fmt.Errorf("%w: an endpoint must be https (http only on loopback)", ErrInvalidProvider)
+		}
 	}
 	if len(e.ExtraParams) > 20 {
 		return fmt.Errorf("%w: too many extra parameters", ErrInvalidProvider)
@@ -48,4 +54,24 @@ func checkEndpoints(template string, e OIDCEndpoints) error {
 		}
 	}
 	return nil
+}
+
+// secureEndpoint reports whether u is an https URL with a host, or http on loopback.
+func secureEndpoint(u string) bool {
+	parsed, err := url.Parse(u)
+	if err != nil || parsed.Host == "" || parsed.User != nil {
+		return false
+	}
+	switch parsed.Scheme {
+	case "https":
+		return true
+	case "http":
+		host := parsed.Hostname()
+		if host == "localhost" {
+			return true
+		}
+		ip := net.ParseIP(host)
+		return ip != nil && ip.IsLoopback()
+	}
+	return false
 }

@@ -23,12 +23,15 @@ type OperatorProvider struct {
 // operatorNamespace is the UUID namespace of operator providers' ids.
 var operatorNamespace = uuid.MustParse("6f1c2d7e-8a43-5b9e-9c0d-4e7f1a2b3c5d")
 
-// OperatorProviderID is the id of the operator's provider key in an instance: one per
-// instance, so an identity (provider id, subject) is linked to one account per instance
-// as it is for an instance's own provider, and a staff member may have an account in
-// several instances.
-func OperatorProviderID(key, instanceID string) string {
-	return uuid.NewSHA1(operatorNamespace, []byte(key+"\x00"+instanceID)).String()
+// ProviderID is the id of the operator's provider in an instance: one per instance, so an
+// identity (provider id, subject) is linked to one account per instance as it is for an
+// instance's own provider, and a staff member may have an account in several instances.
+// The issuer (normalised) and the template are part of it: a subject is unique only at its
+// issuer, so pointing the file's key at another issuer must not find the identities linked
+// at the old one, as an edit of an instance's own provider drops them (found by review).
+// A new name keeps them.
+func (op OperatorProvider) ProviderID(instanceID string) string {
+	return uuid.NewSHA1(operatorNamespace, []byte(op.Key+"\x00"+NormalizeIssuer(op.Provider.Issuer)+"\x00"+op.Provider.Template+"\x00"+instanceID)).String()
 }
 
 // SetOperatorProviders sets the operator's providers; called once at start, before the
@@ -60,7 +63,7 @@ func (s *Store) OperatorOIDCProviders(instanceID string) []OIDCProvider {
 // in is the provider as it is in an instance.
 func (op OperatorProvider) in(instanceID string) OIDCProvider {
 	p := op.Provider
-	p.ID, p.InstanceID, p.Operator = OperatorProviderID(op.Key, instanceID), instanceID, true
+	p.ID, p.InstanceID, p.Operator = op.ProviderID(instanceID), instanceID, true
 	p.HasClientSecret = op.ClientSecret != ""
 	p.Scopes, p.AllowedDomains = slices.Clone(p.Scopes), slices.Clone(p.AllowedDomains)
 	p.RequiredValues, p.RoleMap = slices.Clone(p.RequiredValues), slices.Clone(p.RoleMap)
@@ -71,7 +74,7 @@ func (op OperatorProvider) in(instanceID string) OIDCProvider {
 // operatorProvider finds the operator's provider with an id in an instance.
 func (s *Store) operatorProvider(instanceID, id string) (OperatorProvider, bool) {
 	for _, op := range s.operatorProviders() {
-		if OperatorProviderID(op.Key, instanceID) == id {
+		if op.ProviderID(instanceID) == id {
 			return op, true
 		}
 	}

@@ -47,7 +47,7 @@ func TestParseOperatorProviders(t *testing.T) {
 		{"not an array", `{"id": "a"}`, "line 1: want a JSON array"},
 		{"unknown field", "[\n\n {\"id\": \"a\", \"clientid\": \"x\"}]", `line 3: unknown field "clientid"`},
 		{"no id", `[{"template": "custom"}]`, "line 1: field id"},
-		{"id twice", "[{\"id\":\"a\",\"template\":\"custom\",\"issuer\":\"https://a.example\",\"client_id\":\"c\"},\n{\"id\":\"a\"}]", `line 2: field id: "a" is given twice`},
+		{"id twice", "[{\"id\":\"a\",\"template\":\"custom\",\"issuer\":\"https://a.example\",\"client_id\":\"c\",\"allowed_domains\":\"a.example\"},\n{\"id\":\"a\"}]", `line 2: field id: "a" is given twice`},
 		{"bad issuer", "[\n{\"id\": \"a\", \"template\": \"custom\", \"issuer\": \"http://sso.vendor.example\", \"client_id\": \"c\"}]",
 			`line 2: provider "a": field issuer: `},
 		{"owner by group", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "role_map": "x=owner"}]`, "field role_map"},
@@ -58,6 +58,8 @@ func TestParseOperatorProviders(t *testing.T) {
 		{"auto without domains", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "auto_provision": true}]`, "Add your domain under allowed domains"},
 		{"auto not a boolean", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "auto_provision": "on"}]`, "want true or false"},
 		{"text after", "[]\nmore", "text after the array"},
+		{"no domains", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c"}]`, "field allowed_domains: required"},
+		{"admins by default", `[{"id": "a", "template": "custom", "issuer": "https://a.example", "client_id": "c", "allowed_domains": "a.example", "default_role": "admin"}]`, "field default_role: must be member"},
 	} {
 		_, err := frontend.ParseOperatorProviders([]byte(c.file), getenv)
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), secret) {
@@ -76,13 +78,13 @@ func TestOIDCOperatorProviders(t *testing.T) {
 			e := newOIDCEnv(t, d)
 			ctx := context.Background()
 			ps, err := frontend.ParseOperatorProviders([]byte(`[{"id": "vendor-staff", "template": "custom", "name": "Vendor support",
-				"issuer": "`+e.Mock.Issuer()+`", "client_id": "`+e.Mock.ClientID+`", "client_secret_env": "S", "scopes": "openid email profile groups"}]`),
+				"issuer": "`+e.Mock.Issuer()+`", "client_id": "`+e.Mock.ClientID+`", "client_secret_env": "S", "scopes": "openid email profile groups", "allowed_domains": "vendor.example"}]`),
 				func(string) string { return e.Mock.ClientSecret })
 			if err != nil {
 				t.Fatal(err)
 			}
 			e.Store.SetOperatorProviders(ps)
-			id := extension.OperatorProviderID("vendor-staff", e.In.ID)
+			id := ps[0].ProviderID(e.In.ID)
 			if _, body := e.get(t, apptest.Browser(t), http.MethodGet, frontend.LoginPath(e.In.ID), nil); !strings.Contains(body, `href="`+e.loginPath(id)+`"`) ||
 				!strings.Contains(body, "Vendor support") {
 				t.Fatalf("login page without the operator's provider:\n%s", body)
@@ -121,7 +123,7 @@ func TestOIDCOperatorProviders(t *testing.T) {
 			}
 			// Another instance: its own id for the provider, and no way in without its invitation.
 			other := e.Install(t, mstudiotest.InstanceSpec{})
-			otherID := extension.OperatorProviderID("vendor-staff", other.ID)
+			otherID := ps[0].ProviderID(other.ID)
 			if otherID == id {
 				t.Error("the operator's provider has the same id in two instances")
 			}
@@ -150,6 +152,47 @@ func TestOIDCOperatorProviders(t *testing.T) {
 				t.Error("audit page does not name the operator's provider")
 			}
 			e.checkNoSecrets(t, nil)
+		})
+	}
+}
+
+// The vendor's provider decides which addresses are verified: its domain rule keeps it
+// from accepting a customer's pending invitation for an address outside the vendor's
+// domains (found by review: without allowed_domains it took the invitation, as admin).
+// And its id changes with its issuer, so a subject linked at the old issuer does not sign
+// in at the new one; a new name keeps it.
+func TestOIDCOperatorProviderCannotTakeCustomerInvitations(t *testing.T) {
+	for _, d := range extensiontest.Dialects() {
+		t.Run(string(d), func(t *testing.T) {
+			e := newOIDCEnv(t, d)
+			ctx := context.Background()
+			file := func(issuer, name string) []extension.OperatorProvider {
+				ps, err := frontend.ParseOperatorProviders([]byte(`[{"id": "vendor-staff", "template": "custom", "name": "`+name+`",
+					"issuer": "`+issuer+`", "client_id": "`+e.Mock.ClientID+`", "client_secret_env": "S", "allowed_domains": "vendor.example"}]`),
+					func(string) string { return e.Mock.ClientSecret })
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ps
+			}
+			ps := file(e.Mock.Issuer(), "Vendor support")
+			e.Store.SetOperatorProviders(ps)
+			id := ps[0].ProviderID(e.In.ID)
+			if _, _, err := e.Store.CreateInvitation(ctx, e.In.ID, ownerID(t, e), "alice@customer.example", extension.RoleAdmin); err != nil {
+				t.Fatal(err)
+			}
+			b := apptest.Browser(t)
+			e.Mock.QueueUser(mockUser("vendor-user-9", "alice@customer.example", true))
+			resp, _ := e.callback(t, b, e.authorize(t, b, e.loginPath(id)))
+			if _, _, err := e.Store.LocalCredentials(ctx, e.In.ID, "alice@customer.example"); resp.StatusCode == http.StatusSeeOther || err == nil {
+				t.Errorf("the vendor's provider took the customer's invitation: status %d, account found: %v", resp.StatusCode, err == nil)
+			}
+			if renamed := file(e.Mock.Issuer()+"/", "Vendor help")[0].ProviderID(e.In.ID); renamed != id {
+				t.Error("a new name (and the issuer written with a slash) changed the provider's id: its links would be lost")
+			}
+			if moved := file("https://another-idp.example", "Vendor support")[0].ProviderID(e.In.ID); moved == id {
+				t.Error("another issuer kept the provider's id: a subject linked at the old issuer would sign in at the new one")
+			}
 		})
 	}
 }

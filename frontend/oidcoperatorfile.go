@@ -132,8 +132,14 @@ func ParseOperatorProviders(data []byte, getenv func(string) string) ([]extensio
 			// instance at every sign-in: those roles are the instance owners' to give.
 			return nil, fmt.Errorf("%s: field role_map: not for the operator's providers: roles in an instance are its owners' to give", where)
 		}
-		if p.AutoProvision && len(p.AllowedDomains) == 0 {
-			return nil, fmt.Errorf("%s: field auto_provision: true needs allowed_domains, so staff join instances only from the domains named", where)
+		if len(p.AllowedDomains) == 0 {
+			// The vendor's provider says which addresses are verified: without a domain
+			// rule it could accept any customer's pending invitation (found by review).
+			return nil, fmt.Errorf("%s: field allowed_domains: required for the operator's providers (the vendor's own domains), so they accept only invitations to those addresses", where)
+		}
+		if p.DefaultRole != extension.RoleMember {
+			// Roles in an instance are its owners' to give, as with role_map.
+			return nil, fmt.Errorf("%s: field default_role: must be member for the operator's providers: roles in an instance are its owners' to give", where)
 		}
 		if err := extension.CheckOperatorProvider(p.OIDCProvider); err != nil {
 			return nil, fmt.Errorf("%s: %v", where, err)
