@@ -19,16 +19,21 @@ import (
 func TestProviderRoleMapForm(t *testing.T) {
 	e := newOIDCEnv(t, extension.SQLite)
 	for _, c := range []struct {
-		name, template, roleMap, problem string
+		name, template, roleMap, problem, issuer string
 	}{
-		{"owner by group", "custom", "founders=owner", "with the role member or admin"},
-		{"no role", "custom", "staff", "with the role member or admin"},
-		{"a group twice", "custom", "staff=member\nstaff=admin", "each group once"},
-		{"a template without groups", "google", "staff=admin", "This service sends no groups"},
+		{"owner by group", "custom", "founders=owner", "with the role member or admin", ""},
+		{"no role", "custom", "staff", "with the role member or admin", ""},
+		{"a group twice", "custom", "staff=member\nstaff=admin", "each group once", ""},
+		{"a template without groups", "google", "staff=admin", "This service sends no groups", ""},
+		// Anyone can create the top-level group "admins" on gitlab.com.
+		{"a short group on gitlab.com", "gitlab", "my-org/staff=member\nadmins=admin", "write the full path of each group", "https://gitlab.com/"},
 	} {
 		resp, body := e.get(t, e.Owner, http.MethodPost, frontend.ProvidersPath(e.In.ID), e.providerForm(func(v url.Values) {
 			v.Set("template", c.template)
 			v.Set("role_map", c.roleMap)
+			if c.issuer != "" {
+				v.Set("issuer", c.issuer)
+			}
 		}))
 		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, c.problem) || !strings.Contains(body, `aria-invalid="true">`+c.roleMap) {
 			t.Errorf("%s: %d, want 400 with %q and the field as typed\n%s", c.name, resp.StatusCode, c.problem, body)

@@ -160,6 +160,12 @@ func parseProviderForm(form url.Values, editing bool) (p parsedProvider, typed p
 		return p, typed, "role_map", "provider.bad_role_map"
 	case len(roleMap) > 0 && tmpl.GroupsClaim == "":
 		return p, typed, "role_map", "provider.role_map_no_groups"
+	case tmpl.Key == "gitlab" && extension.NormalizeIssuer(typed.Issuer) == "https://gitlab.com" && slices.ContainsFunc(roleMap, func(r extension.RoleRule) bool {
+		return !strings.Contains(r.Group, "/")
+	}):
+		// Anyone can create a top-level group on gitlab.com under a free name, and a
+		// member who connects such an account would take the mapped role (found by review).
+		return p, typed, "role_map", "provider.role_map_gitlab_path"
 	}
 	endpoints, field, problem := parseEndpoints(tmpl.Key, typed)
 	if problem != "" {
