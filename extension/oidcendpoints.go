@@ -26,7 +26,8 @@ func (e OIDCEndpoints) IsZero() bool {
 // ReservedAuthParams are the authorization request's parameters the sign-in sets itself;
 // extra parameters may not replace them.
 var ReservedAuthParams = []string{"response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
-	"code_challenge", "code_challenge_method", "prompt", "response_mode", "request", "request_uri"}
+	"code_challenge", "code_challenge_method", "prompt", "response_mode", "request", "request_uri",
+	"id_token_hint", "max_age", "acr_values", "claims"}
 
 // checkEndpoints checks a provider's endpoints: only the custom template has them.
 func checkEndpoints(template string, e OIDCEndpoints) error {
