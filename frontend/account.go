@@ -57,6 +57,7 @@ type accountView struct {
 	// Identities are the providers' identities linked to the account; Connect the
 	// instance's enabled providers it may still connect.
 	Identities      []extension.OIDCIdentity
+	OnlyWayIn       bool // the one identity of an account without a password: not offered for disconnecting
 	Connect         []providerLink
 	IdentityProblem string
 }
@@ -116,6 +117,9 @@ func (f *Frontend) renderAccount(c echo.Context, status int, v accountView) erro
 			return f.internal(c, "load credentials", err)
 		}
 		v.NoPassword = hash == ""
+		// The store refuses to remove the last way in (UnlinkOIDCIdentity); the page does
+		// not offer what it would refuse in the plain case.
+		v.OnlyWayIn = v.NoPassword && len(v.Identities) == 1
 	}
 	cat := f.copyFor(c)
 	for _, ss := range sessions {

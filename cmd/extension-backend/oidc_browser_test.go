@@ -110,6 +110,8 @@ func TestOIDCInBrowser(t *testing.T) {
 	provider := ps[0]
 	owner.Open(base + frontend.ProviderPath(in.ID, provider.ID) + "?lang=en")
 	shot(owner, "provider-edit.en")
+	owner.Open(base + frontend.ProviderPath(in.ID, provider.ID) + "?lang=de")
+	shot(owner, "provider-edit.de")
 
 	// An invited user accepts at the provider: the link on the invitation page leads
 	// there (a link, so the CSP's form-action does not apply), and back linked.
