@@ -177,7 +177,7 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 		// the instance's shared token useless: it goes in the same transaction, so no
 		// replica can read it after the event is committed. (The token broker drops its
 		// memory copy when the webhook path tells it.)
-		if w.changed&(groupSecret|groupEnabled|groupRemoval) != 0 {
+		if w.changed&tokenGroups != 0 {
 			if _, err := tx.StmtContext(ctx, forget).ExecContext(ctx, pe.ev.InstanceID); err != nil {
 				return nil, translate(err)
 			}
@@ -230,14 +230,15 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 	ev := pe.ev
 	carried := carriedGroups(ev)
 	if carried == 0 {
-		return written{result: Result{Outcome: OutcomeIgnored, Reason: "it sends no field to change"}}, nil
+		return written{result: Result{Outcome: OutcomeIgnored, Reason: reasonNoField}}, nil
 	}
 	now := s.now().UTC()
-	args, err := lifecycleArgs(ev, pe.sealed, carried, now)
+	version := eventVersion(ev)
+	args, err := lifecycleArgs(ev, pe.sealed, carried, version, now)
 	if err != nil {
 		return written{}, err
 	}
-	version, enabled := args[10].(string), args[4].(bool)
+	enabled := eventEnabled(ev)
 	// On SQLite the statement runs without ctx's cancellation: go-sqlite3 steps a
 	// cancellable query on a goroutine of its own and waits for it, and on the one writer,
 	// with senders busy on every core, that hand-off cost more than the statement. The
@@ -296,22 +297,39 @@ func (s *Store) applyLifecycle(ctx context.Context, tx *sql.Tx, pe pendingEvent)
 		}
 	default:
 		// Only groups that hold this event already, under another request id.
-		w.result.Outcome, w.result.Reason = OutcomeDuplicate, "same event as applied before"
+		w.result.Outcome, w.result.Reason = OutcomeDuplicate, reasonDuplicate
 		return w, nil
 	}
 	if w.removed && ev.Kind != EventRemoved {
 		// Kept for an install that may come: the fields of a removed instance follow the
 		// newest events too, or a re-install overtaken by its next update would lose it.
-		w.result.Reason = strings.TrimPrefix(w.result.Reason+"; the instance stays removed", "; ")
+		w.result.Reason = strings.TrimPrefix(w.result.Reason+"; "+reasonStaysRemoved, "; ")
 	}
 	return w, nil
 }
+
+// eventEnabled is the enabled state an event writes: off for a removal, else as sent (on
+// when not sent).
+func eventEnabled(ev LifecycleEvent) bool {
+	return ev.Kind != EventRemoved && (ev.Enabled == nil || *ev.Enabled)
+}
+
+// tokenGroups are the groups whose news makes the shared token useless.
+const tokenGroups = groupSecret | groupEnabled | groupRemoval
+
+// The reasons the journal gives, on both dialects (pglifecycle.go words them in SQL).
+const (
+	reasonStaysRemoved = "the instance stays removed"
+	reasonDuplicate    = "same event as applied before"
+	reasonStale        = "newer events set every field it sends"
+	reasonNoField      = "it sends no field to change"
+)
 
 // lifecycleArgs are upsertHead's twenty arguments for an event: those of the upsert on
 // both dialects, and of PostgreSQL's one statement (pglifecycle.go). A group the event
 // does not carry gets the empty version on insert: older than any. The version is boxed
 // once for its seven places among the arguments.
-func lifecycleArgs(ev LifecycleEvent, sealed string, carried fieldGroup, now time.Time) ([]any, error) {
+func lifecycleArgs(ev LifecycleEvent, sealed string, carried fieldGroup, eventVersion string, now time.Time) ([]any, error) {
 	scopes := ev.Scopes
 	if scopes == nil {
 		scopes = []string{}
@@ -320,16 +338,16 @@ func lifecycleArgs(ev LifecycleEvent, sealed string, carried fieldGroup, now tim
 	if err != nil {
 		return nil, err
 	}
-	enabled := ev.Enabled == nil || *ev.Enabled
+	enabled := eventEnabled(ev)
 	var removedAt *time.Time
 	if ev.Kind == EventRemoved {
-		enabled, removedAt = false, &now
+		removedAt = &now
 	}
 	variant := ""
 	if ev.VariantKey != nil {
 		variant = *ev.VariantKey
 	}
-	var version any = eventVersion(ev)
+	var version any = eventVersion
 	groupVersion := func(g fieldGroup) any {
 		if carried&g == 0 {
 			return ""
@@ -393,10 +411,10 @@ func (s *Store) unchanged(ctx context.Context, tx *sql.Tx, ev LifecycleEvent, ca
 	}
 	for i, c := range groupColumns {
 		if carried&c.group != 0 && strings.HasPrefix(held[i], version[:versionPrefix]) {
-			return Result{Outcome: OutcomeDuplicate, Reason: "same event as applied before"}, nil
+			return Result{Outcome: OutcomeDuplicate, Reason: reasonDuplicate}, nil
 		}
 	}
-	return Result{Outcome: OutcomeStale, Reason: "newer events set every field it sends"}, nil
+	return Result{Outcome: OutcomeStale, Reason: reasonStale}, nil
 }
 
 // journalBatch writes the journal rows of a batch in one statement.

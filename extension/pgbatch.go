@@ -61,10 +61,15 @@ type pgWrite struct {
 	instanceID string // batches write in the order of instances, so that two never deadlock
 	query      string
 	args       []any
-	// forgetVersion, when set, is the event's version: the shared token goes after it.
-	forgetVersion string
-	sealed        string         // the event's sealed secret, for the transaction path of a tie
-	done          chan pgWritten // buffered: the writer never waits for the delivery
+	forgets    bool // the shared token goes after it (pgForgetStatement)
+	// The event's version, time and time of receipt, and its sealed secret: for the
+	// statement that journals a delivery that wrote nothing, or the transaction path of a
+	// tie (pgUnchanged).
+	version      string
+	eventCreated *time.Time
+	now          time.Time
+	sealed       string
+	done         chan pgWritten // buffered: the writer never waits for the delivery
 }
 
 type pgWritten struct {
@@ -235,22 +240,23 @@ func sendBatch(ctx context.Context, pc *pgx.Conn, batch []*pgWrite, rows []pgRow
 	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(batch))}
 	for _, w := range batch {
 		b.Queue(w.query, w.args...)
-		if w.forgetVersion != "" {
-			b.Queue(pgForgetStatement, w.instanceID, w.forgetVersion)
+		if w.forgets {
+			b.Queue(pgForgetStatement, w.instanceID, w.version)
 		}
 	}
 	br := pc.SendBatch(ctx, b)
 	var err error
 	for i := range batch {
 		r := &rows[i]
-		e := br.QueryRow().Scan(&r.bits, &r.enabled, &r.removed)
+		var enabled bool // returned for the statements' common shape, not needed here
+		e := br.QueryRow().Scan(&r.bits, &enabled, &r.removed)
 		if errors.Is(e, pgx.ErrNoRows) {
 			r.none, e = true, nil
 		}
 		if e != nil && err == nil {
 			err = e
 		}
-		if batch[i].forgetVersion != "" {
+		if batch[i].forgets {
 			if _, e := br.Exec(); e != nil && err == nil {
 				err = e
 			}

@@ -28,9 +28,6 @@ import (
 // That it is not in the first one's transaction changes nothing: such a delivery changes
 // no state, and one not journaled was not acknowledged either.
 
-// pgTokenGroups are the groups whose news makes the shared token useless (applyBatch).
-const pgTokenGroups = groupSecret | groupEnabled | groupRemoval
-
 var pgStatements [allGroups + 1]struct {
 	once sync.Once
 	text string
@@ -108,14 +105,6 @@ func pgReasonSQL(g fieldGroup) string {
 		" ELSE " + sqlText(reasonDuplicate) + " END"
 }
 
-// The reasons of applyLifecycle and unchanged.
-const (
-	reasonStaysRemoved = "the instance stays removed"
-	reasonDuplicate    = "same event as applied before"
-	reasonStale        = "newer events set every field it sends"
-	reasonNoField      = "it sends no field to change"
-)
-
 // mayDisable reports whether ev can leave its instance disabled or removed, and so sign
 // its users out.
 func mayDisable(ev LifecycleEvent) bool {
@@ -191,11 +180,9 @@ func pgUnchangedStatement(g fieldGroup) string {
 // a group it carries holds this very event (a duplicate), or newer events set all of
 // them (stale).
 func (s *Store) pgUnchanged(ctx context.Context, ev LifecycleEvent, w *pgWrite) (Result, error) {
-	carried := carriedGroups(ev)
-	version := w.args[10].(string)
 	var dup, tie bool
-	err := s.sqlDB.QueryRowContext(ctx, pgUnchangedStatement(carried), ev.InstanceID, version[:versionPrefix],
-		ev.RequestID, string(ev.Kind), w.args[22], w.args[18], version).Scan(&dup, &tie)
+	err := s.sqlDB.QueryRowContext(ctx, pgUnchangedStatement(carriedGroups(ev)), ev.InstanceID, w.version[:versionPrefix],
+		ev.RequestID, string(ev.Kind), w.eventCreated, w.now, w.version).Scan(&dup, &tie)
 	if err != nil {
 		return Result{}, fmt.Errorf("apply %s to instance %s: %w", ev.Kind, ev.InstanceID, translate(err))
 	}
@@ -216,30 +203,28 @@ func (s *Store) pgWriteOf(ev LifecycleEvent, sealed string) (*pgWrite, error) {
 		t := ev.CreatedAt.UTC()
 		eventCreated = &t
 	}
-	w := &pgWrite{instanceID: ev.InstanceID, sealed: sealed}
+	w := &pgWrite{instanceID: ev.InstanceID, sealed: sealed, version: eventVersion(ev), eventCreated: eventCreated, now: now}
 	carried := carriedGroups(ev)
 	if carried == 0 {
 		w.query, w.args = pgIgnoredStatement, []any{ev.RequestID, string(ev.Kind), ev.InstanceID, eventCreated, now,
 			string(OutcomeIgnored), reasonNoField}
 		return w, nil
 	}
-	args, err := lifecycleArgs(ev, sealed, carried, now)
+	args, err := lifecycleArgs(ev, sealed, carried, w.version, now)
 	if err != nil {
 		return nil, err
 	}
 	w.query = pgLifecycleStatement(carried)
 	w.args = append(args, ev.RequestID, string(ev.Kind), eventCreated, ev.Kind != EventRemoved)
-	if carried&pgTokenGroups != 0 {
-		w.forgetVersion = args[10].(string)
-	}
+	w.forgets = carried&tokenGroups != 0
 	return w, nil
 }
 
 // pgRow is what the lifecycle statement returns.
 type pgRow struct {
-	none             bool // it wrote nothing: the event is news to no group it carries
-	bits             int64
-	enabled, removed bool
+	none    bool // it wrote nothing: the event is news to no group it carries
+	bits    int64
+	removed bool
 }
 
 // pgResult is the Result of applyLifecycle (and unchanged) for the bits the statement

@@ -105,7 +105,7 @@ func (f *Frontend) renderAccount(c echo.Context, status int, v accountView) erro
 	for _, l := range connectable {
 		linked := false
 		for _, id := range v.Identities {
-			linked = linked || strings.HasSuffix(l.URL, "/"+id.ProviderID)
+			linked = linked || l.ID == id.ProviderID
 		}
 		if !linked {
 			v.Connect = append(v.Connect, l)

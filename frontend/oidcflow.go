@@ -237,12 +237,12 @@ func (f *Frontend) startFlow(c echo.Context, fl oidcFlow) error {
 
 // providerLink is a link that starts a sign-in at a provider.
 type providerLink struct {
-	Name, URL string
+	ID, Name, URL string
 }
 
 // providerLinks are links to the instance's enabled providers and then the operator's,
-// each prefix + its id. A
-// failure to list them is logged and leaves them out: the page works without them.
+// each prefix + its id. A failure to list them is logged and leaves them out: the page
+// works without them.
 func (f *Frontend) providerLinks(c echo.Context, instanceID, prefix string) []providerLink {
 	ps, err := f.store.OIDCProviders(c.Request().Context(), instanceID)
 	if err != nil {
@@ -252,7 +252,7 @@ func (f *Frontend) providerLinks(c echo.Context, instanceID, prefix string) []pr
 	var out []providerLink
 	for _, p := range append(ps, f.store.OperatorOIDCProviders(instanceID)...) {
 		if p.Enabled {
-			out = append(out, providerLink{Name: p.Name, URL: prefix + p.ID})
+			out = append(out, providerLink{ID: p.ID, Name: p.Name, URL: prefix + p.ID})
 		}
 	}
 	return out
