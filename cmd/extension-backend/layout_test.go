@@ -8,9 +8,11 @@ import (
 
 // mayImport is DESIGN.md's package table, by direct import of the non-test code: imports
 // point down the table, and the edge packages (webhooks, atrek, frontend, jobs) never
-// import each other. httpfront, the HTTP front, imports nothing of ours; extensiontest,
-// apptest and apptest/browsertest are test support that only tests import. A package of
-// ours that is not listed fails the test, so a new one is placed on purpose.
+// import each other. httpfront, the HTTP front, imports nothing of ours; doctor, the
+// checks of a deployment, only the domain, the platform client and the migrations;
+// extensiontest, apptest and apptest/browsertest are test support that only tests
+// import. A package of ours that is not listed fails the test, so a new one is placed on
+// purpose.
 var mayImport = map[string][]string{
 	"migrations":                    {},
 	"extension":                     {"migrations"},
@@ -21,8 +23,9 @@ var mayImport = map[string][]string{
 	"frontend":                      {"extension", "extension/mstudio"},
 	"jobs":                          {"extension", "extension/mstudio"},
 	"httpfront":                     {},
+	"doctor":                        {"migrations", "extension", "extension/mstudio"},
 	"cmd/extension-backend": {"migrations", "extension", "extension/mstudio", "extension/mstudio/mstudiotest",
-		"webhooks", "atrek", "frontend", "jobs", "httpfront"},
+		"webhooks", "atrek", "frontend", "jobs", "httpfront", "doctor"},
 	"extension/extensiontest": {"extension", "migrations"},
 	"apptest": {"extension", "extension/extensiontest", "extension/mstudio", "extension/mstudio/mstudiotest",
 		"frontend", "httpfront"},

@@ -207,6 +207,7 @@ func (s *Server) routes() {
 	s.handle("GET /internal/users", s.listUsers)
 	s.handle("GET /internal/open/{id}", s.openFrontend)
 	s.handle("POST /internal/instances", s.postInstances)
+	s.handle(contributorDryRunRoute, s.postContributorDryRun)
 }
 
 // writeJSON answers with a JSON body.
