@@ -98,8 +98,11 @@ func (p Probe) checkURL(context.Context) []Finding {
 		return []Finding{fail("pass the endpoint's base URL, such as --probe https://ext.example.com", "--probe %s is not an http(s) URL", quote(p.URL, 80))}
 	}
 	f := PublicURLFinding("the endpoint", p.Base())
-	if f.Level == Fail {
+	switch f.Level {
+	case Fail:
 		f.Action = "put a TLS proxy (Caddy) in front of the backend and register https://" + u.Host + WebhookPath + " as the webhook URL"
+	case Warn:
+		f.Action = "fine for a test on this machine; in production, probe the https:// address the platform calls"
 	}
 	return []Finding{f}
 }
@@ -320,7 +323,11 @@ func (p Probe) signerName() string {
 // checkForeign sends a validly signed delivery for another extension.
 func (p Probe) checkForeign(ctx context.Context) []Finding {
 	if p.Signer == nil {
-		return []Finding{warn(signerAdvice, "skipped: a delivery for another extension needs a key the endpoint trusts to sign with (the platform signs only for this extension)")}
+		advice := signerAdvice
+		if !p.ContributorToken.IsZero() {
+			advice = "against a dev or sim backend, pass --key-file with that simulator's key file; the platform's dry run covers the rest"
+		}
+		return []Finding{warn(advice, "skipped: a delivery for another extension needs a key the endpoint trusts to sign with (the platform signs only for this extension)")}
 	}
 	target, body := p.delivery(uuid.NewString())
 	a := p.post(ctx, target, body, p.signWith(p.Signer))

@@ -67,6 +67,29 @@ func TestServeHelpNamesEveryVariable(t *testing.T) {
 	}
 }
 
+// doctor's help names every variable the configuration reads, as serve's does, and the
+// contributor token of its probe.
+func TestDoctorHelpNamesEveryVariable(t *testing.T) {
+	read := map[string]bool{"EXT_CONTRIBUTOR_TOKEN": true}
+	getenv := func(name string) string {
+		read[name] = true
+		return ""
+	}
+	if _, err := loadConfig(getenv, needs{}); err != nil {
+		t.Fatal(err)
+	}
+	out, _, _ := runCmd(map[string]string{}, "doctor", "-h")
+	named := map[string]bool{}
+	for _, v := range regexp.MustCompile(`EXT_[A-Z_]+`).FindAllString(out, -1) {
+		named[v] = true
+	}
+	for v := range read {
+		if !named[v] && !named[strings.TrimSuffix(v, "_FILE")] {
+			t.Errorf("doctor -h does not name %s", v)
+		}
+	}
+}
+
 func TestExitCode(t *testing.T) {
 	for _, tt := range []struct {
 		err  error

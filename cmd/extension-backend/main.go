@@ -121,12 +121,14 @@ which are dev's own`,
 		run:   runWebhook, flags: true, subs: []string{"send", "sign"}},
 	{name: "doctor", forms: []string{"[--probe URL [--probe-only] [--key-file F] [--extension-id ID]] [--json]"},
 		about: "check the configuration, database and platform offline and, with --probe, a running endpoint from outside; exit 1 on a failure",
-		env: `the configuration as serve reads it: EXT_DATABASE_URL, EXT_ENCRYPTION_KEYS, EXT_EXTENSION_ID,
-EXT_CONTRIBUTOR_ID, EXT_PUBLIC_URL, EXT_MSTUDIO_API_URL, EXT_SMTP_URL and EXT_MAIL_FROM,
-EXT_OIDC_PROVIDERS_FILE, and the others serve reads (EXT_ADDR, EXT_EXTENSION_SECRET,
+		env: `EXT_DATABASE_URL, EXT_ENCRYPTION_KEYS, EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID,
+EXT_PUBLIC_URL, EXT_MSTUDIO_API_URL, EXT_SMTP_URL and EXT_MAIL_FROM, EXT_OIDC_PROVIDERS_FILE:
+the configuration as serve reads it, with serve's others (EXT_ADDR, EXT_EXTENSION_SECRET,
 EXT_OAUTH_CLIENT_SECRET, EXT_TRUSTED_PROXIES, EXT_SESSION_IDLE, EXT_SESSION_ABSOLUTE,
-EXT_DEFAULT_ROLE, EXT_LOG_LEVEL); with --probe also EXT_CONTRIBUTOR_TOKEN (secret, or
-EXT_CONTRIBUTOR_TOKEN_FILE: a contributor member's API token, so the platform runs a dry run)`,
+EXT_DEFAULT_ROLE, EXT_LOG_LEVEL); with --probe, EXT_MSTUDIO_API_URL, EXT_EXTENSION_ID and
+EXT_CONTRIBUTOR_ID name the platform and extension the endpoint should serve, and
+EXT_CONTRIBUTOR_TOKEN (secret, or EXT_CONTRIBUTOR_TOKEN_FILE: a contributor member's API
+token) has the platform run a dry run`,
 		run: runDoctor, flags: true},
 	{name: "bench", forms: []string{"webhooks --to URL [--duration 10s] [--concurrency 32] [--instances 1000]"},
 		about: "load-test a backend with signed deliveries",
