@@ -353,11 +353,16 @@ func (p Probe) checkDryRun(ctx context.Context) []Finding {
 	}
 	target, body := p.delivery(p.ExtensionID)
 	a := p.post(ctx, target, body, p.signWith(p.Signer))
-	return []Finding{p.judgeDryRun(a.err, a.status, a.elapsed, a.body, "a dry run signed with "+p.signerName())}
+	return []Finding{p.judgeDryRun(a.err, a.status, a.elapsed, a.body, "a dry run signed with "+p.signerName(), true)}
 }
 
-// judgeDryRun judges the endpoint's answer to a genuine dry run.
-func (p Probe) judgeDryRun(err error, status int, elapsed time.Duration, body []byte, what string) Finding {
+// judgeDryRun judges the endpoint's answer to a genuine dry run; signedHere says that the
+// probe signed it (with a simulator's key), not the platform.
+func (p Probe) judgeDryRun(err error, status int, elapsed time.Duration, body []byte, what string, signedHere bool) Finding {
+	keyFileHint := ""
+	if signedHere {
+		keyFileHint = ", or probe with the --key-file of the simulator it fetches its keys from"
+	}
 	took := elapsed.Round(time.Millisecond)
 	switch {
 	case err != nil && errors.Is(err, context.DeadlineExceeded):
@@ -365,7 +370,7 @@ func (p Probe) judgeDryRun(err error, status int, elapsed time.Duration, body []
 	case err != nil:
 		return fail("check that the backend runs and that --probe is its base URL", "%s got no answer: %v", what, err)
 	case status == http.StatusUnauthorized:
-		return fail("set the endpoint's EXT_MSTUDIO_API_URL to the platform (or simulator) that signs its deliveries"+p.keyFileHint(),
+		return fail("set the endpoint's EXT_MSTUDIO_API_URL to the platform (or simulator) that signs its deliveries"+keyFileHint,
 			"%s was refused with 401: the endpoint checks signatures against another platform's keys, so every genuine delivery fails", what)
 	case status == http.StatusForbidden:
 		return fail("set the endpoint's EXT_EXTENSION_ID (and EXT_CONTRIBUTOR_ID, if set) to the extension's ids in mStudio",
@@ -378,13 +383,6 @@ func (p Probe) judgeDryRun(err error, status int, elapsed time.Duration, body []
 		return warn("look at the endpoint's database and load: a delivery should take milliseconds", "%s answered %d in %s, a third of the platform's 6 s", what, status, took)
 	}
 	return ok("%s answered %d in %s (the platform waits 6 s)", what, status, took)
-}
-
-func (p Probe) keyFileHint() string {
-	if p.Signer == nil {
-		return ""
-	}
-	return ", or probe with the --key-file of the simulator it fetches its keys from"
 }
 
 // errorText is the reason in a 4xx answer's {"error": …} body, quoted, or "".
@@ -433,7 +431,7 @@ func (p Probe) checkPlatformDryRun(ctx context.Context) []Finding {
 		}
 		callErr = errors.New(quote(callErr.Error(), 160))
 	}
-	f := p.judgeDryRun(callErr, res.ResponseCode, elapsed, []byte(res.ResponseBody), what)
+	f := p.judgeDryRun(callErr, res.ResponseCode, elapsed, []byte(res.ResponseBody), what, false)
 	if f.Level == OK {
 		f.Message = fmt.Sprintf("%s answered %d; the whole action took %s (the platform waits 6 s)", what, res.ResponseCode, elapsed.Round(time.Millisecond))
 	}
