@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -287,4 +288,63 @@ func TestDoctorProbe(t *testing.T) {
 		}
 		wantLine(t, out, doctor.Fail, "public-url", "http on a public host")
 	})
+}
+
+// doctor in-process, as the tests start every command: what it says when the
+// configuration is missing or wrong, that it creates no database, and which probe checks
+// it skips (warnings, not failures) without a simulator key or a contributor token.
+func TestDoctorWithout(t *testing.T) {
+	dir := t.TempDir()
+	dbFile := filepath.Join(dir, "none", "extension.db")
+	out, _, err := runCmd(map[string]string{"EXT_DATABASE_URL": "sqlite:" + dbFile, "EXT_MSTUDIO_API_URL": "http://127.0.0.1:1"}, "doctor")
+	if !errors.Is(err, errDoctorFailed) || exitCode(err) != 1 {
+		t.Errorf("nothing configured: got %v, want exit 1", err)
+	}
+	wantLine(t, out, doctor.Fail, "extension-id", "EXT_EXTENSION_ID is not set")
+	wantLine(t, out, doctor.Fail, "encryption-keys", "EXT_ENCRYPTION_KEYS is not set")
+	wantLine(t, out, doctor.Warn, "database", "does not exist yet")
+	wantLine(t, out, doctor.Warn, "public-url", "http://127.0.0.1:8080")
+	wantLine(t, out, doctor.Fail, "platform-api", "does not answer")
+	if _, err := os.Stat(filepath.Dir(dbFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("doctor created %s (or its folder): %v", dbFile, err)
+	}
+
+	const password = "hunter2-smtp-password"
+	out, _, err = runCmd(map[string]string{"EXT_SMTP_URL": "http://mailer:" + password + "@mail.example.com"}, "doctor")
+	if exitCode(err) != 1 || strings.Contains(out, password) {
+		t.Errorf("bad SMTP URL: got %v and\n%s", err, out)
+	}
+	wantLine(t, out, doctor.Fail, "configuration", "EXT_SMTP_URL")
+
+	for _, args := range [][]string{{"doctor", "--probe-only"}, {"doctor", "extra"}, {"doctor", "--probe", "ftp://x"}} {
+		if _, _, err := runCmd(map[string]string{}, args...); exitCode(err) != 2 {
+			t.Errorf("%v: got %v, want a usage error", args, err)
+		}
+	}
+
+	// A serve on plain http, probed without a simulator key (not its simulator's default
+	// file in ./data: the test's folder has none) and without a contributor token.
+	p := newPlatform(t)
+	vars := testEnv(t, p.SimURL)
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a port to name in EXT_PUBLIC_URL before serve listens
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	vars["EXT_PUBLIC_URL"] = "http://" + addr
+	base, _, _ := startServe(t, vars, "--addr", addr)
+	out, _, err = runCmd(vars, "doctor", "--probe", base, "--probe-only")
+	if err != nil {
+		t.Errorf("probe without a key: got %v, want exit 0 (skipped checks warn)\n%s", err, out)
+	}
+	wantLine(t, out, doctor.Warn, "endpoint-url", "only this machine reaches it")
+	wantLine(t, out, doctor.OK, "tampered-delivery", "the platform's current serial", "refused with 401")
+	wantLine(t, out, doctor.Warn, "foreign-delivery", "skipped", "--key-file")
+	wantLine(t, out, doctor.Warn, "dry-run", "skipped")
+	wantLine(t, out, doctor.Warn, "platform-dry-run", "skipped", "EXT_CONTRIBUTOR_TOKEN")
+	wantLine(t, out, doctor.OK, "sso-page", "with an HTML page")
+	if len(lines(out, doctor.OK, "security-headers")) != 1 {
+		t.Errorf("want one ok line of security headers (no HSTS line on http):\n%s", out)
+	}
 }
