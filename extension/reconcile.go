@@ -51,14 +51,14 @@ func (k FindingKind) Advice() string {
 
 // ReconcileFinding is one finding of the reconciliation, as every replica sees it.
 type ReconcileFinding struct {
-	Kind       FindingKind `gorm:"primaryKey"`
-	InstanceID string      `gorm:"primaryKey"`
+	Kind       FindingKind `gorm:"primaryKey" json:"kind"`
+	InstanceID string      `gorm:"primaryKey" json:"instanceId"`
 	// Detail says what was seen (the platform's execution state, kind and attempts, or
 	// which side holds the instance); never a secret.
-	Detail     string
-	FirstSeen  time.Time
-	LastSeen   time.Time
-	ResolvedAt *time.Time // set when a later run no longer found it (or a resume mended it)
+	Detail     string     `json:"detail"`
+	FirstSeen  time.Time  `json:"firstSeen"`
+	LastSeen   time.Time  `json:"lastSeen"`
+	ResolvedAt *time.Time `json:"resolvedAt,omitempty"` // set when a later run no longer found it (or a resume mended it)
 }
 
 // TableName is the table of findings.

@@ -60,7 +60,7 @@ type Config struct {
 	// Platform compares our instances with the platform's (EXT_CONTRIBUTOR_TOKEN); nil:
 	// the periodic reconciliation is not scheduled.
 	Platform PlatformReconciler
-	// PlatformReconcileEvery is how often Platform runs; default 15 min.
+	// PlatformReconcileEvery is how often Platform runs; default DefaultPlatformReconcileEvery.
 	PlatformReconcileEvery time.Duration
 
 	// Mail sends the invitation and password-reset e-mails (EXT_SMTP_URL); nil: the Send
@@ -80,7 +80,7 @@ func (c *Config) setDefaults() {
 	def(&c.PollInterval, time.Second)
 	def(&c.ReconcileEvery, 5*time.Minute)
 	def(&c.RefreshSpread, time.Hour)
-	def(&c.PlatformReconcileEvery, 15*time.Minute)
+	def(&c.PlatformReconcileEvery, DefaultPlatformReconcileEvery)
 	c.PostInstallDelay = max(c.PostInstallDelay, 0)
 	c.RefreshSpread = max(c.RefreshSpread, 0)
 	if c.Logger == nil {

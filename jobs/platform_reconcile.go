@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/riverqueue/river"
@@ -61,3 +62,8 @@ func (j *Jobs) ReconcilePlatformNow(ctx context.Context) error {
 	_, err := j.queue.Insert(ctx, platformReconcileArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhilePending, MaxAttempts: 3})
 	return err
 }
+
+// DefaultPlatformReconcileEvery is how often serve reconciles with the platform: often
+// enough that a halted instance is noticed within the platform's retry cap of about ten
+// minutes plus a little, rarely enough to cost the platform three list calls a quarter hour.
+const DefaultPlatformReconcileEvery = 15 * time.Minute
