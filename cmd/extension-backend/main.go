@@ -110,13 +110,13 @@ extension and OAuth secrets, SMTP URL, contributor token) may come from a file n
 		about: "backend plus the platform simulator on loopback",
 		env: `EXT_DATABASE_URL (default: in the data folder), EXT_ENCRYPTION_KEYS (default: generated into
 the data folder), EXT_PUBLIC_URL, EXT_EXTENSION_ID and EXT_CONTRIBUTOR_ID (first run; then kept
-in dev.json), and serve's others except EXT_ADDR, EXT_MSTUDIO_API_URL and EXT_EXTENSION_SECRET,
-which are dev's own`,
+in dev.json), and serve's others except EXT_ADDR, EXT_MSTUDIO_API_URL, EXT_EXTENSION_SECRET and
+EXT_CONTRIBUTOR_TOKEN, which are dev's own (a set EXT_CONTRIBUTOR_TOKEN becomes the simulator's)`,
 		run: runDev, flags: true},
 	{name: "sim", forms: []string{`[--addr A] [--webhook-url URL] [--key-file F] [--state-file F] [--extension-id ID]
       [--contributor-id ID] [timing flags as for dev]`},
 		about: "the platform simulator alone",
-		env:   "EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID (the simulated extension's ids, when no flag gives them)",
+		env:   "EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID (the simulated extension's ids, when no flag gives them), EXT_CONTRIBUTOR_TOKEN (its contributor's API token; default: random)",
 		run:   runSim, flags: true},
 	{name: "webhook", forms: []string{
 		"send --kind KIND [--instance ID] [--file BODY.json] [--to URL] [--key-file F] [--dry-run]",
