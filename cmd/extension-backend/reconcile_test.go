@@ -11,7 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/extension-backend/extension-backend/apptest"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
 	"github.com/google/uuid"
 )
@@ -21,7 +23,9 @@ import (
 // non-zero, --json gives the same, the token works from a file, and a wrong or missing
 // token is a clear error that changes nothing. The token is in no output.
 func TestReconcileCommand(t *testing.T) {
-	p := newPlatform(t)
+	// Short retries, so that a refused webhook halts soon.
+	p := apptest.NewPlatform(t, mstudiotest.Options{ExtensionID: testExtensionID, SecretActivationDelay: -1,
+		RetryBase: 5 * time.Millisecond, RetryCap: 50 * time.Millisecond})
 	vars := testEnv(t, p.SimURL)
 	vars["EXT_CONTRIBUTOR_ID"] = p.Sim.ContributorID()
 	vars["EXT_CONTRIBUTOR_TOKEN"] = p.Sim.ContributorToken()
@@ -50,6 +54,30 @@ func TestReconcileCommand(t *testing.T) {
 	if len(lines) != 1 || !strings.HasPrefix(lines[0], "lost_install: instance "+lost+": ") || !strings.Contains(lines[0], "rotate") {
 		t.Errorf("reconcile printed:\n%s\nwant one lost_install line for %s with what to do", stdout, lost)
 	}
+
+	// An update our endpoint refused until the platform halted the instance's webhooks;
+	// --resume resumes it, with one request, and the update then reaches us.
+	halted := install(t, base, p, uuid.NewString()).ID
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) }))
+	defer refusing.Close()
+	p.Sim.SetWebhookURL(refusing.URL)
+	if _, err := p.Sim.Trigger(context.Background(), mstudiotest.CallInstanceUpdated, mstudiotest.CallRequest{ExtensionInstanceID: halted}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the update to halt", 15*time.Second, func() bool { h, _ := p.Sim.WebhookStatus(halted); return h })
+	p.Sim.SetWebhookURL(base + "/mstudio/webhooks")
+	stdout, _, err = runCmd(vars, "reconcile", "--resume")
+	if !errors.Is(err, errFindings) || !strings.Contains(stdout, "halted: instance "+halted+": ") ||
+		!strings.Contains(stdout, "resumed: instance "+halted) {
+		t.Errorf("reconcile --resume: %v\n%s", err, stdout)
+	}
+	if p.Sim.ResumeRequests() != 1 || p.Sim.Resumes() != 1 {
+		t.Errorf("%d resume requests (%d resumed), want exactly 1", p.Sim.ResumeRequests(), p.Sim.Resumes())
+	}
+	waitFor(t, "the resumed update to reach us", 15*time.Second, func() bool {
+		ex := p.Sim.Executions(halted)
+		return len(ex) > 0 && ex[len(ex)-1].State == mstudiotest.ExecutionSuccessful
+	})
 	if strings.Contains(stdout, healthy.ID) {
 		t.Errorf("the healthy instance is reported:\n%s", stdout)
 	}
@@ -70,7 +98,7 @@ func TestReconcileCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
 		t.Fatalf("reconcile --json: %v\n%s", err, stdout)
 	}
-	if len(out.Report.Findings) != 1 || out.Report.Findings[0].InstanceID != lost || out.Report.PlatformInstances != 2 || out.Report.OurInstances != 1 {
+	if len(out.Report.Findings) != 1 || out.Report.Findings[0].InstanceID != lost || out.Report.PlatformInstances != 3 || out.Report.OurInstances != 2 {
 		t.Errorf("reconcile --json: %+v", out.Report)
 	}
 
@@ -111,8 +139,8 @@ func TestReconcileCommand(t *testing.T) {
 	if len(a.Report.New) != 0 || len(a.Report.Findings) != len(b.Report.Findings) || a.Report.Resolved != 0 {
 		t.Errorf("refused runs changed the findings: before %+v, after %+v", b.Report, a.Report)
 	}
-	if p.Sim.ResumeRequests() != 0 {
-		t.Errorf("%d resume requests, want none (nothing was halted)", p.Sim.ResumeRequests())
+	if p.Sim.ResumeRequests() != 1 {
+		t.Errorf("%d resume requests, want still the one of --resume", p.Sim.ResumeRequests())
 	}
 
 	if err := stop(); err != nil {
