@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
@@ -345,8 +346,14 @@ func (r *Reconciler) ResumeHalted(ctx context.Context, rep Report) []ResumeOutco
 }
 
 // findingsCollector exports the open findings by kind, read from the store at each
-// scrape: every replica reports the same numbers, whichever ran the reconciliation.
-type findingsCollector struct{ store *extension.Store }
+// scrape: every replica reports the same numbers, whichever ran the reconciliation. When
+// the read fails it reports the last numbers it read (none before the first), so a
+// database hiccup does not fail the whole scrape.
+type findingsCollector struct {
+	store *extension.Store
+	mu    sync.Mutex
+	last  map[extension.FindingKind]int
+}
 
 var findingsDesc = prometheus.NewDesc("extension_reconcile_findings",
 	"Open findings of the reconciliation with the platform by kind: lost_install, missed_removal, halted, failed. Every replica reports the same (use max).",
@@ -358,8 +365,13 @@ func (c *findingsCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	counts, err := c.store.OpenFindingCounts(ctx)
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(findingsDesc, err)
+	c.mu.Lock()
+	if err == nil {
+		c.last = counts
+	}
+	counts = c.last
+	c.mu.Unlock()
+	if counts == nil {
 		return
 	}
 	for _, k := range extension.FindingKinds {
