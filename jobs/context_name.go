@@ -65,14 +65,14 @@ func argsUnused[A JobArgs](f func(context.Context, *extension.Instance, Instance
 
 // periodicJobs are run by the elected leader among the processes with workers.
 func (j *Jobs) periodicJobs() []*river.PeriodicJob {
-	return []*river.PeriodicJob{
+	return append([]*river.PeriodicJob{
 		river.NewPeriodicJob(dailyAt(refreshAt), func() (river.JobArgs, *river.InsertOpts) {
 			return refreshAllArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhilePending}
 		}, &river.PeriodicJobOpts{ID: KindRefreshAll}),
 		river.NewPeriodicJob(river.PeriodicInterval(j.cfg.ReconcileEvery), func() (river.JobArgs, *river.InsertOpts) {
 			return reconcileArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhilePending}
 		}, &river.PeriodicJobOpts{ID: KindReconcile, RunOnStart: true}),
-	}
+	}, j.platformReconcileJobs()...)
 }
 
 // dailyAt is a schedule at a fixed time past midnight UTC.

@@ -57,6 +57,12 @@ type Config struct {
 	ReconcileEvery   time.Duration // how often lost post-install jobs are looked for; default 5 min
 	RefreshSpread    time.Duration // the daily refresh jobs are spread over this window; default 1 h; <0: none
 
+	// Platform compares our instances with the platform's (EXT_CONTRIBUTOR_TOKEN); nil:
+	// the periodic reconciliation is not scheduled.
+	Platform PlatformReconciler
+	// PlatformReconcileEvery is how often Platform runs; default DefaultPlatformReconcileEvery.
+	PlatformReconcileEvery time.Duration
+
 	// Mail sends the invitation and password-reset e-mails (EXT_SMTP_URL); nil: the Send
 	// methods fail with ErrMailOff, and a mail job this process works fails and is retried.
 	Mail *MailConfig
@@ -74,6 +80,7 @@ func (c *Config) setDefaults() {
 	def(&c.PollInterval, time.Second)
 	def(&c.ReconcileEvery, 5*time.Minute)
 	def(&c.RefreshSpread, time.Hour)
+	def(&c.PlatformReconcileEvery, DefaultPlatformReconcileEvery)
 	c.PostInstallDelay = max(c.PostInstallDelay, 0)
 	c.RefreshSpread = max(c.RefreshSpread, 0)
 	if c.Logger == nil {
@@ -144,6 +151,7 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	j.registerBuiltins()
 	j.registerActions()
 	j.registerMail()
+	j.registerPlatformReconcile()
 	rc := &river.Config{
 		Logger:            cfg.Logger,
 		Workers:           j.workers,

@@ -22,6 +22,9 @@ type Config struct {
 	ContributorID  string
 	// ExtensionSecret is the extension's global secret, for the session-token exchange.
 	ExtensionSecret extension.Secret
+	// ContributorToken is a contributor's API token (EXT_CONTRIBUTOR_TOKEN): with it,
+	// serve reconciles with the platform periodically and reconcile runs at all.
+	ContributorToken extension.Secret
 	// OAuthClientSecret authenticates the OAuth2 login's code exchange, if the client has one.
 	OAuthClientSecret extension.Secret
 	PublicURL         string
@@ -72,6 +75,9 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	cfg.ContributorID = r.uuid("EXT_CONTRIBUTOR_ID", false, "")
 	cfg.ExtensionSecret = r.secret("EXT_EXTENSION_SECRET", "")
 	cfg.OAuthClientSecret = r.secret("EXT_OAUTH_CLIENT_SECRET", "")
+	cfg.ContributorToken = r.secret("EXT_CONTRIBUTOR_TOKEN", "")
+	r.check("EXT_CONTRIBUTOR_ID", cfg.ContributorToken.IsZero() || cfg.ContributorID != "",
+		"required with EXT_CONTRIBUTOR_TOKEN: the contributor's id, whose webhook executions the token reads")
 
 	cfg.PublicURL = r.httpURL("EXT_PUBLIC_URL", "http://127.0.0.1:8080")
 	if n.extensionID && r.err == nil {
@@ -122,6 +128,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("contributor_id", c.ContributorID),
 		slog.Bool("extension_secret_set", !c.ExtensionSecret.IsZero()),
 		slog.Bool("oauth_client_secret_set", !c.OAuthClientSecret.IsZero()),
+		slog.Bool("contributor_token_set", !c.ContributorToken.IsZero()),
 		slog.String("public_url", c.PublicURL),
 		slog.Any("trusted_proxies", proxies),
 		slog.String("log_level", c.LogLevel.String()),

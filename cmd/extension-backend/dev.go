@@ -96,6 +96,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			return sim.ContributorID()
 		case "EXT_EXTENSION_SECRET":
 			return sim.ExtensionSecret()
+		case "EXT_CONTRIBUTOR_TOKEN":
+			return sim.ContributorToken() // dev reconciles with its simulator
 		case "EXT_PUBLIC_URL":
 			if v := getenv(name); v != "" {
 				return v

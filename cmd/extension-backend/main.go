@@ -75,12 +75,13 @@ var commands = []command{
 		about: "run the server (applies pending migrations first) and the background job workers",
 		env: `EXT_ENCRYPTION_KEYS (required), EXT_EXTENSION_ID (required), EXT_DATABASE_URL, EXT_ADDR,
 EXT_PUBLIC_URL, EXT_MSTUDIO_API_URL, EXT_CONTRIBUTOR_ID, EXT_EXTENSION_SECRET,
+EXT_CONTRIBUTOR_TOKEN (a contributor's API token: reconcile with the platform every 15 min),
 EXT_OAUTH_CLIENT_SECRET, EXT_TRUSTED_PROXIES, EXT_SESSION_IDLE, EXT_SESSION_ABSOLUTE,
 EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_SMTP_URL and EXT_MAIL_FROM (e-mail),
 EXT_OIDC_PROVIDERS_FILE (a JSON file of the operator's OpenID Connect providers for its
 own staff, offered on every instance's login page; they let in only invited people unless
 the file says auto_provision for named domains); every secret (database URL, keys,
-extension and OAuth secrets, SMTP URL) may come from a file named by NAME_FILE instead`,
+extension and OAuth secrets, SMTP URL, contributor token) may come from a file named by NAME_FILE instead`,
 		run: runServe, flags: true},
 	{name: "migrate", forms: []string{"up|status"}, about: "apply or list database migrations",
 		env: "EXT_DATABASE_URL, EXT_LOG_LEVEL", run: runMigrate},
@@ -91,6 +92,10 @@ extension and OAuth secrets, SMTP URL) may come from a file named by NAME_FILE i
 		run: runToken, flags: true},
 	{name: "jobs", forms: []string{"[--json] [--all]"}, about: "background jobs by kind, instance and state",
 		env: "EXT_DATABASE_URL, EXT_LOG_LEVEL", run: runJobs, flags: true},
+	{name: "reconcile", forms: []string{"[--resume] [--json]"},
+		about: "compare the platform's instances and webhook execution log with ours: lost installs, missed removals, halted or failed webhooks; --resume resumes the halted ones",
+		env:   "EXT_CONTRIBUTOR_TOKEN (required; secret, or EXT_CONTRIBUTOR_TOKEN_FILE), EXT_CONTRIBUTOR_ID (required), EXT_EXTENSION_ID (required), EXT_MSTUDIO_API_URL, EXT_DATABASE_URL, EXT_LOG_LEVEL",
+		run:   runReconcile, flags: true},
 	{name: "accounts", forms: []string{"list --instance ID [--json]",
 		"set-role --instance ID (--account ID | --email ADDRESS) --role owner|admin|member",
 		"reset-link --instance ID (--account ID | --email ADDRESS)"},
@@ -105,13 +110,13 @@ extension and OAuth secrets, SMTP URL) may come from a file named by NAME_FILE i
 		about: "backend plus the platform simulator on loopback",
 		env: `EXT_DATABASE_URL (default: in the data folder), EXT_ENCRYPTION_KEYS (default: generated into
 the data folder), EXT_PUBLIC_URL, EXT_EXTENSION_ID and EXT_CONTRIBUTOR_ID (first run; then kept
-in dev.json), and serve's others except EXT_ADDR, EXT_MSTUDIO_API_URL and EXT_EXTENSION_SECRET,
-which are dev's own`,
+in dev.json), and serve's others except EXT_ADDR, EXT_MSTUDIO_API_URL, EXT_EXTENSION_SECRET and
+EXT_CONTRIBUTOR_TOKEN, which are dev's own (a set EXT_CONTRIBUTOR_TOKEN becomes the simulator's)`,
 		run: runDev, flags: true},
 	{name: "sim", forms: []string{`[--addr A] [--webhook-url URL] [--key-file F] [--state-file F] [--extension-id ID]
       [--contributor-id ID] [timing flags as for dev]`},
 		about: "the platform simulator alone",
-		env:   "EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID (the simulated extension's ids, when no flag gives them)",
+		env:   "EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID (the simulated extension's ids, when no flag gives them), EXT_CONTRIBUTOR_TOKEN (its contributor's API token; default: random)",
 		run:   runSim, flags: true},
 	{name: "webhook", forms: []string{
 		"send --kind KIND [--instance ID] [--file BODY.json] [--to URL] [--key-file F] [--dry-run]",

@@ -92,6 +92,9 @@ type backend struct {
 	broker *mstudio.Broker
 	jobs   *jobs.Jobs
 	front  *httpfront.Front
+	// reconciler compares the platform's view with ours (nil without
+	// EXT_CONTRIBUTOR_TOKEN); the ops console's resume button calls its Resume.
+	reconciler *mstudio.Reconciler
 }
 
 // startBackend assembles the backend and starts its job workers; the key caches behind
@@ -138,10 +141,19 @@ func startBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 		return nil, err
 	}
 	b.broker = mstudio.NewBroker(store, b.client, mstudio.BrokerOptions{Logger: logger})
-	b.jobs, err = jobs.New(ctx, jobs.Config{
+	if b.reconciler, err = newReconciler(cfg, store, b.client, logger, reg); err != nil {
+		return nil, err
+	}
+	jc := jobs.Config{
 		Store: store, DatabaseURL: cfg.DatabaseURL.Reveal(), Tokens: b.broker, Client: b.client,
 		Workers: workers, Logger: logger, Mail: mailConfig(cfg),
-	})
+	}
+	if b.reconciler != nil {
+		// A nil *Reconciler in the interface would look configured.
+		jc.Platform = b.reconciler
+		logger.Info("reconciling with the platform periodically", "every", jobs.DefaultPlatformReconcileEvery.String())
+	}
+	b.jobs, err = jobs.New(ctx, jc)
 	if err != nil {
 		return nil, err
 	}

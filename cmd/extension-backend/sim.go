@@ -53,6 +53,8 @@ func (sf *simFlags) options(getenv func(string) string, logger *slog.Logger) mst
 	if opts.ContributorID == "" {
 		opts.ContributorID = strings.ToLower(getenv("EXT_CONTRIBUTOR_ID"))
 	}
+	// The same variable reconcile reads: a developer sets it once for both.
+	opts.ContributorToken = getenv("EXT_CONTRIBUTOR_TOKEN")
 	if sf.secretDelay == 0 {
 		opts.SecretActivationDelay = -1 // 0 means "default" to the simulator
 	}

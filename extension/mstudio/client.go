@@ -150,11 +150,12 @@ type call struct {
 	route  string
 	params []string
 	query  url.Values
-	token  string     // sent as X-Access-Token when not empty
-	in     any        // JSON request body, when not nil
-	form   url.Values // form-encoded request body (the OAuth2 token endpoint), when in is nil
-	auth   string     // the Authorization header, when not empty
-	out    any        // decodes a 2xx answer, when not nil
+	token  string       // sent as X-Access-Token when not empty
+	in     any          // JSON request body, when not nil
+	form   url.Values   // form-encoded request body (the OAuth2 token endpoint), when in is nil
+	auth   string       // the Authorization header, when not empty
+	out    any          // decodes a 2xx answer, when not nil
+	header *http.Header // receives a 2xx answer's headers (pagination), when not nil
 	// idempotent marks a POST that may be repeated once it reached the platform (GET and
 	// PUT are by their method); any other POST is repeated only if it was never sent.
 	idempotent bool
@@ -228,6 +229,9 @@ func (c *Client) do(ctx context.Context, cl call) (int, error) {
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, fmt.Errorf("%s %s: %w", method, path, decodeError(resp.StatusCode, data, append(cl.sensitive, cl.token)))
+	}
+	if cl.header != nil {
+		*cl.header = resp.Header
 	}
 	if cl.out != nil {
 		if err := json.Unmarshal(data, cl.out); err != nil {

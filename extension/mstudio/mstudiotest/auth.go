@@ -57,10 +57,11 @@ func (s *Server) listUsers(w http.ResponseWriter, _ *http.Request) {
 
 // grant is what an access token stands for.
 type grant struct {
-	userID     string    // set for user tokens
-	instanceID string    // set for instance tokens and for user tokens bound to an instance
-	scopes     []string  // the scopes granted; nil for a user's own API token (all the user may do)
-	expires    time.Time // zero: never
+	userID        string    // set for user tokens
+	instanceID    string    // set for instance tokens and for user tokens bound to an instance
+	contributorID string    // set for a contributor's API tokens (lowercase)
+	scopes        []string  // the scopes granted; nil for a user's own API token (all the user may do)
+	expires       time.Time // zero: never
 }
 
 // issueToken mints an access token for g, valid for ttl.

@@ -229,6 +229,12 @@ func (s *Server) getInstance(w http.ResponseWriter, r *http.Request) {
 		forbidden(w, "no access to this extension instance")
 		return
 	}
+	writeJSON(w, http.StatusOK, s.instanceBody(in))
+}
+
+// instanceBody is the instance in the platform's MarketplaceExtensionInstance shape.
+// pendingInstallation holds while no webhook carrying its first secret succeeded.
+func (s *Server) instanceBody(in Instance) map[string]any {
 	halted, next := s.WebhookStatus(in.ID)
 	body := map[string]any{
 		"id":                     in.ID,
@@ -239,7 +245,7 @@ func (s *Server) getInstance(w http.ResponseWriter, r *http.Request) {
 		"aggregateReference":     map[string]string{"aggregate": in.ContextKind, "domain": aggregateDomain(in.ContextKind), "id": in.ContextID},
 		"consentedScopes":        in.Scopes,
 		"disabled":               in.Disabled,
-		"pendingInstallation":    false,
+		"pendingInstallation":    in.Secret == "",
 		"pendingRemoval":         false,
 		"webhookExecutionHalted": halted,
 		"chargeability":          map[string]any{"isChargeable": false, "reasons": map[string]bool{"isNonChargeableCustomer": false, "isOwnExtension": true}},
@@ -249,7 +255,7 @@ func (s *Server) getInstance(w http.ResponseWriter, r *http.Request) {
 	if !next.IsZero() {
 		body["nextScheduledWebhookExecution"] = next.UTC()
 	}
-	writeJSON(w, http.StatusOK, body)
+	return body
 }
 
 func aggregateDomain(kind string) string {

@@ -27,9 +27,12 @@ type Options struct {
 	ExtensionID     string // our extension's id as the platform knows it; default: random
 	ContributorID   string // default: random
 	ExtensionSecret string // the extension's global secret (session-token exchange); default: random
-	KeyFile         string // load keys from here, or create and save them; empty: new keys each start
-	StateFile       string // persist instances here as JSON; empty: in memory only
-	WebhookURL      string // where lifecycle webhooks go (all four kinds)
+	// ContributorToken is the API token of a member of the contributor, for the
+	// contributor's routes (instance list, execution log, resume); default: random.
+	ContributorToken string
+	KeyFile          string // load keys from here, or create and save them; empty: new keys each start
+	StateFile        string // persist instances here as JSON; empty: in memory only
+	WebhookURL       string // where lifecycle webhooks go (all four kinds)
 	// FrontendURL is the extension's external frontend URL template, with the platform's
 	// placeholders (:accessTokenRetrievalKey, :userId, :extensionInstanceId, :contextId,
 	// :context, :extensionId); GET /internal/open/{instanceId} follows it as a click in
@@ -77,6 +80,9 @@ func (o *Options) setDefaults() {
 	if o.ExtensionSecret == "" {
 		o.ExtensionSecret = randomToken(32)
 	}
+	if o.ContributorToken == "" {
+		o.ContributorToken = randomToken(48)
+	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{}
 	}
@@ -106,8 +112,9 @@ type Server struct {
 	issued       int               // tokens issued, to pace the sweep of expired grants
 	patterns     []string          // registered patterns, which faults may name
 
-	sso    *ssoState // ATReKs, refresh tokens, OAuth2 codes and sessions
-	sender *sender
+	sso     *ssoState // ATReKs, refresh tokens, OAuth2 codes and sessions
+	sender  *sender
+	contrib contributorCounters
 }
 
 // New builds a simulator. With Options.KeyFile or StateFile set it loads what is there.
@@ -132,6 +139,7 @@ func New(opts Options) (*Server, error) {
 		u.Token = randomToken(48)
 		s.grants[u.Token] = &grant{userID: u.ID}
 	}
+	s.grants[opts.ContributorToken] = &grant{contributorID: strings.ToLower(opts.ContributorID)}
 	if err := s.loadState(); err != nil {
 		return nil, err
 	}
@@ -200,6 +208,7 @@ func (s *Server) routes() {
 
 	s.ssoRoutes()
 	s.senderRoutes()
+	s.contributorRoutes()
 
 	// The fault routes themselves cannot be made to misbehave, so a reset always works.
 	s.mux.HandleFunc("PUT /internal/faults", s.putFault)
