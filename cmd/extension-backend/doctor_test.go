@@ -172,7 +172,7 @@ func TestDoctorProbe(t *testing.T) {
 			v[k] = val
 		}
 		v["EXT_EXTENSION_ID"], v["EXT_MSTUDIO_API_URL"] = testExtensionID, simA.SimURL
-		v["EXT_CONTRIBUTOR_TOKEN"] = simA.Sim.Users()[0].Token
+		v["EXT_CONTRIBUTOR_TOKEN"] = simA.Sim.ContributorToken()
 		return v
 	}
 	start := func(t *testing.T, name string, change func(map[string]string)) (map[string]string, *tlsFront) {

@@ -53,6 +53,11 @@ func TestDryRunWebhook(t *testing.T) {
 	}
 	mu.Unlock()
 
+	// The contributor's own API token (the one reconcile uses) may dry-run too.
+	if res, err := c.DryRunWebhook(t.Context(), extension.Secret(p.Sim.ContributorToken()), cid, eid, instance, "extension-instance-updated"); err != nil || !res.Successful {
+		t.Errorf("with the contributor token: got %+v, %v", res, err)
+	}
+
 	var apiErr *mstudio.Error
 	for _, tt := range []struct {
 		name        string
@@ -63,6 +68,7 @@ func TestDryRunWebhook(t *testing.T) {
 		wantInvalid bool
 	}{
 		{"outsider", outsider, cid, eid, "extension-added-to-context", http.StatusForbidden, false},
+		{"another contributor's token", extension.Secret(p.Sim.IssueContributorToken(uuid.NewString())), cid, eid, "extension-added-to-context", http.StatusForbidden, false},
 		{"another extension", member, cid, uuid.NewString(), "extension-added-to-context", http.StatusNotFound, false},
 		{"another contributor", member, uuid.NewString(), eid, "extension-added-to-context", http.StatusNotFound, false},
 		{"payload spelling", member, cid, eid, "ExtensionAddedToContext", http.StatusBadRequest, false},
@@ -80,7 +86,7 @@ func TestDryRunWebhook(t *testing.T) {
 			t.Errorf("%s: the token is in the error: %v", tt.name, err)
 		}
 	}
-	if n := p.SimHits("POST /v2/contributors/{c}/extensions/{e}/extension-instances/{i}/actions/dry-run/{k}"); n != 5 {
-		t.Errorf("the simulator got %d dry-run calls, want 5 (the refused ones included, none of the invalid ones)", n)
+	if n := p.SimHits("POST /v2/contributors/{c}/extensions/{e}/extension-instances/{i}/actions/dry-run/{k}"); n != 7 {
+		t.Errorf("the simulator got %d dry-run calls, want 7 (the refused ones included, none of the invalid ones)", n)
 	}
 }

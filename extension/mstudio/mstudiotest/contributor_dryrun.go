@@ -12,18 +12,36 @@ import (
 
 const contributorDryRunRoute = "POST /v2/contributors/{contributorId}/extensions/{extensionId}/extension-instances/{extensionInstanceId}/actions/dry-run/{webhookKind}"
 
-// postContributorDryRun serves the contributor's dry run. The token is a user's own API
-// token; in the simulator the test users with access (Ada, Bob) are the contributor's
-// members, the outsider is not. The instance may be made up, as on the platform.
+// postContributorDryRun serves the contributor's dry run. The token is an API token of a
+// member of the contributor: the simulator's contributor token (ContributorToken, the one
+// reconcile uses too), or a test user's own token, where the users with access (Ada, Bob)
+// are the contributor's members and the outsider is not. The instance may be made up, as
+// on the platform.
 func (s *Server) postContributorDryRun(w http.ResponseWriter, r *http.Request) {
-	g, ok := s.userGrant(w, r)
+	g, ok := s.authenticate(r)
 	if !ok {
+		unauthorized(w)
 		return
 	}
-	member := false
-	for _, u := range s.Users() {
-		if u.ID == g.userID {
-			member = u.Access
+	executingUser, member := g.userID, false
+	switch {
+	case g.contributorID != "":
+		if !strings.EqualFold(g.contributorID, r.PathValue("contributorId")) {
+			forbidden(w, "the token is not a member of this contributor")
+			return
+		}
+		member = true
+		for _, u := range s.Users() {
+			if u.Access {
+				executingUser = u.ID // a contributor token acts as one of its members
+				break
+			}
+		}
+	case g.userID != "" && g.instanceID == "":
+		for _, u := range s.Users() {
+			if u.ID == g.userID {
+				member = u.Access
+			}
 		}
 	}
 	if !member {
@@ -46,7 +64,7 @@ func (s *Server) postContributorDryRun(w http.ResponseWriter, r *http.Request) {
 		writeValidation(w, ValidationIssue{Message: "must be a UUID", Path: "extensionInstanceId", Type: "format"})
 		return
 	}
-	res, err := s.DryRun(r.Context(), kind, instanceID, g.userID)
+	res, err := s.DryRun(r.Context(), kind, instanceID, executingUser)
 	if err != nil {
 		writeTriggerError(w, err)
 		return
