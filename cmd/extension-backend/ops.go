@@ -7,8 +7,11 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/frontend"
 	"github.com/extension-backend/extension-backend/httpfront"
+	"github.com/extension-backend/extension-backend/jobs"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -29,7 +32,7 @@ func serveWithOps(ctx context.Context, cfg *Config, logger *slog.Logger, b *back
 	defer opsLn.Close()
 	g, gctx := errgroup.WithContext(ctx)
 	opsLogger := logger.With("listener", "ops")
-	ops, err := newOps(gctx, cfg, opsLogger, b)
+	ops, err := newOps(gctx, cfg, opsLogger, b.front.Registry, b.store, b.jobs, opsSources(cfg, b))
 	if err != nil {
 		return err
 	}
@@ -38,26 +41,34 @@ func serveWithOps(ctx context.Context, cfg *Config, logger *slog.Logger, b *back
 	return g.Wait()
 }
 
-// newOps builds the ops console's front: its pages on frontend's engine, River's UI under
-// /jobs, and /metrics, /healthz and /readyz of the backend's registry and store. River's
-// UI counts jobs in the background until ctx ends.
-func newOps(ctx context.Context, cfg *Config, logger *slog.Logger, b *backend) (*httpfront.Front, error) {
-	pages, err := frontend.New(frontend.Config{Store: b.store, PublicURL: cfg.PublicURL, Logger: logger})
+// opsSources are the console's doctor and reconcile sections. Left nil, each shows as
+// not configured.
+func opsSources(_ *Config, _ *backend) frontend.ConsoleConfig {
+	return frontend.ConsoleConfig{
+		// Doctor:    doctor's findings as []frontend.DoctorFinding,
+		// Reconcile: reconcile's findings and its resume action,
+	}
+}
+
+// newOps builds the ops console's front: its pages on frontend's engine with sources'
+// doctor and reconcile, River's UI under /jobs when jb is set, and /metrics, /healthz and
+// /readyz of the backend's registry and store. River's UI counts jobs in the background
+// until ctx ends.
+func newOps(ctx context.Context, cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store,
+	jb *jobs.Jobs, sources frontend.ConsoleConfig) (*httpfront.Front, error) {
+	pages, err := frontend.New(frontend.Config{Store: store, PublicURL: cfg.PublicURL, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
 	front := httpfront.New(httpfront.Options{
-		Logger: logger, Registry: b.front.Registry, TrustedProxies: cfg.TrustedProxies, Pages: pages,
-		Ready: b.store.Ping, RequestMetric: opsRequestMetric,
+		Logger: logger, Registry: reg, TrustedProxies: cfg.TrustedProxies, Pages: pages,
+		Ready: store.Ping, RequestMetric: opsRequestMetric,
 	})
-	cc := frontend.ConsoleConfig{
-		// Doctor and Reconcile are filled where their packages are wired; nil shows
-		// their sections as not configured.
-	}
+	cc := frontend.ConsoleConfig{Doctor: sources.Doctor, Reconcile: sources.Reconcile}
 	var jobsUI http.Handler // an interface left nil: no UI, not a nil *jobs.UI
-	if b.jobs != nil {
-		cc.Jobs = b.jobs
-		ui, err := b.jobs.NewUI(opsJobsPath, logger)
+	if jb != nil {
+		cc.Jobs = jb
+		ui, err := jb.NewUI(opsJobsPath, logger)
 		if err != nil {
 			return nil, fmt.Errorf("ops console: jobs: %w", err)
 		}
