@@ -289,6 +289,13 @@ func (c *Console) ConsoleJobs(h http.Handler) echo.HandlerFunc {
 		default:
 			return echo.NewHTTPError(http.StatusForbidden, "the ops console changes nothing here but retrying a job")
 		}
+		// River's UI sets no framing policy of its own: a page that frames it could lure
+		// a click on its retry button.
+		hd := ec.Response().Header()
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Content-Security-Policy", "frame-ancestors 'none'")
+		hd.Set("Referrer-Policy", "same-origin")
+		hd.Set("X-Content-Type-Options", "nosniff")
 		h.ServeHTTP(ec.Response(), r)
 		return nil
 	}

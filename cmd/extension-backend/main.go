@@ -79,7 +79,9 @@ EXT_OAUTH_CLIENT_SECRET, EXT_TRUSTED_PROXIES, EXT_SESSION_IDLE, EXT_SESSION_ABSO
 EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_SMTP_URL and EXT_MAIL_FROM (e-mail),
 EXT_OIDC_PROVIDERS_FILE (a JSON file of the operator's OpenID Connect providers for its
 own staff, offered on every instance's login page; they let in only invited people unless
-the file says auto_provision for named domains); every secret (database URL, keys,
+the file says auto_provision for named domains), EXT_OPS_ADDR (the ops console and a
+second /metrics on their own address; off when unset; put it behind your own access
+control); every secret (database URL, keys,
 extension and OAuth secrets, SMTP URL) may come from a file named by NAME_FILE instead`,
 		run: runServe, flags: true},
 	{name: "migrate", forms: []string{"up|status"}, about: "apply or list database migrations",
@@ -101,7 +103,7 @@ extension and OAuth secrets, SMTP URL) may come from a file named by NAME_FILE i
 		env: "EXT_ENCRYPTION_KEYS (required: the new key first, then every key in use), EXT_DATABASE_URL, EXT_LOG_LEVEL",
 		run: runRekey},
 	{name: "dev", forms: []string{`[--addr A] [--sim-addr A] [--data DIR] [--secret-delay D] [--retry-base D] [--retry-cap D]
-      [--webhook-timeout D] [--token-ttl D]`},
+      [--webhook-timeout D] [--token-ttl D] [--ops-addr A]`},
 		about: "backend plus the platform simulator on loopback",
 		env: `EXT_DATABASE_URL (default: in the data folder), EXT_ENCRYPTION_KEYS (default: generated into
 the data folder), EXT_PUBLIC_URL, EXT_EXTENSION_ID and EXT_CONTRIBUTOR_ID (first run; then kept

@@ -153,6 +153,15 @@ func TestOpsConsoleServe(t *testing.T) {
 	if _, body := opsGet(t, ops+"/instances/"+testInstanceID); !strings.Contains(body, "Cached token expires") {
 		t.Errorf("the instance page does not show the cached token's expiry:\n%.3000s", body)
 	}
+	// River's UI may not be framed: a framing page could lure a click on its retry button.
+	if resp, err := http.Get(ops + "/jobs/"); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Frame-Options"); got != "DENY" {
+			t.Errorf("/jobs/ X-Frame-Options %q, want DENY", got)
+		}
+	}
 	// The console is not on the backend's listener.
 	if status, _ := opsGet(t, base+"/instances"); status != http.StatusNotFound {
 		t.Errorf("GET /instances on the backend's listener = %d, want 404", status)
