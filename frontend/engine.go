@@ -38,6 +38,13 @@ const (
 	pageRename     = "rename"
 	pageAction     = "action"
 	pageTeam       = "team"
+
+	// The ops console's pages.
+	pageConsoleHome      = "ops_home"
+	pageConsoleInstances = "ops_instances"
+	pageConsoleInstance  = "ops_instance"
+	pageConsoleReconcile = "ops_reconcile"
+	pageConsoleDoctor    = "ops_doctor"
 )
 
 // contentSecurityPolicy is the same on every page: the pages load our stylesheet and

@@ -51,7 +51,13 @@ type Options struct {
 	// /invite/{token}: every log line writes the prefix and "…" in place of the rest, for
 	// any method and status, routed or not.
 	SecretPaths []string
+	// RequestMetric names the histogram of request durations; "": RequestMetricDefault.
+	// A second front on the same registry (the ops console's) needs a name of its own.
+	RequestMetric string
 }
+
+// RequestMetricDefault is the request histogram of the front that serves the backend.
+const RequestMetricDefault = "extension_http_request_duration_seconds"
 
 // Front is the Echo instance with the front's middleware and its metrics registry.
 type Front struct {
@@ -67,6 +73,9 @@ func New(opts Options) *Front {
 	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.RequestMetric == "" {
+		opts.RequestMetric = RequestMetricDefault
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -235,7 +244,7 @@ func statusLabel(status int) string {
 // under a secret prefix only the prefix.
 func requestLog(e *echo.Echo, opts Options, gate *repeatGate, logPath func(*http.Request) string) echo.MiddlewareFunc {
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "extension_http_request_duration_seconds",
+		Name:    opts.RequestMetric,
 		Help:    "HTTP requests by route, method and status.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10),
 	}, []string{"route", "method", "status"})

@@ -25,10 +25,13 @@ import (
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivertype"
+	"riverqueue.com/riverui"
+	"riverqueue.com/riverui/uiendpoints"
 )
 
 // TokenSource hands out a valid access token of an instance: the instance token broker.
@@ -62,6 +65,9 @@ type Config struct {
 	Platform PlatformReconciler
 	// PlatformReconcileEvery is how often Platform runs; default DefaultPlatformReconcileEvery.
 	PlatformReconcileEvery time.Duration
+
+	// Registerer receives extension_job_queue_oldest_seconds; nil: not exported.
+	Registerer prometheus.Registerer
 
 	// Mail sends the invitation and password-reset e-mails (EXT_SMTP_URL); nil: the Send
 	// methods fail with ErrMailOff, and a mail job this process works fails and is retried.
@@ -112,6 +118,11 @@ type Jobs struct {
 	pageReads interface {
 		JobList(ctx context.Context, params *river.JobListParams) (*river.JobListResult, error)
 	}
+
+	// newUI builds River's UI endpoints on the queue's typed client; retry is that
+	// client's JobRetry.
+	newUI func() uiendpoints.Bundle
+	retry func(ctx context.Context, id int64) (*rivertype.JobRow, error)
 
 	sealed      atomic.Bool // set by the first Start or Enqueue: no Register after it
 	batcherOnce sync.Once
@@ -171,15 +182,21 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	var err error
 	switch cfg.Store.Dialect() {
 	case extension.SQLite:
-		if j.queue, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.QueueDB()), rc); err == nil {
+		var c *river.Client[*sql.Tx]
+		if c, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.QueueDB()), rc); err == nil {
+			j.queue, j.retry = c, c.JobRetry
+			j.newUI = func() uiendpoints.Bundle { return riverui.NewEndpoints(c, nil) }
 			j.pageReads, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.ReadDB()), &river.Config{Logger: rc.Logger, Schema: rc.Schema})
 		}
 	case extension.Postgres:
 		if j.pool, err = newPool(ctx, cfg.DatabaseURL); err != nil {
 			return nil, err
 		}
-		j.queue, err = river.NewClient[pgx.Tx](riverpgxv5.New(j.pool), rc)
-		j.pageReads = j.queue
+		var c *river.Client[pgx.Tx]
+		if c, err = river.NewClient[pgx.Tx](riverpgxv5.New(j.pool), rc); err == nil {
+			j.queue, j.pageReads, j.retry = c, c, c.JobRetry
+			j.newUI = func() uiendpoints.Bundle { return riverui.NewEndpoints(c, nil) }
+		}
 	default:
 		err = fmt.Errorf("dialect %q", cfg.Store.Dialect())
 	}
@@ -188,6 +205,14 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 			j.pool.Close()
 		}
 		return nil, fmt.Errorf("jobs: %w", err)
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(newQueueAge(j)); err != nil {
+			if j.pool != nil {
+				j.pool.Close()
+			}
+			return nil, fmt.Errorf("jobs: metrics: %w", err)
+		}
 	}
 	return j, nil
 }

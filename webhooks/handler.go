@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,8 +55,9 @@ type Config struct {
 
 // Handler serves POST /mstudio/webhooks.
 type Handler struct {
-	cfg        Config
-	deliveries *prometheus.CounterVec
+	cfg             Config
+	deliveries      *prometheus.CounterVec
+	unverifiedCount *prometheus.CounterVec // refused before verification, by status
 	// cpu admits as many signature checks at once as there are processors. Without it,
 	// a burst of deliveries makes dozens of goroutines runnable at once and the SQLite
 	// writer, which every delivery waits for, queues behind all of them for a CPU.
@@ -73,10 +75,18 @@ func New(cfg Config) *Handler {
 	h := &Handler{cfg: cfg, cpu: make(chan struct{}, runtime.GOMAXPROCS(0)), deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "extension_webhook_deliveries_total",
 		Help: "Lifecycle webhook deliveries by event kind and outcome.",
-	}, []string{"kind", "outcome"})}
+	}, []string{"kind", "outcome"}), unverifiedCount: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "extension_webhook_unverified_total",
+		Help: "Lifecycle webhook deliveries refused before their signature was verified, by the HTTP status answered.",
+	}, []string{"status"})}
+	// The statuses a refusal before verification answers are series from the start, so
+	// an alert's rate over them exists before the first refusal.
+	for _, st := range unverifiedStatuses {
+		h.unverifiedCount.WithLabelValues(st)
+	}
 	h.refusals = mstudio.NewRefusalLog(cfg.Logger, "webhook refused", slog.LevelWarn, time.Minute)
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(h.deliveries)
+		cfg.Registerer.MustRegister(h.deliveries, h.unverifiedCount)
 	}
 	return h
 }
@@ -224,6 +234,7 @@ func (h *Handler) unverified(c echo.Context, err error) error {
 	err = verifyError(err)
 	var he *echo.HTTPError
 	if errors.As(err, &he) && he.Code < http.StatusInternalServerError {
+		h.unverifiedCount.WithLabelValues(unverifiedStatus(he.Code)).Inc()
 		h.refusals.Refused(c.Request().Context(), fmt.Sprint(he.Message), c.RealIP())
 	}
 	return err
@@ -252,4 +263,17 @@ func verifyError(err error) error {
 		return &echo.HTTPError{Code: http.StatusServiceUnavailable, Message: "signing key cannot be fetched right now", Internal: err}
 	}
 	return fmt.Errorf("webhook: verify: %w", err)
+}
+
+// unverifiedStatuses label extension_webhook_unverified_total: what verification answers
+// (400 a malformed signature header, 401 a signature or key that does not verify, 429 too
+// many key lookups), and "other" for any other 4xx.
+var unverifiedStatuses = []string{"400", "401", "429", "other"}
+
+func unverifiedStatus(code int) string {
+	switch code {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusTooManyRequests:
+		return strconv.Itoa(code)
+	}
+	return "other"
 }

@@ -41,6 +41,9 @@ type Config struct {
 	// operator's OpenID Connect providers for its own staff, on every instance's login page.
 	OIDCProvidersFile string
 	OperatorProviders []extension.OperatorProvider
+	// OpsAddr (EXT_OPS_ADDR) is the listen address of the ops console and a second
+	// /metrics; "": off.
+	OpsAddr string
 
 	// devSimulator is set by dev, never from the environment: MStudioAPIURL is dev's
 	// simulator, and the database is marked as holding its instances (checkPlatform).
@@ -94,6 +97,8 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	cfg.LogLevel = r.logLevel("EXT_LOG_LEVEL", "info")
 	cfg.SMTP, cfg.MailFrom = r.mail("EXT_SMTP_URL", "EXT_MAIL_FROM")
 	cfg.OIDCProvidersFile, cfg.OperatorProviders = r.oidcProviders("EXT_OIDC_PROVIDERS_FILE")
+	cfg.OpsAddr = r.listenAddr("EXT_OPS_ADDR")
+	r.check("EXT_OPS_ADDR", cfg.OpsAddr == "" || cfg.OpsAddr != cfg.Addr, "the same as EXT_ADDR: give the console an address of its own")
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -139,6 +144,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("mail_from", c.MailFrom),
 		slog.String("oidc_providers_file", c.OIDCProvidersFile),
 		slog.Int("oidc_operator_providers", len(c.OperatorProviders)),
+		slog.String("ops_addr", c.OpsAddr),
 	)
 }
 

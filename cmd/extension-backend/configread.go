@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -280,4 +282,20 @@ func (r *envReader) oidcProviders(name string) (string, []extension.OperatorProv
 		return path, nil
 	}
 	return path, ps
+}
+
+// listenAddr reads an optional listen address, HOST:PORT or :PORT with a port number
+// (0 picks a free one); "" when unset.
+func (r *envReader) listenAddr(name string) string {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(v)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || n < 0 || n > 65535 {
+		r.fail(name, "%q is not a listen address: write HOST:PORT or :PORT, e.g. 127.0.0.1:9090", v)
+		return ""
+	}
+	return v
 }

@@ -37,8 +37,14 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	sf.register(fs, "127.0.0.1:8081", true)
 	addr := fs.String("addr", "127.0.0.1:8080", "backend listen address (loopback: dev is for this machine)")
 	dataDir := fs.String("data", "data", "folder for the database, keys and simulator state")
+	opsAddr := fs.String("ops-addr", "", "listen address of the ops console, on loopback (e.g. 127.0.0.1:8082); empty: off")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
+	}
+	if *opsAddr != "" {
+		if host, _, err := net.SplitHostPort(*opsAddr); err != nil || !isLoopback(host) {
+			return usagef("--ops-addr must be a loopback HOST:PORT, such as 127.0.0.1:8082: dev is for this machine")
+		}
 	}
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return fmt.Errorf("data folder: %w", err)
@@ -118,6 +124,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	cfg.Addr = backendLn.Addr().String()
+	cfg.OpsAddr = *opsAddr // the flag only: EXT_OPS_ADDR could name a public address
 	cfg.devSimulator = true
 	cfg.devOwnDatabase = getenv("EXT_DATABASE_URL") == "" && getenv("EXT_DATABASE_URL_FILE") == ""
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/extension-backend/extension-backend/doctor"
 	"github.com/extension-backend/extension-backend/extension"
@@ -34,6 +35,8 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		"(default: "+defaultKeyFile+" when the endpoint is on this machine and the file exists)")
 	extensionID := fs.String("extension-id", "", "with --probe: the extension id of genuine deliveries (default: EXT_EXTENSION_ID, else the dev setup's)")
 	asJSON := fs.Bool("json", false, "print the findings as JSON: [{check, level, message, action}]")
+	withReconcile := fs.Bool("reconcile", false, "also compare the platform's instances and webhook executions with ours\n"+
+		"(needs EXT_CONTRIBUTOR_TOKEN; a finding is a failure; see the reconcile command)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -46,6 +49,9 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 	var findings []doctor.Finding
 	if !*probeOnly {
 		findings = append(findings, offlineFindings(ctx, getenv, stderr)...)
+	}
+	if *withReconcile {
+		findings = append(findings, reconcileDoctorFindings(ctx, getenv, stderr)...)
 	}
 	if *probe != "" {
 		p, err := doctorProbe(getenv, *probe, *keyFile, *extensionID)
@@ -179,4 +185,52 @@ func doctorProbe(getenv func(string) string, target, keyFile, extensionIDFlag st
 		return p, err
 	}
 	return p, nil
+}
+
+// reconcileDoctorFindings runs reconcile with the platform for doctor --reconcile: each
+// finding is a failure with what to do, a clean comparison one ok line, and a missing
+// or refused contributor token a failure that names the variable. It stores the findings
+// as the reconcile command does.
+func reconcileDoctorFindings(ctx context.Context, getenv func(string) string, stderr io.Writer) []doctor.Finding {
+	const check = "reconcile"
+	fail := func(err error, action string) []doctor.Finding {
+		return []doctor.Finding{{Check: check, Level: doctor.Fail, Message: err.Error(), Action: action}}
+	}
+	cfg, err := loadConfig(getenv, needs{})
+	if err != nil {
+		return fail(err, "fix the variable it names, then run doctor --reconcile again")
+	}
+	if cfg.ContributorToken.IsZero() {
+		return fail(errors.New("EXT_CONTRIBUTOR_TOKEN is not set"),
+			"set EXT_CONTRIBUTOR_TOKEN (an API token of a member of contributor EXT_CONTRIBUTOR_ID) to compare with the platform")
+	}
+	cfg, store, err := openMigratedStore(ctx, getenv, needs{}, stderr)
+	if err != nil {
+		return fail(err, "fix the database first (see the database check above)")
+	}
+	defer store.Close()
+	logger := newLogger(stderr, max(cfg.LogLevel, slog.LevelWarn))
+	client, err := mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger})
+	if err != nil {
+		return fail(err, "fix EXT_MSTUDIO_API_URL")
+	}
+	rec, err := newReconciler(cfg, store, client, logger, nil)
+	if err != nil {
+		return fail(err, "fix the variable it names")
+	}
+	rep, err := rec.Reconcile(ctx)
+	if err != nil {
+		return fail(reconcileError(err), "fix what it names, then run doctor --reconcile again")
+	}
+	if len(rep.Findings) == 0 {
+		return []doctor.Finding{{Check: check, Level: doctor.OK,
+			Message: fmt.Sprintf("the platform's %d instances and our %d agree; no halted or failed webhook execution", rep.PlatformInstances, rep.OurInstances)}}
+	}
+	out := make([]doctor.Finding, 0, len(rep.Findings))
+	for _, f := range rep.Findings {
+		out = append(out, doctor.Finding{Check: check, Level: doctor.Fail,
+			Message: fmt.Sprintf("%s: instance %s: %s", f.Kind, f.InstanceID, f.Detail),
+			Action:  strings.ReplaceAll(f.Kind.Advice(), "ID", f.InstanceID)})
+	}
+	return out
 }

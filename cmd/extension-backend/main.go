@@ -80,7 +80,9 @@ EXT_OAUTH_CLIENT_SECRET, EXT_TRUSTED_PROXIES, EXT_SESSION_IDLE, EXT_SESSION_ABSO
 EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_SMTP_URL and EXT_MAIL_FROM (e-mail),
 EXT_OIDC_PROVIDERS_FILE (a JSON file of the operator's OpenID Connect providers for its
 own staff, offered on every instance's login page; they let in only invited people unless
-the file says auto_provision for named domains); every secret (database URL, keys,
+the file says auto_provision for named domains), EXT_OPS_ADDR (the ops console and a
+second /metrics on their own address; off when unset; put it behind your own access
+control); every secret (database URL, keys,
 extension and OAuth secrets, SMTP URL, contributor token) may come from a file named by NAME_FILE instead`,
 		run: runServe, flags: true},
 	{name: "migrate", forms: []string{"up|status"}, about: "apply or list database migrations",
@@ -106,7 +108,7 @@ extension and OAuth secrets, SMTP URL, contributor token) may come from a file n
 		env: "EXT_ENCRYPTION_KEYS (required: the new key first, then every key in use), EXT_DATABASE_URL, EXT_LOG_LEVEL",
 		run: runRekey},
 	{name: "dev", forms: []string{`[--addr A] [--sim-addr A] [--data DIR] [--secret-delay D] [--retry-base D] [--retry-cap D]
-      [--webhook-timeout D] [--token-ttl D]`},
+      [--webhook-timeout D] [--token-ttl D] [--ops-addr A]`},
 		about: "backend plus the platform simulator on loopback",
 		env: `EXT_DATABASE_URL (default: in the data folder), EXT_ENCRYPTION_KEYS (default: generated into
 the data folder), EXT_PUBLIC_URL, EXT_EXTENSION_ID and EXT_CONTRIBUTOR_ID (first run; then kept
@@ -124,16 +126,16 @@ EXT_CONTRIBUTOR_TOKEN, which are dev's own (a set EXT_CONTRIBUTOR_TOKEN becomes 
 		about: "sign a lifecycle webhook with the simulator key and send it, or print its signature headers for curl",
 		env:   "EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID (meta of the payload; default: the dev setup's)",
 		run:   runWebhook, flags: true, subs: []string{"send", "sign"}},
-	{name: "doctor", forms: []string{"[--probe URL [--probe-only] [--key-file F] [--extension-id ID]] [--json]"},
+	{name: "doctor", forms: []string{"[--probe URL [--probe-only] [--key-file F] [--extension-id ID]] [--reconcile] [--json]"},
 		about: "check the configuration, database and platform offline and, with --probe, a running endpoint from outside; exit 1 on a failure",
 		env: `EXT_DATABASE_URL, EXT_ENCRYPTION_KEYS, EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID,
 EXT_PUBLIC_URL, EXT_MSTUDIO_API_URL, EXT_SMTP_URL and EXT_MAIL_FROM, EXT_OIDC_PROVIDERS_FILE:
 the configuration as serve reads it, with serve's others (EXT_ADDR, EXT_EXTENSION_SECRET,
 EXT_OAUTH_CLIENT_SECRET, EXT_TRUSTED_PROXIES, EXT_SESSION_IDLE, EXT_SESSION_ABSOLUTE,
-EXT_DEFAULT_ROLE, EXT_LOG_LEVEL); with --probe, EXT_MSTUDIO_API_URL, EXT_EXTENSION_ID and
+EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_OPS_ADDR); with --probe, EXT_MSTUDIO_API_URL, EXT_EXTENSION_ID and
 EXT_CONTRIBUTOR_ID name the platform and extension the endpoint should serve, and
 EXT_CONTRIBUTOR_TOKEN (secret, or EXT_CONTRIBUTOR_TOKEN_FILE: a contributor member's API
-token) has the platform run a dry run`,
+token) has the platform run a dry run; --reconcile needs EXT_CONTRIBUTOR_TOKEN too`,
 		run: runDoctor, flags: true},
 	{name: "bench", forms: []string{"webhooks --to URL [--duration 10s] [--concurrency 32] [--instances 1000]"},
 		about: "load-test a backend with signed deliveries",

@@ -55,6 +55,18 @@ func TestReconcileCommand(t *testing.T) {
 		t.Errorf("reconcile printed:\n%s\nwant one lost_install line for %s with what to do", stdout, lost)
 	}
 
+	// doctor --reconcile reports the same finding as a failure, with what to do.
+	stdout, stderr, err = runCmd(vars, "doctor", "--reconcile")
+	if !errors.Is(err, errDoctorFailed) || !strings.Contains(stdout, "fail  reconcile: lost_install: instance "+lost) ||
+		strings.Contains(stdout, p.Sim.ContributorToken()) {
+		t.Errorf("doctor --reconcile: %v\n%s\n%s", err, stdout, stderr)
+	}
+	delete(vars, "EXT_CONTRIBUTOR_TOKEN")
+	if stdout, _, err := runCmd(vars, "doctor", "--reconcile"); !errors.Is(err, errDoctorFailed) || !strings.Contains(stdout, "EXT_CONTRIBUTOR_TOKEN is not set") {
+		t.Errorf("doctor --reconcile without a token: %v\n%s", err, stdout)
+	}
+	vars["EXT_CONTRIBUTOR_TOKEN"] = p.Sim.ContributorToken()
+
 	// An update our endpoint refused until the platform halted the instance's webhooks;
 	// --resume resumes it, with one request, and the update then reaches us.
 	halted := install(t, base, p, uuid.NewString()).ID

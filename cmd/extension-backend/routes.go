@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/http"
+
 	"github.com/extension-backend/extension-backend/atrek"
 	"github.com/extension-backend/extension-backend/frontend"
 	"github.com/extension-backend/extension-backend/httpfront"
@@ -85,4 +87,22 @@ func routes(f *httpfront.Front, h handlers) {
 	e.POST("/reset/:token", p.UseReset, p.SameOrigin())
 	e.POST("/logout", p.Logout, p.SameOrigin())
 	e.GET("/signed-out", p.SignedOut)
+}
+
+// opsRoutes is the route table of the ops console's listener (EXT_OPS_ADDR), beside the
+// front's /healthz, /readyz and /metrics. Its only changes are behind a same-origin check:
+// resume (ours) and retrying a job (River's UI, whose other changes are refused).
+func opsRoutes(f *httpfront.Front, c *frontend.Console, jobsUI http.Handler) {
+	e := f.Echo
+	e.GET(frontend.StaticPrefix+"*", c.Static)
+	e.GET("/", c.ConsoleHome)
+	e.GET("/instances", c.ConsoleInstances)
+	e.GET("/instances/:instanceId", c.ConsoleInstance)
+	e.GET("/reconcile", c.ConsoleReconcile)
+	e.POST("/reconcile/resume", c.ConsoleResume, c.ConsoleSameOrigin())
+	e.GET("/doctor", c.ConsoleDoctor)
+	if jobsUI != nil {
+		e.Any(opsJobsPath, c.ConsoleJobs(jobsUI))
+		e.Any(opsJobsPath+"/*", c.ConsoleJobs(jobsUI))
+	}
 }

@@ -79,6 +79,9 @@ func serveBackendWith(ctx context.Context, cfg *Config, logger *slog.Logger, mig
 	}
 	defer b.close(logger)
 	go prune(ctx, b.store, logger)
+	if cfg.OpsAddr != "" {
+		return serveWithOps(ctx, cfg, logger, b, ln, timeouts)
+	}
 	return serveHTTPWith(ctx, ln, b.front, logger, timeouts)
 }
 
@@ -140,13 +143,13 @@ func startBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	if b.client, err = mstudio.New(cfg.MStudioAPIURL, mstudio.Options{Logger: logger, Registerer: reg}); err != nil {
 		return nil, err
 	}
-	b.broker = mstudio.NewBroker(store, b.client, mstudio.BrokerOptions{Logger: logger})
+	b.broker = mstudio.NewBroker(store, b.client, mstudio.BrokerOptions{Logger: logger, Registerer: reg})
 	if b.reconciler, err = newReconciler(cfg, store, b.client, logger, reg); err != nil {
 		return nil, err
 	}
 	jc := jobs.Config{
 		Store: store, DatabaseURL: cfg.DatabaseURL.Reveal(), Tokens: b.broker, Client: b.client,
-		Workers: workers, Logger: logger, Mail: mailConfig(cfg),
+		Workers: workers, Logger: logger, Mail: mailConfig(cfg), Registerer: reg,
 	}
 	if b.reconciler != nil {
 		// A nil *Reconciler in the interface would look configured.
@@ -215,6 +218,12 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, logger *slo
 
 // serveHTTPWith is serveHTTP with the connections' timeouts given.
 func serveHTTPWith(ctx context.Context, ln net.Listener, h http.Handler, logger *slog.Logger, timeouts connTimeouts) error {
+	return serveHTTPAs(ctx, "listening", ln, h, logger, timeouts)
+}
+
+// serveHTTPAs is serveHTTPWith that logs its start as msg: a second listener (the ops
+// console's) must not be taken for the backend's by whoever reads the log.
+func serveHTTPAs(ctx context.Context, msg string, ln net.Listener, h http.Handler, logger *slog.Logger, timeouts connTimeouts) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: timeouts.readHeader,
@@ -227,7 +236,7 @@ func serveHTTPWith(ctx context.Context, ln net.Listener, h http.Handler, logger 
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	logger.Info("listening", "addr", ln.Addr().String())
+	logger.Info(msg, "addr", ln.Addr().String())
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)

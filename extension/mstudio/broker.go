@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -55,6 +56,7 @@ type Broker struct {
 	now           func() time.Time
 	logger        *slog.Logger
 	flights       singleflight.Group
+	mints         *prometheus.CounterVec // nil without a registry
 
 	mu      sync.RWMutex
 	entries map[string]*tokenEntry // instance id → its cached token
@@ -70,6 +72,8 @@ type BrokerOptions struct {
 	Grace  time.Duration
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Registerer receives extension_token_mints_total; nil: not counted.
+	Registerer prometheus.Registerer
 }
 
 // tokenEntry is the cache slot of one instance. The hot path reads cur without a lock;
@@ -92,7 +96,7 @@ func NewBroker(store *extension.Store, client *Client, opts BrokerOptions) *Brok
 	b := &Broker{
 		store: store, client: client, owner: opts.Owner,
 		leaseTTL: opts.LeaseTTL, grace: opts.Grace, now: opts.Now, logger: opts.Logger,
-		entries: map[string]*tokenEntry{},
+		entries: map[string]*tokenEntry{}, mints: newMintCounter(opts.Registerer),
 	}
 	if b.owner == "" {
 		var r [12]byte
@@ -320,6 +324,9 @@ func (b *Broker) fetch(ctx context.Context, id string) (InstanceToken, error) {
 			b.release(id)
 			if instanceUnusable(err) {
 				b.drop(id)
+			} else {
+				kind, status := mintFailureKind(err)
+				b.mintFailed(id, kind, status)
 			}
 			return InstanceToken{}, fmt.Errorf("instance token of %s: %w", id, err)
 		}
@@ -329,9 +336,11 @@ func (b *Broker) fetch(ctx context.Context, id string) (InstanceToken, error) {
 		now = b.now()
 		if !tok.Expiry.After(now) {
 			b.release(id)
+			b.mintFailed(id, MintExpiredOnReply, 0)
 			return InstanceToken{}, fmt.Errorf("instance token of %s: the platform sent a token that expired at %s, before our clock's %s",
 				id, tok.Expiry.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 		}
+		b.minted(id)
 		stored, err := b.store.PutSharedToken(ctx, id, b.owner, tok.Token, tok.Expiry)
 		if err != nil {
 			// The token is good; only sharing it failed. The other replicas mint their own

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/extension-backend/extension-backend/doctor"
+	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
+	"github.com/extension-backend/extension-backend/frontend"
+	"github.com/extension-backend/extension-backend/httpfront"
+	"github.com/extension-backend/extension-backend/jobs"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+)
+
+// opsJobsPath is where the ops console serves River's UI.
+const opsJobsPath = "/jobs"
+
+// opsRequestMetric is the ops listener's request histogram: it shares the backend's
+// registry, so it needs a name of its own.
+const opsRequestMetric = "extension_ops_http_request_duration_seconds"
+
+// serveWithOps serves the backend on ln and the ops console on EXT_OPS_ADDR until ctx
+// ends; either failing stops both.
+func serveWithOps(ctx context.Context, cfg *Config, logger *slog.Logger, b *backend, ln net.Listener, timeouts connTimeouts) error {
+	opsLn, err := net.Listen("tcp", cfg.OpsAddr)
+	if err != nil {
+		return fmt.Errorf("EXT_OPS_ADDR: listen on %s: %w", cfg.OpsAddr, err)
+	}
+	defer opsLn.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	opsLogger := logger.With("listener", "ops")
+	ops, err := newOps(gctx, cfg, opsLogger, b.front.Registry, b.store, b.jobs, opsSources(cfg, b))
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return serveHTTPWith(gctx, ln, b.front, logger, timeouts) })
+	g.Go(func() error { return serveHTTPAs(gctx, "ops console listening", opsLn, ops, opsLogger, timeouts) })
+	return g.Wait()
+}
+
+// opsSources are the console's doctor and reconcile sections: doctor's offline checks
+// run on serve's own store and client when the page loads; reconcile's stored findings
+// and its resume action when EXT_CONTRIBUTOR_TOKEN is set (else that section shows as
+// not configured).
+func opsSources(cfg *Config, b *backend) frontend.ConsoleConfig {
+	cc := frontend.ConsoleConfig{
+		Doctor: func(ctx context.Context) []frontend.DoctorFinding {
+			found := doctor.Run(ctx, doctorOffline(cfg, b.store, b.client).Checks())
+			out := make([]frontend.DoctorFinding, 0, len(found))
+			for _, f := range found {
+				out = append(out, frontend.DoctorFinding{Check: f.Check, Status: string(f.Level), Detail: f.Message, Fix: f.Action})
+			}
+			return out
+		},
+	}
+	if b.reconciler != nil {
+		cc.Reconcile = opsReconcile{store: b.store, rec: b.reconciler}
+	}
+	return cc
+}
+
+// opsReconcile shows the findings every replica's reconciliation stored, and resumes
+// through this replica's reconciler.
+type opsReconcile struct {
+	store *extension.Store
+	rec   *mstudio.Reconciler
+}
+
+func (o opsReconcile) Findings(ctx context.Context) ([]frontend.ReconcileFinding, error) {
+	found, err := o.store.ReconcileFindings(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]frontend.ReconcileFinding, 0, len(found))
+	for _, f := range found {
+		out = append(out, frontend.ReconcileFinding{Kind: string(f.Kind), InstanceID: f.InstanceID,
+			Detail: f.Detail, FoundAt: f.FirstSeen, Resumable: f.Kind == extension.FindingHalted})
+	}
+	return out, nil
+}
+
+func (o opsReconcile) Resume(ctx context.Context, instanceID string) error {
+	return o.rec.Resume(ctx, instanceID)
+}
+
+// newOps builds the ops console's front: its pages on frontend's engine with sources'
+// doctor and reconcile, River's UI under /jobs when jb is set, and /metrics, /healthz and
+// /readyz of the backend's registry and store. River's UI counts jobs in the background
+// until ctx ends.
+func newOps(ctx context.Context, cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store,
+	jb *jobs.Jobs, sources frontend.ConsoleConfig) (*httpfront.Front, error) {
+	pages, err := frontend.New(frontend.Config{Store: store, PublicURL: cfg.PublicURL, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	front := httpfront.New(httpfront.Options{
+		Logger: logger, Registry: reg, TrustedProxies: cfg.TrustedProxies, Pages: pages,
+		Ready: store.Ping, RequestMetric: opsRequestMetric,
+	})
+	cc := frontend.ConsoleConfig{Doctor: sources.Doctor, Reconcile: sources.Reconcile}
+	var jobsUI http.Handler // an interface left nil: no UI, not a nil *jobs.UI
+	if jb != nil {
+		cc.Jobs = jb
+		ui, err := jb.NewUI(opsJobsPath, logger)
+		if err != nil {
+			return nil, fmt.Errorf("ops console: jobs: %w", err)
+		}
+		if err := ui.Start(ctx); err != nil {
+			return nil, fmt.Errorf("ops console: jobs: %w", err)
+		}
+		cc.JobsUI, jobsUI = opsJobsPath, ui
+	}
+	opsRoutes(front, pages.Console(cc), jobsUI)
+	return front, nil
+}
