@@ -13,6 +13,7 @@ import (
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
 	"github.com/extension-backend/extension-backend/frontend"
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 )
 
@@ -157,6 +158,35 @@ func TestSessionOfAnotherInstanceRefused(t *testing.T) {
 	}
 	if !strings.Contains(e.Logs.String(), "session of another instance") {
 		t.Error("the refusal was not logged")
+	}
+}
+
+// A request may carry any number of made-up session cookies, and each costs a query: at
+// most 32 are looked at. A logout of every session clears no more than that, and the app
+// index still answers with a page.
+func TestSessionCookiesBounded(t *testing.T) {
+	e := newPagesEnv(t, extension.SQLite)
+	var cookies []string
+	for range 200 {
+		cookies = append(cookies, "ext_s_"+strings.ReplaceAll(uuid.NewString(), "-", "")+"="+uuid.NewString())
+	}
+	header := http.Header{"Origin": {apptest.PublicURL}, "Cookie": {strings.Join(cookies, "; ")}, "Accept": {"text/html"}}
+	resp, body := e.do(t, apptest.Browser(t), http.MethodPost, "/logout", header, url.Values{})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("logout with 200 session cookies: %d\n%s", resp.StatusCode, body)
+	}
+	cleared := 0
+	for _, ck := range resp.Cookies() {
+		if strings.HasPrefix(ck.Name, "ext_s_") && ck.MaxAge < 0 {
+			cleared++
+		}
+	}
+	if cleared != 32 {
+		t.Errorf("logout cleared %d session cookies, want the first 32", cleared)
+	}
+	resp, body = e.do(t, apptest.Browser(t), http.MethodGet, "/app", header, nil)
+	if resp.StatusCode >= http.StatusInternalServerError || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("/app with 200 session cookies: %d %q\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
 }
 

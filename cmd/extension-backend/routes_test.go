@@ -55,6 +55,24 @@ func fetch(t *testing.T, b *http.Client, method, u string, header http.Header) (
 func TestEveryPageSameHeaders(t *testing.T) {
 	app, base, in := routedApp(t)
 	ada := app.User(t, "Ada Admin")
+	app.Install(t, mstudiotest.InstanceSpec{}) // a second instance of Ada's: the OAuth sign-in asks which
+	wantHeaders := func(t *testing.T, path, lang string, resp *http.Response, body string) {
+		t.Helper()
+		for k, v := range frontend.SecurityHeaders {
+			if got := resp.Header.Get(k); got != v {
+				t.Errorf("%s: %s = %q, want %q", path, k, got, v)
+			}
+		}
+		if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+			t.Errorf("%s: Content-Type %q, want a page", path, resp.Header.Get("Content-Type"))
+		}
+		if !strings.Contains(body, `<html lang="`+lang+`">`) {
+			t.Errorf("%s: page not marked %s", path, lang)
+		}
+		if css := regexp.MustCompile(`href="(/static/style\.[0-9a-f]+\.css)"`).FindStringSubmatch(body); css == nil {
+			t.Errorf("%s: no stylesheet link", path)
+		}
+	}
 	for _, lang := range []struct {
 		accept, code, notFound string
 	}{{"en-GB,en;q=0.8", "en", "Page not found"}, {"de-DE,de;q=0.9,en;q=0.5", "de", "Seite nicht gefunden"}} {
@@ -105,20 +123,7 @@ func TestEveryPageSameHeaders(t *testing.T) {
 				if p.status == http.StatusSeeOther {
 					continue
 				}
-				for k, v := range frontend.SecurityHeaders {
-					if got := resp.Header.Get(k); got != v {
-						t.Errorf("%s: %s = %q, want %q", p.path, k, got, v)
-					}
-				}
-				if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
-					t.Errorf("%s: Content-Type %q, want a page", p.path, resp.Header.Get("Content-Type"))
-				}
-				if !strings.Contains(body, `<html lang="`+lang.code+`">`) {
-					t.Errorf("%s: page not marked %s", p.path, lang.code)
-				}
-				if css := regexp.MustCompile(`href="(/static/style\.[0-9a-f]+\.css)"`).FindStringSubmatch(body); css == nil {
-					t.Errorf("%s: no stylesheet link", p.path)
-				}
+				wantHeaders(t, p.path, lang.code, resp, body)
 				if strings.Contains(body, in.ID) && !strings.HasPrefix(p.path, atrek.AppPath(in.ID)) && !isLinkPage(p.path) {
 					t.Errorf("%s: the page shows an instance id", p.path)
 				}
@@ -131,6 +136,30 @@ func TestEveryPageSameHeaders(t *testing.T) {
 			if !strings.Contains(body, lang.notFound) {
 				t.Errorf("404 page lacks %q:\n%s", lang.notFound, body)
 			}
+
+			// The pages of a browser that is not signed in: an instance's sign-in page, and
+			// the OAuth sign-in's chooser between Ada's two instances.
+			fresh := apptest.Browser(t)
+			resp, body := fetch(t, fresh, http.MethodGet, base+atrek.AppPath(in.ID)+"/login", hdr)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("sign-in page: %d\n%s", resp.StatusCode, body)
+			}
+			wantHeaders(t, "sign-in page", lang.code, resp, body)
+			resp, _ = fetch(t, fresh, http.MethodGet, base+"/login/mstudio", hdr)
+			authorize := resp.Header.Get("Location")
+			if resp.StatusCode != http.StatusSeeOther || authorize == "" {
+				t.Fatalf("/login/mstudio: %d to %q, want 303 to the platform", resp.StatusCode, authorize)
+			}
+			resp, _ = fetch(t, fresh, http.MethodGet, authorize+"&user_id="+url.QueryEscape(ada.ID), nil)
+			callback := resp.Header.Get("Location")
+			if !strings.HasPrefix(callback, apptest.PublicURL+"/login/mstudio/callback?") {
+				t.Fatalf("the platform's authorize: %d to %q, want our callback", resp.StatusCode, callback)
+			}
+			resp, body = fetch(t, fresh, http.MethodGet, base+strings.TrimPrefix(callback, apptest.PublicURL), hdr)
+			if resp.StatusCode != http.StatusOK || !strings.Contains(body, "/login/mstudio/choose?instance="+in.ID) {
+				t.Fatalf("OAuth callback: %d, want the chooser\n%s", resp.StatusCode, body)
+			}
+			wantHeaders(t, "OAuth chooser", lang.code, resp, body)
 		})
 	}
 }
