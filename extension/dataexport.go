@@ -183,3 +183,10 @@ func exportValue(v any, isJSON bool) any {
 	}
 	return v
 }
+
+// AuditDataExported is the audit kind of an owner's download of the instance's data.
+const AuditDataExported = "data.exported"
+
+// CanExportData reports whether a role may download the instance's data: owners only, as
+// the export holds every member's e-mail address and the whole audit log.
+func CanExportData(role string) bool { return role == RoleOwner }

@@ -38,6 +38,9 @@ type Config struct {
 	// operator's OpenID Connect providers for its own staff, on every instance's login page.
 	OIDCProvidersFile string
 	OperatorProviders []extension.OperatorProvider
+	// RetentionAfterRemoval is EXT_RETENTION_AFTER_REMOVAL: how long a removed instance's
+	// data is kept for a re-install before serve erases it (0: at the next clean-up).
+	RetentionAfterRemoval time.Duration
 
 	// devSimulator is set by dev, never from the environment: MStudioAPIURL is dev's
 	// simulator, and the database is marked as holding its instances (checkPlatform).
@@ -88,6 +91,7 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	cfg.LogLevel = r.logLevel("EXT_LOG_LEVEL", "info")
 	cfg.SMTP, cfg.MailFrom = r.mail("EXT_SMTP_URL", "EXT_MAIL_FROM")
 	cfg.OIDCProvidersFile, cfg.OperatorProviders = r.oidcProviders("EXT_OIDC_PROVIDERS_FILE")
+	cfg.RetentionAfterRemoval = r.retention("EXT_RETENTION_AFTER_REMOVAL")
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -132,6 +136,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("mail_from", c.MailFrom),
 		slog.String("oidc_providers_file", c.OIDCProvidersFile),
 		slog.Int("oidc_operator_providers", len(c.OperatorProviders)),
+		slog.String("retention_after_removal", c.RetentionAfterRemoval.String()),
 	)
 }
 

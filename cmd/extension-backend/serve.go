@@ -79,6 +79,7 @@ func serveBackendWith(ctx context.Context, cfg *Config, logger *slog.Logger, mig
 	}
 	defer b.close(logger)
 	go prune(ctx, b.store, logger)
+	go eraseRemoved(ctx, b.store, logger, cfg.RetentionAfterRemoval)
 	return serveHTTPWith(ctx, ln, b.front, logger, timeouts)
 }
 
