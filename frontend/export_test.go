@@ -23,10 +23,14 @@ func TestExportDownload(t *testing.T) {
 	other := env.Install(t, mstudiotest.InstanceSpec{})
 	env.signIn(t, apptest.Browser(t), other, env.User(t, "Otto Outsider"))
 
-	for lang, want := range map[string]string{"en": "Download data (JSON)", "de": "Daten herunterladen (JSON)"} {
+	for lang, want := range map[string][2]string{"en": {"Download data (JSON)", "keep this data for 30 days"},
+		"de": {"Daten herunterladen (JSON)", "noch 30 Tage auf"}} {
 		resp, body := env.do(t, env.ada, http.MethodGet, frontend.SignInSettingsPath(env.in.ID)+"?lang="+lang, nil, nil)
-		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `href="/app/`+env.in.ID+`/export" download>`+want) {
-			t.Errorf("settings page (%s): %d, no download link %q", lang, resp.StatusCode, want)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `href="/app/`+env.in.ID+`/export" download>`+want[0]) {
+			t.Errorf("settings page (%s): %d, no download link %q", lang, resp.StatusCode, want[0])
+		}
+		if !strings.Contains(body, want[1]) {
+			t.Errorf("settings page (%s) does not say how long the data is kept after a removal (%q)", lang, want[1])
 		}
 	}
 
