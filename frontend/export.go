@@ -41,7 +41,7 @@ func (f *Frontend) ExportData(c echo.Context) error {
 	h := c.Response().Header()
 	h.Set(echo.HeaderContentDisposition, `attachment; filename="`+exportFileName(s.Instance.ID, doc)+`"`)
 	h.Set(echo.HeaderCacheControl, "no-store")
-	return c.Blob(http.StatusOK, echo.MIMEApplicationJSONCharsetUTF8, body.Bytes())
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, body.Bytes())
 }
 
 // exportFileName names the downloaded file after the instance and the time, in letters,
