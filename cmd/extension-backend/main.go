@@ -79,7 +79,9 @@ EXT_OAUTH_CLIENT_SECRET, EXT_TRUSTED_PROXIES, EXT_SESSION_IDLE, EXT_SESSION_ABSO
 EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_SMTP_URL and EXT_MAIL_FROM (e-mail),
 EXT_OIDC_PROVIDERS_FILE (a JSON file of the operator's OpenID Connect providers for its
 own staff, offered on every instance's login page; they let in only invited people unless
-the file says auto_provision for named domains); every secret (database URL, keys,
+the file says auto_provision for named domains), EXT_RETENTION_AFTER_REMOVAL (how long a
+removed instance's data is kept for a re-install before it is erased: 30d, 720h, or 0);
+every secret (database URL, keys,
 extension and OAuth secrets, SMTP URL) may come from a file named by NAME_FILE instead`,
 		run: runServe, flags: true},
 	{name: "migrate", forms: []string{"up|status"}, about: "apply or list database migrations",
