@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -44,17 +46,11 @@ var keptTables = map[string]string{
 }
 
 // ErasedTables lists the tables EraseRemovedInstance deletes an instance's rows from.
-func ErasedTables() []string { return append([]string(nil), erasedTables...) }
+func ErasedTables() []string { return slices.Clone(erasedTables) }
 
 // KeptTables lists the tables with an instance column whose rows erasure leaves, each with
 // the reason.
-func KeptTables() map[string]string {
-	out := make(map[string]string, len(keptTables))
-	for k, v := range keptTables {
-		out[k] = v
-	}
-	return out
-}
+func KeptTables() map[string]string { return maps.Clone(keptTables) }
 
 // Erasure is what EraseRemovedInstance deleted of one instance: rows per table, never a
 // value of them.
