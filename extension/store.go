@@ -2,7 +2,8 @@
 // instances and their sealed secrets, the journal of lifecycle deliveries, the accounts of
 // an instance (platform users and local users) with their roles, sessions, invitations,
 // password resets and lock-out, the instances' sign-in settings and audit log, the hashing
-// of local users' passwords, and the Store that keeps all of it in SQLite or PostgreSQL
+// of local users' passwords, the export of an instance's data and its erasure after a
+// removal's grace period, and the Store that keeps all of it in SQLite or PostgreSQL
 // through GORM. Callers see this package's sentinel errors, never GORM's.
 package extension
 

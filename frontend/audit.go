@@ -35,7 +35,7 @@ var auditKinds = []string{
 	extension.AuditSessionsEnded,
 	extension.AuditInvitationCreated, extension.AuditInvitationReissued, extension.AuditInvitationRevoked, extension.AuditInvitationAccepted,
 	extension.AuditRoleChanged, extension.AuditAccountRemoved, extension.AuditOwnershipTransferred, extension.AuditOwnershipReclaimed,
-	extension.AuditSettingsChanged,
+	extension.AuditSettingsChanged, extension.AuditDataExported,
 	extension.AuditSignInRefused, extension.AuditIdentityLinked, extension.AuditIdentityUnlinked, extension.AuditAccountProvisioned,
 	extension.AuditRoleDerived, extension.AuditOIDCProviderAdded, extension.AuditOIDCProviderChanged, extension.AuditOIDCProviderDeleted,
 	auditActionStarted, auditActionEnded,
@@ -286,6 +286,8 @@ func describeAudit(cat catalog, ev extension.AuditEvent) auditLine {
 		if e := d["enabled"]; e == "true" || e == "false" {
 			fact("audit.fact.enabled", cat.text("audit.fact.enabled."+e))
 		}
+	case extension.AuditDataExported:
+		what("audit.what." + ev.Kind)
 	case extension.AuditSettingsChanged:
 		what("audit.what." + ev.Kind)
 		settingsFacts(cat, d, fact, role)

@@ -48,6 +48,10 @@ type Config struct {
 	// OIDCAllowLocal admits providers on loopback and private addresses (http on
 	// loopback); nil: only when PublicURL is itself on loopback (development, tests).
 	OIDCAllowLocal *bool
+	// RetentionAfterRemoval (EXT_RETENTION_AFTER_REMOVAL) is how long a removed
+	// instance's data is kept, as the data card of the settings page tells owners; nil:
+	// extension.DefaultRetentionAfterRemoval.
+	RetentionAfterRemoval *time.Duration
 	// Now is the clock ID tokens are checked against; nil: the wall clock.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -76,6 +80,7 @@ type Frontend struct {
 	oidcLocal   bool // providers may be on loopback and private addresses
 	providers   *oidcProviders
 	now         func() time.Time
+	retention   time.Duration // RetentionAfterRemoval
 }
 
 // New checks cfg and parses every page.
@@ -115,6 +120,10 @@ func New(cfg Config) (*Frontend, error) {
 	if now == nil {
 		now = time.Now
 	}
+	retention := extension.DefaultRetentionAfterRemoval
+	if cfg.RetentionAfterRemoval != nil {
+		retention = *cfg.RetentionAfterRemoval
+	}
 	hasher := cfg.Hasher
 	if hasher == nil {
 		hasher = extension.NewPasswordHasher(extension.PasswordOWASP, 0, -1)
@@ -144,5 +153,6 @@ func New(cfg Config) (*Frontend, error) {
 		oidcLocal:   allowLocal,
 		providers:   &oidcProviders{byIssue: map[string]cachedProvider{}},
 		now:         now,
+		retention:   retention,
 	}, nil
 }

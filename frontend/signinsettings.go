@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/labstack/echo/v4"
@@ -46,6 +47,9 @@ type settingsView struct {
 	// ProviderDone confirms a provider disabled, enabled or deleted.
 	ProviderSaved *extension.OIDCProvider
 	ProviderDone  string
+	// RetentionDays is how many whole days a removed instance's data is kept (the data
+	// card says so); 0 for less than two.
+	RetentionDays int
 }
 
 // settingsForm is the settings form's input.
@@ -126,6 +130,9 @@ func (f *Frontend) renderSettings(c echo.Context, status int, v settingsView, st
 	ctx := c.Request().Context()
 	s, _ := SignedInFrom(ctx)
 	v.Tabs = tabsFor(s, tabSettings)
+	if days := int(f.retention / (24 * time.Hour)); days >= 2 {
+		v.RetentionDays = days
+	}
 	v.Roles = []string{extension.RoleMember, extension.RoleAdmin}
 	if f.effectiveRole(stored) == extension.RoleOwner {
 		v.Roles = append(v.Roles, extension.RoleOwner)

@@ -65,6 +65,7 @@ var accessRows = []struct {
 	{"POST", "/app/:instanceId/account/sessions/end", anyRole, ""},
 	{"POST", "/app/:instanceId/account/sessions/end-others", anyRole, ""},
 	{"GET", "/app/:instanceId/audit", adminRole, ""},
+	{"GET", "/app/:instanceId/export", ownerRole, ""},
 	{"GET", "/app/:instanceId/settings/sign-in", ownerRole, ""},
 	{"POST", "/app/:instanceId/settings/sign-in", ownerRole, ""},
 	{"GET", "/app/:instanceId/login/forgot", public, ""},

@@ -44,6 +44,9 @@ type Config struct {
 	// OpsAddr (EXT_OPS_ADDR) is the listen address of the ops console and a second
 	// /metrics; "": off.
 	OpsAddr string
+	// RetentionAfterRemoval is EXT_RETENTION_AFTER_REMOVAL: how long a removed instance's
+	// data is kept for a re-install before serve erases it (0: at the next clean-up).
+	RetentionAfterRemoval time.Duration
 
 	// devSimulator is set by dev, never from the environment: MStudioAPIURL is dev's
 	// simulator, and the database is marked as holding its instances (checkPlatform).
@@ -99,6 +102,7 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	cfg.OIDCProvidersFile, cfg.OperatorProviders = r.oidcProviders("EXT_OIDC_PROVIDERS_FILE")
 	cfg.OpsAddr = r.listenAddr("EXT_OPS_ADDR")
 	r.check("EXT_OPS_ADDR", cfg.OpsAddr == "" || cfg.OpsAddr != cfg.Addr, "the same as EXT_ADDR: give the console an address of its own")
+	cfg.RetentionAfterRemoval = r.retention("EXT_RETENTION_AFTER_REMOVAL")
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -145,6 +149,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("oidc_providers_file", c.OIDCProvidersFile),
 		slog.Int("oidc_operator_providers", len(c.OperatorProviders)),
 		slog.String("ops_addr", c.OpsAddr),
+		slog.String("retention_after_removal", c.RetentionAfterRemoval.String()),
 	)
 }
 

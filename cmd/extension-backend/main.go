@@ -82,7 +82,9 @@ EXT_OIDC_PROVIDERS_FILE (a JSON file of the operator's OpenID Connect providers 
 own staff, offered on every instance's login page; they let in only invited people unless
 the file says auto_provision for named domains), EXT_OPS_ADDR (the ops console and a
 second /metrics on their own address; off when unset; put it behind your own access
-control); every secret (database URL, keys,
+control), EXT_RETENTION_AFTER_REMOVAL (how long a
+removed instance's data is kept for a re-install before it is erased: 30d, 720h, or 0);
+every secret (database URL, keys,
 extension and OAuth secrets, SMTP URL, contributor token) may come from a file named by NAME_FILE instead`,
 		run: runServe, flags: true},
 	{name: "migrate", forms: []string{"up|status"}, about: "apply or list database migrations",

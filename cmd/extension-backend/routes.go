@@ -62,6 +62,7 @@ func routes(f *httpfront.Front, h handlers) {
 	e.GET("/app/:instanceId/account/identities/connect/:providerId", p.ConnectOIDC, p.RequireSession())
 	e.POST("/app/:instanceId/account/identities/:identityId/remove", p.DisconnectIdentity, p.SameOrigin(), p.RequireSession())
 	e.GET("/app/:instanceId/audit", p.Audit, p.RequireSession())
+	e.GET("/app/:instanceId/export", p.ExportData, p.RequireSession())
 	e.GET("/app/:instanceId/settings/sign-in", p.SignInSettings, p.RequireSession())
 	e.POST("/app/:instanceId/settings/sign-in", p.SaveSignInSettings, p.SameOrigin(), p.RequireSession())
 	e.POST("/app/:instanceId/settings/sign-in/providers", p.AddProvider, p.SameOrigin(), p.RequireSession())

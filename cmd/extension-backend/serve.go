@@ -79,6 +79,7 @@ func serveBackendWith(ctx context.Context, cfg *Config, logger *slog.Logger, mig
 	}
 	defer b.close(logger)
 	go prune(ctx, b.store, logger)
+	go eraseRemoved(ctx, b.store, logger, cfg.RetentionAfterRemoval)
 	if cfg.OpsAddr != "" {
 		return serveWithOps(ctx, cfg, logger, b, ln, timeouts)
 	}
@@ -350,7 +351,8 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 func newHTTP(ctx context.Context, cfg *Config, logger *slog.Logger, reg *prometheus.Registry, store *extension.Store, client *mstudio.Client,
 	applied func(context.Context, extension.LifecycleEvent), jb *jobs.Jobs) (*httpfront.Front, error) {
 	fc := frontend.Config{Store: store, PublicURL: cfg.PublicURL,
-		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, DefaultRole: cfg.DefaultRole, Logger: logger}
+		SessionIdle: cfg.SessionIdle, SessionAbsolute: cfg.SessionAbsolute, DefaultRole: cfg.DefaultRole, Logger: logger,
+		RetentionAfterRemoval: &cfg.RetentionAfterRemoval}
 	// The queue starts the pages' actions, sums up an instance's jobs on its dashboard, and
 	// sends the pages' mail with EXT_SMTP_URL.
 	if jb != nil {
