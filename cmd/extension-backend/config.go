@@ -38,6 +38,13 @@ type Config struct {
 	// operator's OpenID Connect providers for its own staff, on every instance's login page.
 	OIDCProvidersFile string
 	OperatorProviders []extension.OperatorProvider
+	// CaptureDeliveries is EXT_CAPTURE_DELIVERIES: how long captured deliveries are kept;
+	// 0 (unset) captures none. dev captures for 24h unless it is set.
+	CaptureDeliveries time.Duration
+
+	// captures is the recorder of captured deliveries that startBackend hands to the
+	// webhook handler (nil: capture off); never from the environment.
+	captures *extension.CaptureRecorder
 
 	// devSimulator is set by dev, never from the environment: MStudioAPIURL is dev's
 	// simulator, and the database is marked as holding its instances (checkPlatform).
@@ -88,6 +95,7 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	cfg.LogLevel = r.logLevel("EXT_LOG_LEVEL", "info")
 	cfg.SMTP, cfg.MailFrom = r.mail("EXT_SMTP_URL", "EXT_MAIL_FROM")
 	cfg.OIDCProvidersFile, cfg.OperatorProviders = r.oidcProviders("EXT_OIDC_PROVIDERS_FILE")
+	cfg.CaptureDeliveries = r.retention("EXT_CAPTURE_DELIVERIES")
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -132,7 +140,16 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("mail_from", c.MailFrom),
 		slog.String("oidc_providers_file", c.OIDCProvidersFile),
 		slog.Int("oidc_operator_providers", len(c.OperatorProviders)),
+		slog.String("capture_deliveries", captureSummary(c.CaptureDeliveries)),
 	)
+}
+
+// captureSummary says how long captured deliveries are kept, "off" when none are.
+func captureSummary(d time.Duration) string {
+	if d == 0 {
+		return "off"
+	}
+	return d.String()
 }
 
 // smtpSummary is the mail server without its password, "" when there is none.

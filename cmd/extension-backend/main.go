@@ -77,6 +77,8 @@ var commands = []command{
 EXT_PUBLIC_URL, EXT_MSTUDIO_API_URL, EXT_CONTRIBUTOR_ID, EXT_EXTENSION_SECRET,
 EXT_OAUTH_CLIENT_SECRET, EXT_TRUSTED_PROXIES, EXT_SESSION_IDLE, EXT_SESSION_ABSOLUTE,
 EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_SMTP_URL and EXT_MAIL_FROM (e-mail),
+EXT_CAPTURE_DELIVERIES (keep each delivery's body and headers, sealed, this long, e.g. 24h,
+for webhook replay; empty: off),
 EXT_OIDC_PROVIDERS_FILE (a JSON file of the operator's OpenID Connect providers for its
 own staff, offered on every instance's login page; they let in only invited people unless
 the file says auto_provision for named domains); every secret (database URL, keys,
@@ -115,10 +117,17 @@ which are dev's own`,
 		run:   runSim, flags: true},
 	{name: "webhook", forms: []string{
 		"send --kind KIND [--instance ID] [--file BODY.json] [--to URL] [--key-file F] [--dry-run]",
-		"sign --file BODY.json [--key-file F]"},
-		about: "sign a lifecycle webhook with the simulator key and send it, or print its signature headers for curl",
-		env:   "EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID (meta of the payload; default: the dev setup's)",
-		run:   runWebhook, flags: true, subs: []string{"send", "sign"}},
+		"sign --file BODY.json [--key-file F]",
+		"replay CAPTURE-ID [--to URL] [--diff] [--sign auto|simulator|captured] [--key-file F]"},
+		about: "sign a lifecycle webhook with the simulator key and send it, print its signature headers for curl, or send a captured delivery again",
+		env: `EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID (meta of the payload; default: the dev setup's);
+replay reads the capture with EXT_DATABASE_URL and EXT_ENCRYPTION_KEYS (default: dev's database
+and key beside the key file), and EXT_LOG_LEVEL`,
+		run: runWebhook, flags: true, subs: []string{"send", "sign", "replay"}},
+	{name: "deliveries", forms: []string{"[--instance ID] [--outcome O] [--since D] [--limit N] [--json]"},
+		about: "the delivery journal, newest first: what each lifecycle delivery did, and its capture id for webhook replay",
+		env:   "EXT_DATABASE_URL, EXT_LOG_LEVEL",
+		run:   runDeliveries, flags: true},
 	{name: "bench", forms: []string{"webhooks --to URL [--duration 10s] [--concurrency 32] [--instances 1000]"},
 		about: "load-test a backend with signed deliveries",
 		env:   "EXT_EXTENSION_ID (default: the dev setup's)",

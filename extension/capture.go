@@ -1,0 +1,389 @@
+package extension
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A captured delivery is what reached the webhook handler, byte for byte: the URL it was
+// posted to, its headers and its body, kept for a developer to look at and replay. Its
+// body and headers carry the instance secret and the platform's signature, so they are
+// sealed at rest like every other secret, bound to the capture's id and instance; the
+// plain columns say only which delivery it was and what became of it.
+
+// CaptureMaxHeaderBytes bounds the headers kept of one delivery (names and values). A
+// delivery's own are well under 2 KiB; anything past the bound is dropped, and the
+// capture says so.
+const CaptureMaxHeaderBytes = 16 << 10
+
+// CapturedDelivery is one delivery as it reached the webhook handler.
+type CapturedDelivery struct {
+	ID         string // random, hex; the name `webhook replay` takes
+	InstanceID string // '' when the signature did not verify
+	RequestID  string
+	Kind       string
+	ReceivedAt time.Time
+	Verified   bool   // the signature verified: the body is the platform's
+	Status     int    // the HTTP status answered
+	Outcome    string // the journal's outcome, or "unverified", "failed"
+	Size       int    // of the body, in bytes
+
+	// What the sealed column holds.
+	URL              string      // the URL it was posted to, as this backend saw it
+	Header           http.Header // every header, up to CaptureMaxHeaderBytes
+	HeadersTruncated bool        // some headers were dropped to keep within the bound
+	Body             []byte
+}
+
+// Capture outcomes beside the journal's.
+const (
+	CaptureUnverified = "unverified" // the signature did not verify; nothing was journaled
+	CaptureFailed     = "failed"     // the handler failed (5xx); the platform retries
+)
+
+// captureRow is the table's row.
+type captureRow struct {
+	ID         string `gorm:"primaryKey"`
+	InstanceID string
+	RequestID  string
+	Kind       string
+	ReceivedAt time.Time
+	Verified   bool
+	Status     int
+	Outcome    string
+	Size       int
+	Sealed     string
+}
+
+func (captureRow) TableName() string { return "webhook_captures" }
+
+// sealedCapture is the sealed part, as JSON.
+type sealedCapture struct {
+	URL              string      `json:"url"`
+	Header           http.Header `json:"header"`
+	HeadersTruncated bool        `json:"headersTruncated,omitempty"`
+	Body             []byte      `json:"body"` // base64: a body that did not verify may be any bytes
+}
+
+// captureAAD binds a sealed capture to its row: a copy onto another row (or another
+// instance's, which its erasure would miss) does not open.
+func captureAAD(id, instanceID string) string { return "webhook-capture:" + id + ":" + instanceID }
+
+// NewCaptureID returns a new random capture id.
+func NewCaptureID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
+// CaptureHeader copies h, dropping what does not fit within CaptureMaxHeaderBytes (in
+// the order of the names, so the same headers are kept each time); it reports whether it
+// dropped any.
+func CaptureHeader(h http.Header) (http.Header, bool) {
+	out := make(http.Header, len(h))
+	used, truncated := 0, false
+	for name, values := range h {
+		for _, v := range values {
+			if used+len(name)+len(v) > CaptureMaxHeaderBytes {
+				truncated = true
+				continue
+			}
+			used += len(name) + len(v)
+			out[name] = append(out[name], v)
+		}
+	}
+	return out, truncated
+}
+
+// sealCapture seals what a capture holds, bound to its row.
+func (s *Store) sealCapture(c *CapturedDelivery) (captureRow, error) {
+	plain, err := json.Marshal(sealedCapture{URL: c.URL, Header: c.Header, HeadersTruncated: c.HeadersTruncated, Body: c.Body})
+	if err != nil {
+		return captureRow{}, err
+	}
+	sealed, err := s.keys.Seal(Secret(plain), captureAAD(c.ID, c.InstanceID))
+	if err != nil {
+		return captureRow{}, err
+	}
+	return captureRow{
+		ID: c.ID, InstanceID: c.InstanceID, RequestID: c.RequestID, Kind: c.Kind, ReceivedAt: c.ReceivedAt.UTC(),
+		Verified: c.Verified, Status: c.Status, Outcome: c.Outcome, Size: c.Size, Sealed: sealed,
+	}, nil
+}
+
+// SaveCaptures stores captured deliveries, in one statement. A capture without an id gets
+// a new one.
+func (s *Store) SaveCaptures(ctx context.Context, captures []CapturedDelivery) error {
+	if len(captures) == 0 {
+		return nil
+	}
+	rows := make([]captureRow, len(captures))
+	for i := range captures {
+		if captures[i].ID == "" {
+			captures[i].ID = NewCaptureID()
+		}
+		if captures[i].ReceivedAt.IsZero() {
+			captures[i].ReceivedAt = s.now()
+		}
+		var err error
+		if rows[i], err = s.sealCapture(&captures[i]); err != nil {
+			return fmt.Errorf("seal captured delivery: %w", err)
+		}
+	}
+	if err := s.db.WithContext(ctx).Create(&rows).Error; err != nil {
+		return fmt.Errorf("store captured deliveries: %w", translate(err))
+	}
+	return nil
+}
+
+// CapturedDelivery opens one captured delivery; ErrNotFound when there is none with the id.
+func (s *Store) CapturedDelivery(ctx context.Context, id string) (*CapturedDelivery, error) {
+	var row captureRow
+	if err := s.db.WithContext(ctx).Take(&row, "id = ?", id).Error; err != nil {
+		if err = translate(err); errors.Is(err, ErrNotFound) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("load captured delivery: %w", err)
+	}
+	plain, err := s.keys.Open(row.Sealed, captureAAD(row.ID, row.InstanceID))
+	if err != nil {
+		return nil, fmt.Errorf("open captured delivery %s: %w", row.ID, err)
+	}
+	var sc sealedCapture
+	if err := json.Unmarshal([]byte(plain.Reveal()), &sc); err != nil {
+		return nil, fmt.Errorf("open captured delivery %s: %w", row.ID, ErrUnsealable)
+	}
+	return &CapturedDelivery{
+		ID: row.ID, InstanceID: row.InstanceID, RequestID: row.RequestID, Kind: row.Kind, ReceivedAt: row.ReceivedAt.UTC(),
+		Verified: row.Verified, Status: row.Status, Outcome: row.Outcome, Size: row.Size,
+		URL: sc.URL, Header: sc.Header, HeadersTruncated: sc.HeadersTruncated, Body: sc.Body,
+	}, nil
+}
+
+// CaptureRef names the capture of a journaled delivery.
+type CaptureRef struct {
+	ID         string
+	InstanceID string
+	RequestID  string
+	ReceivedAt time.Time
+}
+
+// CapturesOf lists the captures of the deliveries with the given request ids (of
+// verified deliveries only: only those are journaled), without opening them.
+func (s *Store) CapturesOf(ctx context.Context, requestIDs []string) ([]CaptureRef, error) {
+	var out []CaptureRef
+	for start := 0; start < len(requestIDs); start += 500 {
+		var rows []captureRow
+		err := s.db.WithContext(ctx).Select("id", "instance_id", "request_id", "received_at").
+			Where("verified AND request_id IN ?", requestIDs[start:min(start+500, len(requestIDs))]).Find(&rows).Error
+		if err != nil {
+			return nil, fmt.Errorf("list captured deliveries: %w", translate(err))
+		}
+		for _, r := range rows {
+			out = append(out, CaptureRef{ID: r.ID, InstanceID: r.InstanceID, RequestID: r.RequestID, ReceivedAt: r.ReceivedAt.UTC()})
+		}
+	}
+	return out, nil
+}
+
+// PruneCaptures deletes captured deliveries received before the cutoff and says how many.
+func (s *Store) PruneCaptures(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	for {
+		oldest := s.db.Model(&captureRow{}).Select("id").Where("received_at < ?", before.UTC()).Order("received_at").Limit(pruneChunk / 10)
+		res := s.db.WithContext(ctx).Where("id IN (?)", oldest).Delete(&captureRow{})
+		if res.Error != nil {
+			return total, fmt.Errorf("prune captured deliveries: %w", translate(res.Error))
+		}
+		total += res.RowsAffected
+		if res.RowsAffected < pruneChunk/10 {
+			return total, nil
+		}
+	}
+}
+
+// rekeyCaptures seals captured deliveries again with the first key, swapping a value only
+// while it is still the one read.
+func (s *Store) rekeyCaptures(ctx context.Context, stats *RekeyStats, first bool) error {
+	lastID := ""
+	for {
+		var batch []captureRow
+		err := s.db.WithContext(ctx).Select("id", "instance_id", "sealed").
+			Where("id > ?", lastID).Order("id").Limit(200).Find(&batch).Error
+		if err != nil {
+			return fmt.Errorf("rekey: list captured deliveries: %w", translate(err))
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		for _, c := range batch {
+			lastID = c.ID
+			if s.keys.SealedWithCurrentKey(c.Sealed) {
+				if first {
+					stats.Current++
+				}
+				continue
+			}
+			aad := captureAAD(c.ID, c.InstanceID)
+			plain, err := s.keys.Open(c.Sealed, aad)
+			if err != nil {
+				return fmt.Errorf("rekey: captured delivery %s: %w", c.ID, err)
+			}
+			sealed, err := s.keys.Seal(plain, aad)
+			if err != nil {
+				return fmt.Errorf("rekey: captured delivery %s: %w", c.ID, err)
+			}
+			res := s.db.WithContext(ctx).Model(&captureRow{}).Where("id = ? AND sealed = ?", c.ID, c.Sealed).UpdateColumn("sealed", sealed)
+			if res.Error != nil {
+				return fmt.Errorf("rekey: captured delivery %s: %w", c.ID, translate(res.Error))
+			}
+			if res.RowsAffected == 1 {
+				stats.Resealed++
+			}
+			// 0: pruned meanwhile; captures are never rewritten otherwise.
+		}
+	}
+}
+
+// CaptureQueue bounds the captures waiting to be written: a recorder that falls behind
+// drops new ones rather than hold the webhook path or grow without end.
+const CaptureQueue = 1024
+
+// captureBatch bounds the captures written in one statement.
+const captureBatch = 64
+
+// CaptureRecorder writes captured deliveries in the background, in batches, so that
+// capturing costs a delivery only a copy of its headers and a channel send: the sealing
+// and the write happen off the webhook path. When its queue is full it drops captures
+// (and counts them) instead of waiting.
+type CaptureRecorder struct {
+	store   *Store
+	logger  *slog.Logger
+	queue   chan captureItem
+	done    chan struct{}
+	once    sync.Once
+	dropped atomic.Int64
+}
+
+// captureItem is a capture to write, or (flushed set) a request to say when everything
+// queued before it is written.
+type captureItem struct {
+	capture CapturedDelivery
+	flushed chan struct{}
+}
+
+// NewCaptureRecorder starts a recorder on the store; Close stops it.
+func (s *Store) NewCaptureRecorder(logger *slog.Logger) *CaptureRecorder {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	r := &CaptureRecorder{store: s, logger: logger, queue: make(chan captureItem, CaptureQueue), done: make(chan struct{})}
+	go r.run()
+	return r
+}
+
+// Record queues a capture and reports whether it was queued. It never waits.
+func (r *CaptureRecorder) Record(c CapturedDelivery) bool {
+	select {
+	case r.queue <- captureItem{capture: c}:
+		return true
+	default:
+		if r.dropped.Add(1) == 1 {
+			r.logger.Warn("captured deliveries dropped: the recorder falls behind")
+		}
+		return false
+	}
+}
+
+// Dropped says how many captures were dropped because the queue was full.
+func (r *CaptureRecorder) Dropped() int64 { return r.dropped.Load() }
+
+// Flush waits until every capture queued before it is written (or ctx ends).
+func (r *CaptureRecorder) Flush(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case r.queue <- captureItem{flushed: done}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close writes what is queued and stops the recorder. Record must not be called after.
+func (r *CaptureRecorder) Close() {
+	r.once.Do(func() { close(r.queue) })
+	<-r.done
+}
+
+func (r *CaptureRecorder) run() {
+	defer close(r.done)
+	batch := make([]CapturedDelivery, 0, captureBatch)
+	var waiting []chan struct{}
+	write := func() {
+		if len(batch) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := r.store.SaveCaptures(ctx, batch); err != nil {
+				r.logger.Warn("store captured deliveries", "count", len(batch), "error", err.Error())
+			}
+			cancel()
+			batch = batch[:0]
+		}
+		for _, w := range waiting {
+			close(w)
+		}
+		waiting = waiting[:0]
+	}
+	for item := range r.queue {
+		r.take(item, &batch, &waiting)
+		// Whatever else is queued already goes in the same statement.
+	more:
+		for len(batch) < captureBatch {
+			select {
+			case next, ok := <-r.queue:
+				if !ok {
+					break more
+				}
+				r.take(next, &batch, &waiting)
+			default:
+				break more
+			}
+		}
+		write()
+	}
+	write()
+}
+
+func (r *CaptureRecorder) take(item captureItem, batch *[]CapturedDelivery, waiting *[]chan struct{}) {
+	if item.flushed != nil {
+		*waiting = append(*waiting, item.flushed)
+		return
+	}
+	*batch = append(*batch, item.capture)
+}
+
+// OpenInstanceSecret opens an instance's stored secret, whatever its state; "" when it
+// has none. `webhook replay --diff` compares secrets with it, without printing them.
+func (s *Store) OpenInstanceSecret(in *Instance) (Secret, error) {
+	if in.SealedSecret == "" {
+		return "", nil
+	}
+	secret, err := s.keys.Open(in.SealedSecret, secretAAD(in.ID))
+	if err != nil {
+		return "", fmt.Errorf("open secret of instance %s: %w", in.ID, err)
+	}
+	return secret, nil
+}
