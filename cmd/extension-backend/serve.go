@@ -251,32 +251,36 @@ func prune(ctx context.Context, store *extension.Store, captureRetention time.Du
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		now := time.Now()
-		for what, run := range map[string]func() (int64, error){
-			"delivery journal": func() (int64, error) { return store.PruneDeliveries(ctx, now.Add(-extension.DeliveryRetention)) },
-			"sign-on keys":     func() (int64, error) { return store.PruneRetrievalKeys(ctx, now) },
-			"sessions":         func() (int64, error) { return store.PruneSessions(ctx, now) },
-			"audit events":     func() (int64, error) { return store.PruneAudit(ctx, now.Add(-extension.AuditRetention)) },
-			"captured deliveries": func() (int64, error) {
-				return store.PruneCaptures(ctx, now.Add(-captureRetention))
-			},
-			"invitation and reset links": func() (int64, error) {
-				resets, invitations, err := store.PruneLinks(ctx, now)
-				return resets + invitations, err
-			},
-		} {
-			n, err := run()
-			switch {
-			case err != nil && ctx.Err() == nil:
-				logger.Warn("prune "+what, "error", err.Error())
-			case n > 0:
-				logger.Info("pruned "+what, "rows", n)
-			}
-		}
+		pruneOnce(ctx, store, captureRetention, time.Now(), logger)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// pruneOnce is one round of prune, at now.
+func pruneOnce(ctx context.Context, store *extension.Store, captureRetention time.Duration, now time.Time, logger *slog.Logger) {
+	for what, run := range map[string]func() (int64, error){
+		"delivery journal": func() (int64, error) { return store.PruneDeliveries(ctx, now.Add(-extension.DeliveryRetention)) },
+		"sign-on keys":     func() (int64, error) { return store.PruneRetrievalKeys(ctx, now) },
+		"sessions":         func() (int64, error) { return store.PruneSessions(ctx, now) },
+		"audit events":     func() (int64, error) { return store.PruneAudit(ctx, now.Add(-extension.AuditRetention)) },
+		"captured deliveries": func() (int64, error) {
+			return store.PruneCaptures(ctx, now.Add(-captureRetention))
+		},
+		"invitation and reset links": func() (int64, error) {
+			resets, invitations, err := store.PruneLinks(ctx, now)
+			return resets + invitations, err
+		},
+	} {
+		n, err := run()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("prune "+what, "error", err.Error())
+		case n > 0:
+			logger.Info("pruned "+what, "rows", n)
 		}
 	}
 }
