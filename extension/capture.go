@@ -258,13 +258,17 @@ func (s *Store) rekeyCaptures(ctx context.Context, stats *RekeyStats, first bool
 // drops new ones rather than hold the webhook path or grow without end.
 const CaptureQueue = 1024
 
+// CaptureQueueBytes bounds the bytes of bodies and headers waiting to be written, so that
+// a queue of large deliveries holds at most this much memory.
+const CaptureQueueBytes = 8 << 20
+
 // captureBatch bounds the captures written in one statement.
-const captureBatch = 64
+const captureBatch = 256
 
 // CaptureRecorder writes captured deliveries in the background, in batches, so that
 // capturing costs a delivery only a copy of its headers and a channel send: the sealing
-// and the write happen off the webhook path. When its queue is full it drops captures
-// (and counts them) instead of waiting.
+// and the write happen off the webhook path. When its queue is full (CaptureQueue
+// captures or CaptureQueueBytes) it drops captures, and counts them, instead of waiting.
 type CaptureRecorder struct {
 	store   *Store
 	logger  *slog.Logger
@@ -272,6 +276,18 @@ type CaptureRecorder struct {
 	done    chan struct{}
 	once    sync.Once
 	dropped atomic.Int64
+	queued  atomic.Int64 // bytes of the captures queued (captureBytes)
+}
+
+// captureBytes is what a capture holds in memory, roughly: its body and headers.
+func captureBytes(c *CapturedDelivery) int64 {
+	n := len(c.Body) + len(c.URL)
+	for name, values := range c.Header {
+		for _, v := range values {
+			n += len(name) + len(v)
+		}
+	}
+	return int64(n)
 }
 
 // captureItem is a capture to write, or (flushed set) a request to say when everything
@@ -293,14 +309,26 @@ func (s *Store) NewCaptureRecorder(logger *slog.Logger) *CaptureRecorder {
 
 // Record queues a capture and reports whether it was queued. It never waits.
 func (r *CaptureRecorder) Record(c CapturedDelivery) bool {
+	size := captureBytes(&c)
+	if r.queued.Add(size) > CaptureQueueBytes {
+		r.queued.Add(-size)
+		r.drop()
+		return false
+	}
 	select {
 	case r.queue <- captureItem{capture: c}:
 		return true
 	default:
-		if r.dropped.Add(1) == 1 {
-			r.logger.Warn("captured deliveries dropped: the recorder falls behind")
-		}
+		r.queued.Add(-size)
+		r.drop()
 		return false
+	}
+}
+
+// drop counts a capture dropped, and says so in the log the first time.
+func (r *CaptureRecorder) drop() {
+	if r.dropped.Add(1) == 1 {
+		r.logger.Warn("captured deliveries dropped: the recorder falls behind")
 	}
 }
 
@@ -340,6 +368,9 @@ func (r *CaptureRecorder) run() {
 				r.logger.Warn("store captured deliveries", "count", len(batch), "error", err.Error())
 			}
 			cancel()
+			for i := range batch {
+				r.queued.Add(-captureBytes(&batch[i]))
+			}
 			batch = batch[:0]
 		}
 		for _, w := range waiting {

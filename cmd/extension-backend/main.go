@@ -107,8 +107,8 @@ extension and OAuth secrets, SMTP URL) may come from a file named by NAME_FILE i
 		about: "backend plus the platform simulator on loopback",
 		env: `EXT_DATABASE_URL (default: in the data folder), EXT_ENCRYPTION_KEYS (default: generated into
 the data folder), EXT_PUBLIC_URL, EXT_EXTENSION_ID and EXT_CONTRIBUTOR_ID (first run; then kept
-in dev.json), and serve's others except EXT_ADDR, EXT_MSTUDIO_API_URL and EXT_EXTENSION_SECRET,
-which are dev's own`,
+in dev.json), EXT_CAPTURE_DELIVERIES (default here: 24h), and serve's others except EXT_ADDR,
+EXT_MSTUDIO_API_URL and EXT_EXTENSION_SECRET, which are dev's own`,
 		run: runDev, flags: true},
 	{name: "sim", forms: []string{`[--addr A] [--webhook-url URL] [--key-file F] [--state-file F] [--extension-id ID]
       [--contributor-id ID] [timing flags as for dev]`},
