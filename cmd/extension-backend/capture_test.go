@@ -387,3 +387,34 @@ func FuzzParseRetention(f *testing.F) {
 		}
 	})
 }
+
+// webhook replay refuses what it cannot replay with a clear error, and sends nothing.
+func TestReplayRefusals(t *testing.T) {
+	vars := testEnv(t, "http://127.0.0.1:1")
+	if _, errOut, err := runCmd(vars, "migrate", "up"); err != nil {
+		t.Fatalf("migrate up: %v\n%s", err, errOut)
+	}
+	store := openTestStore(t, vars)
+	unverified := []extension.CapturedDelivery{{Body: []byte("forged"), ReceivedAt: time.Now(), URL: "http://127.0.0.1:1/mstudio/webhooks"}}
+	if err := store.SaveCaptures(context.Background(), unverified); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+		exit int
+	}{
+		{[]string{"not-an-id"}, "is no capture id", 2},
+		{[]string{"\x1b[2J"}, `\x1b[2J`, 2},
+		{[]string{unverified[0].ID, "--sign", "maybe"}, "--sign", 2},
+		{[]string{unverified[0].ID, "--to", "ftp://x"}, "--to", 2},
+		{[]string{unverified[0].ID, "extra"}, "one capture id", 2},
+		{[]string{"0123456789abcdef01234567"}, "no captured delivery 0123456789abcdef01234567", 1},
+		{[]string{unverified[0].ID, "--diff"}, "did not verify", 1},
+	} {
+		_, _, err := runCmd(vars, append([]string{"webhook", "replay"}, tt.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || exitCode(err) != tt.exit || strings.Contains(err.Error(), "\x1b") {
+			t.Errorf("webhook replay %q: got %v (exit %d), want %q (exit %d)", tt.args, err, exitCode(err), tt.want, tt.exit)
+		}
+	}
+}
