@@ -1,10 +1,11 @@
 package extension
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,12 +67,91 @@ type captureRow struct {
 
 func (captureRow) TableName() string { return "webhook_captures" }
 
-// sealedCapture is the sealed part, as JSON.
-type sealedCapture struct {
-	URL              string      `json:"url"`
-	Header           http.Header `json:"header"`
-	HeadersTruncated bool        `json:"headersTruncated,omitempty"`
-	Body             []byte      `json:"body"` // base64: a body that did not verify may be any bytes
+// The sealed part is the URL, the headers and the body in a compact binary form
+// (appendCapture): without JSON, the body needs no base64 and no escaping before it is
+// sealed, which keeps the capture's cost off a busy webhook path small.
+const captureFormat = "c1"
+
+// appendCapture appends the sealed part of c to buf: the format, then the URL, a flags
+// byte, the headers (count, then each name with its values) and the body, every string
+// after its length as a uvarint.
+func appendCapture(buf []byte, c *CapturedDelivery) []byte {
+	str := func(s string) {
+		buf = binary.AppendUvarint(buf, uint64(len(s)))
+		buf = append(buf, s...)
+	}
+	buf = append(buf, captureFormat...)
+	str(c.URL)
+	var flags byte
+	if c.HeadersTruncated {
+		flags |= 1
+	}
+	buf = append(buf, flags)
+	buf = binary.AppendUvarint(buf, uint64(len(c.Header)))
+	for name, values := range c.Header {
+		str(name)
+		buf = binary.AppendUvarint(buf, uint64(len(values)))
+		for _, v := range values {
+			str(v)
+		}
+	}
+	return append(buf, c.Body...)
+}
+
+// readCapture reads what appendCapture wrote into c.
+func readCapture(data []byte, c *CapturedDelivery) error {
+	bad := ErrUnsealable
+	rest, ok := bytes.CutPrefix(data, []byte(captureFormat))
+	if !ok {
+		return bad
+	}
+	uvarint := func() (uint64, bool) {
+		n, size := binary.Uvarint(rest)
+		if size <= 0 {
+			return 0, false
+		}
+		rest = rest[size:]
+		return n, true
+	}
+	str := func() (string, bool) {
+		n, ok := uvarint()
+		if !ok || n > uint64(len(rest)) {
+			return "", false
+		}
+		s := string(rest[:n])
+		rest = rest[n:]
+		return s, true
+	}
+	if c.URL, ok = str(); !ok || len(rest) == 0 {
+		return bad
+	}
+	c.HeadersTruncated, rest = rest[0]&1 != 0, rest[1:]
+	names, ok := uvarint()
+	if !ok || names > uint64(len(rest)) {
+		return bad
+	}
+	c.Header = make(http.Header, names)
+	for range names {
+		name, ok := str()
+		if !ok {
+			return bad
+		}
+		count, ok := uvarint()
+		if !ok || count > uint64(len(rest)) {
+			return bad
+		}
+		values := make([]string, 0, count)
+		for range count {
+			v, ok := str()
+			if !ok {
+				return bad
+			}
+			values = append(values, v)
+		}
+		c.Header[name] = values
+	}
+	c.Body = bytes.Clone(rest)
+	return nil
 }
 
 // captureAAD binds a sealed capture to its row: a copy onto another row (or another
@@ -106,10 +186,7 @@ func CaptureHeader(h http.Header) (http.Header, bool) {
 
 // sealCapture seals what a capture holds, bound to its row.
 func (s *Store) sealCapture(c *CapturedDelivery) (captureRow, error) {
-	plain, err := json.Marshal(sealedCapture{URL: c.URL, Header: c.Header, HeadersTruncated: c.HeadersTruncated, Body: c.Body})
-	if err != nil {
-		return captureRow{}, err
-	}
+	plain := appendCapture(make([]byte, 0, len(c.Body)+len(c.URL)+512), c)
 	sealed, err := s.keys.Seal(Secret(plain), captureAAD(c.ID, c.InstanceID))
 	if err != nil {
 		return captureRow{}, err
@@ -158,15 +235,14 @@ func (s *Store) CapturedDelivery(ctx context.Context, id string) (*CapturedDeliv
 	if err != nil {
 		return nil, fmt.Errorf("open captured delivery %s: %w", row.ID, err)
 	}
-	var sc sealedCapture
-	if err := json.Unmarshal([]byte(plain.Reveal()), &sc); err != nil {
-		return nil, fmt.Errorf("open captured delivery %s: %w", row.ID, ErrUnsealable)
-	}
-	return &CapturedDelivery{
+	c := &CapturedDelivery{
 		ID: row.ID, InstanceID: row.InstanceID, RequestID: row.RequestID, Kind: row.Kind, ReceivedAt: row.ReceivedAt.UTC(),
 		Verified: row.Verified, Status: row.Status, Outcome: row.Outcome, Size: row.Size,
-		URL: sc.URL, Header: sc.Header, HeadersTruncated: sc.HeadersTruncated, Body: sc.Body,
-	}, nil
+	}
+	if err := readCapture([]byte(plain.Reveal()), c); err != nil {
+		return nil, fmt.Errorf("open captured delivery %s: %w", row.ID, err)
+	}
+	return c, nil
 }
 
 // CaptureRef names the capture of a journaled delivery.
