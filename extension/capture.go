@@ -338,6 +338,12 @@ const CaptureQueue = 1024
 // a queue of large deliveries holds at most this much memory.
 const CaptureQueueBytes = 8 << 20
 
+// capturePause is how long the recorder rests after each write, as a multiple of the
+// time the write took: sealing and writing captures then takes at most a tenth of one
+// processor and of the database's write time, however many deliveries arrive. Under a
+// burst the queue fills and captures are dropped; the deliveries themselves never wait.
+const capturePause = 9
+
 // captureBatch bounds the captures written in one statement.
 const captureBatch = 256
 
@@ -439,6 +445,8 @@ func (r *CaptureRecorder) run() {
 	var waiting []chan struct{}
 	write := func() {
 		if len(batch) > 0 {
+			start := time.Now()
+			defer func() { time.Sleep(capturePause * time.Since(start)) }()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			if err := r.store.SaveCaptures(ctx, batch); err != nil {
 				r.logger.Warn("store captured deliveries", "count", len(batch), "error", err.Error())
