@@ -61,6 +61,8 @@ var exportTables = []exportTable{
 	{name: "audit_events", instance: "instance_id", order: "id", json: []string{"detail"}},
 	{name: "webhook_deliveries", instance: "instance_id", order: "id"},
 	{name: "instance_token_health", instance: "instance_id", order: "instance_id"},
+	{name: "webhook_captures", instance: "instance_id", order: "received_at, id",
+		leftOut: map[string]string{"sealed": "the captured delivery's URL, headers and body, sealed: they carry the instance secret and the platform's signature"}},
 	{name: "reconcile_findings", instance: "instance_id", order: "kind"},
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -62,6 +63,64 @@ func (s *Store) Deliveries(ctx context.Context, instanceID string, limit int) ([
 	var out []Delivery
 	if err := q.Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("list deliveries: %w", translate(err))
+	}
+	return out, nil
+}
+
+// Outcomes lists every outcome the journal records, in the order of the lifecycle's
+// documentation.
+func Outcomes() []Outcome {
+	return []Outcome{OutcomeApplied, OutcomePartlyApplied, OutcomeStale, OutcomeDuplicate, OutcomeDryRun, OutcomeIgnored, OutcomeRefused}
+}
+
+// ParseOutcome reads an outcome as the journal writes it; anything else is an error that
+// lists the outcomes there are.
+func ParseOutcome(s string) (Outcome, error) {
+	for _, o := range Outcomes() {
+		if string(o) == s {
+			return o, nil
+		}
+	}
+	names := make([]string, 0, len(Outcomes()))
+	for _, o := range Outcomes() {
+		names = append(names, string(o))
+	}
+	return "", fmt.Errorf("%q is no delivery outcome: want one of %s", s, strings.Join(names, ", "))
+}
+
+// DeliveryFilter selects journal rows; its zero fields select everything.
+type DeliveryFilter struct {
+	InstanceID string
+	Outcome    Outcome
+	Since      time.Time // received at or after
+	Limit      int       // at most this many, the newest; 0: 1000
+}
+
+// ListDeliveries lists the journal rows the filter selects, newest first.
+func (s *Store) ListDeliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error) {
+	if f.Limit <= 0 {
+		f.Limit = 1000
+	}
+	q := s.db.WithContext(ctx).Order("id DESC").Limit(f.Limit)
+	if f.InstanceID != "" {
+		q = q.Where("instance_id = ?", f.InstanceID)
+	}
+	if f.Outcome != "" {
+		q = q.Where("outcome = ?", string(f.Outcome))
+	}
+	if !f.Since.IsZero() {
+		q = q.Where("received_at >= ?", f.Since.UTC())
+	}
+	var out []Delivery
+	if err := q.Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", translate(err))
+	}
+	for i := range out {
+		out[i].ReceivedAt = out[i].ReceivedAt.UTC()
+		if out[i].EventCreatedAt != nil {
+			t := out[i].EventCreatedAt.UTC()
+			out[i].EventCreatedAt = &t
+		}
 	}
 	return out, nil
 }

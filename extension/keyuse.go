@@ -13,15 +13,17 @@ type KeyUsage struct {
 	InstanceSecrets []string
 	UserTokens      []string // platform users' access and refresh tokens
 	InstanceTokens  []string // the instance tokens the replicas share (a cache)
+	Captures        []string // captured deliveries (webhook_captures)
 }
 
 // Missing lists, sorted, the keys in use that kr does not hold, for the values that are
 // lost without them: instance secrets (only the platform's next rotation would bring a new
-// one) and users' tokens (the users would have to sign in again). Cached instance tokens
-// are left out: one that does not open is simply minted again.
+// one), users' tokens (the users would have to sign in again) and captured deliveries
+// (they could no longer be replayed; rekey carries them over). Cached instance tokens are
+// left out: one that does not open is simply minted again.
 func (u KeyUsage) Missing(kr *Keyring) []string {
 	var missing []string
-	for _, id := range slices.Concat(u.InstanceSecrets, u.UserTokens) {
+	for _, id := range slices.Concat(u.InstanceSecrets, u.UserTokens, u.Captures) {
 		if !slices.Contains(kr.KeyIDs(), id) && !slices.Contains(missing, id) {
 			missing = append(missing, id)
 		}
@@ -47,6 +49,7 @@ func (s *Store) SealingKeys(ctx context.Context) (KeyUsage, error) {
 		{&u.InstanceSecrets, []string{"sealed_secret"}, "instances"},
 		{&u.UserTokens, []string{"sealed_token", "sealed_refresh"}, "user_tokens"},
 		{&u.InstanceTokens, []string{"sealed_token"}, "instance_tokens"},
+		{&u.Captures, []string{"sealed"}, "webhook_captures"},
 	} {
 		var selects []string
 		for _, c := range q.columns {

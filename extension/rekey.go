@@ -41,6 +41,9 @@ func (s *Store) Rekey(ctx context.Context) (RekeyStats, error) {
 		if err := s.rekeyClientSecrets(ctx, &stats, pass == 0); err != nil {
 			return stats, err
 		}
+		if err := s.rekeyCaptures(ctx, &stats, pass == 0); err != nil {
+			return stats, err
+		}
 		if stats.Changed == changed {
 			return stats, nil
 		}

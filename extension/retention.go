@@ -28,6 +28,7 @@ var erasedTables = []string{
 	"user_tokens",           // the same
 	"instance_tokens",       // the same
 	"instance_token_health", // when its token was last minted, the last mint error
+	"webhook_captures",      // the exact deliveries, sealed: the instance's secrets, its context
 	"password_resets",       // who asked for a new password
 	"oidc_identities",       // who signs in where: subject and e-mail address
 	"invitations",           // e-mail addresses and who invited them

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"testing"
@@ -72,6 +73,12 @@ func seedEverything(t *testing.T, s *extension.Store, id, domain string, install
 		t.Fatal(err)
 	}
 	if err := s.SetContextName(ctx, id, "Customer of "+id, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveCaptures(ctx, []extension.CapturedDelivery{{ID: extension.NewCaptureID(), InstanceID: id, RequestID: "capture-of-" + id,
+		Kind: "ExtensionAddedToContext", ReceivedAt: time.Now(), Verified: true, Status: 204, Outcome: "applied",
+		URL: "http://127.0.0.1/mstudio/webhooks", Header: http.Header{"X-Marketplace-Signature": {"sig-of-" + id}},
+		Body: []byte(`{"secret":"` + realisticSecret + `"}`)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.RecordMintFailure(ctx, id, "secret_refused", 403, time.Now()); err != nil {

@@ -57,13 +57,17 @@ const (
 //
 //	go test ./jobs -run '^$' -bench ServeDeliveries -benchtime 20000x -count 3
 func BenchmarkServeDeliveries(b *testing.B) {
-	b.Run("path=prototype", func(b *testing.B) { benchServe(b, -1) })
-	b.Run("path=serve", func(b *testing.B) { benchServe(b, serveWorkers) })
-	b.Run("path=web-only", func(b *testing.B) { benchServe(b, 0) })
+	b.Run("path=prototype", func(b *testing.B) { benchServe(b, -1, false) })
+	b.Run("path=serve", func(b *testing.B) { benchServe(b, serveWorkers, false) })
+	b.Run("path=web-only", func(b *testing.B) { benchServe(b, 0, false) })
+	// serve with EXT_CAPTURE_DELIVERIES set: every delivery captured, sealed, written in
+	// the background.
+	b.Run("path=serve-capture", func(b *testing.B) { benchServe(b, serveWorkers, true) })
 }
 
-// benchServe runs the load against the prototype (workers < 0) or serve with workers.
-func benchServe(b *testing.B, workers int) {
+// benchServe runs the load against the prototype (workers < 0) or serve with workers,
+// capturing every delivery when capture is set.
+func benchServe(b *testing.B, workers int, capture bool) {
 	// serve's log: JSON at info, a line per request (discarded here, not kept in memory).
 	logger := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	app := apptest.New(b, apptest.Options{Clock: extensiontest.WallClock(), Front: func(o *httpfront.Options) {
@@ -72,12 +76,13 @@ func benchServe(b *testing.B, workers int) {
 	}})
 	sim := app.Sim
 	var target string
+	var captures *extension.CaptureRecorder
 	if workers < 0 {
 		srv := httptest.NewServer(newPrototype(b, sim.WebhookKey().Public()))
 		b.Cleanup(srv.Close)
 		target = srv.URL + "/mstudio/webhooks"
 	} else {
-		newServeJobs(b, app, logger, workers)
+		captures = newServeJobs(b, app, logger, workers, capture)
 		target = app.URL(b) + "/mstudio/webhooks"
 	}
 	instances := min(benchInstances, b.N)
@@ -119,6 +124,9 @@ func benchServe(b *testing.B, workers int) {
 	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(failed.Load()), "non-2xx")
+	if captures != nil {
+		b.ReportMetric(float64(captures.Dropped()), "captures-dropped")
+	}
 	if workers > 0 {
 		b.ReportMetric(float64(postInstallsCompleted(b, app.Store)), "jobs-in-run")
 		b.ReportMetric(waitPostInstalls(b, app.Store, instances).Seconds(), "jobs-after-s")
@@ -128,7 +136,7 @@ func benchServe(b *testing.B, workers int) {
 // newServeJobs wires the queue and the webhook handler as serve does: the broker and the
 // platform client on the simulator, the queue with workers, AfterApply behind the
 // broker's Applied hook, the handler on the production front.
-func newServeJobs(b *testing.B, app *apptest.App, logger *slog.Logger, workers int) {
+func newServeJobs(b *testing.B, app *apptest.App, logger *slog.Logger, workers int, capture bool) *extension.CaptureRecorder {
 	ctx := context.Background()
 	if _, err := Migrate(ctx, app.Store, app.DatabaseURL); err != nil {
 		b.Fatal(err)
@@ -151,7 +159,13 @@ func newServeJobs(b *testing.B, app *apptest.App, logger *slog.Logger, workers i
 			b.Errorf("stop jobs: %v", err)
 		}
 	})
+	var captures *extension.CaptureRecorder
+	if capture {
+		captures = app.Store.NewCaptureRecorder(logger)
+		b.Cleanup(captures.Close)
+	}
 	h := webhooks.New(webhooks.Config{
+		Captures:      captures,
 		Store:         app.Store,
 		Keys:          mstudio.NewKeyCache(app.Client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
 		ExtensionID:   app.Sim.ExtensionID(),
@@ -167,6 +181,7 @@ func newServeJobs(b *testing.B, app *apptest.App, logger *slog.Logger, workers i
 	if err := j.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
+	return captures
 }
 
 // signedBody is one delivery, signed.

@@ -120,28 +120,44 @@ func BenchmarkDeliveries(b *testing.B) {
 		})
 	})
 
-	b.Run("path=full", func(b *testing.B) {
-		deliveries := benchDeliveries(b, b.N, serial, priv)
-		store := extensiontest.Open(b, extensiontest.SQLiteURL(b), extension.Options{Keys: extensiontest.Keyring(b)})
-		client, err := mstudio.New(benchKeyServer(b, serial, pub).URL, mstudio.Options{})
-		if err != nil {
-			b.Fatal(err)
+	b.Run("path=full", func(b *testing.B) { benchFull(b, serial, pub, priv, false) })
+	// full with every delivery captured (EXT_CAPTURE_DELIVERIES): sealed and written in
+	// the background.
+	b.Run("path=full-capture", func(b *testing.B) { benchFull(b, serial, pub, priv, true) })
+}
+
+// benchFull sends deliveries through the handler on SQLite, capturing them when capture is
+// set.
+func benchFull(b *testing.B, serial string, pub ed25519.PublicKey, priv ed25519.PrivateKey, capture bool) {
+	deliveries := benchDeliveries(b, b.N, serial, priv)
+	store := extensiontest.Open(b, extensiontest.SQLiteURL(b), extension.Options{Keys: extensiontest.Keyring(b)})
+	client, err := mstudio.New(benchKeyServer(b, serial, pub).URL, mstudio.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var captures *extension.CaptureRecorder
+	if capture {
+		captures = store.NewCaptureRecorder(nil)
+		defer captures.Close()
+	}
+	e := echo.New()
+	e.POST("/mstudio/webhooks", webhooks.New(webhooks.Config{
+		Store:       store,
+		Keys:        mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
+		ExtensionID: benchExtensionID,
+		Captures:    captures,
+	}).Receive)
+	runParallel(b, deliveries, func(d signedDelivery) error {
+		req := httptest.NewRequest(http.MethodPost, "/mstudio/webhooks", bytes.NewReader(d.body))
+		req.Header = d.header.Clone()
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code != http.StatusNoContent {
+			return fmt.Errorf("status %d: %s", rec.Code, rec.Body)
 		}
-		e := echo.New()
-		e.POST("/mstudio/webhooks", webhooks.New(webhooks.Config{
-			Store:       store,
-			Keys:        mstudio.NewKeyCache(client, mstudio.PurposeWebhook, mstudio.KeyCacheOptions{}),
-			ExtensionID: benchExtensionID,
-		}).Receive)
-		runParallel(b, deliveries, func(d signedDelivery) error {
-			req := httptest.NewRequest(http.MethodPost, "/mstudio/webhooks", bytes.NewReader(d.body))
-			req.Header = d.header.Clone()
-			rec := httptest.NewRecorder()
-			e.ServeHTTP(rec, req)
-			if rec.Code != http.StatusNoContent {
-				return fmt.Errorf("status %d: %s", rec.Code, rec.Body)
-			}
-			return nil
-		})
+		return nil
 	})
+	if captures != nil {
+		b.ReportMetric(float64(captures.Dropped()), "captures-dropped")
+	}
 }

@@ -51,6 +51,15 @@ type Config struct {
 	// place for follow-up work such as forgetting a cached token or enqueueing a job. It
 	// must be quick and must not fail the delivery: the event is committed.
 	Applied func(ctx context.Context, ev extension.LifecycleEvent)
+	// Captures, when set, is given every delivery whose body was read (URL, headers, body
+	// and what became of it), to keep for replay: dev always, serve when
+	// EXT_CAPTURE_DELIVERIES is set. The recorder writes in the background and never makes
+	// a delivery wait.
+	Captures *extension.CaptureRecorder
+	// CaptureUnverified also captures deliveries whose signature did not verify. Off, a
+	// sender without the platform's key cannot make us store anything; dev turns it on to
+	// show what a hand-made delivery looked like.
+	CaptureUnverified bool
 }
 
 // Handler serves POST /mstudio/webhooks.
@@ -92,9 +101,67 @@ func New(cfg Config) *Handler {
 }
 
 // Receive serves POST /mstudio/webhooks (cmd's route table registers it).
-func (h *Handler) Receive(c echo.Context) error { return h.receive(c) }
+func (h *Handler) Receive(c echo.Context) error {
+	if h.cfg.Captures == nil {
+		return h.receive(c, nil)
+	}
+	var got received
+	err := h.receive(c, &got)
+	h.capture(c, &got, err)
+	return err
+}
 
-func (h *Handler) receive(c echo.Context) error {
+// received is what receive learnt of a delivery, for its capture.
+type received struct {
+	read     bool // the body was read whole and within the bound
+	body     []byte
+	verified bool
+}
+
+// capture hands the delivery to the recorder: its URL, headers, body, and the answer.
+func (h *Handler) capture(c echo.Context, got *received, err error) {
+	if !got.read || (!got.verified && !h.cfg.CaptureUnverified) {
+		return
+	}
+	req := c.Request()
+	status := c.Response().Status
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &he):
+		status = he.Code
+	case err != nil:
+		status = http.StatusInternalServerError
+	}
+	cd := extension.CapturedDelivery{
+		ID: extension.NewCaptureID(), ReceivedAt: time.Now(), Verified: got.verified, Status: status,
+		Outcome: extension.CaptureUnverified, Size: len(got.body), URL: requestURL(c), Body: got.body,
+	}
+	cd.Header, cd.HeadersTruncated = extension.CaptureHeader(req.Header)
+	if got.verified {
+		cd.InstanceID, cd.RequestID, cd.Kind = contextString(c, LogKeyInstanceID), contextString(c, LogKeyRequestID), contextString(c, LogKeyEventKind)
+		cd.Outcome = contextString(c, LogKeyOutcome)
+		if cd.Outcome == "" {
+			cd.Outcome = extension.CaptureFailed
+		}
+	}
+	h.cfg.Captures.Record(cd)
+}
+
+// contextString is a string the handler left in the Echo context, clipped as the journal
+// clips it.
+func contextString(c echo.Context, key string) string {
+	s, _ := c.Get(key).(string)
+	return clip(s)
+}
+
+// requestURL is the URL the delivery was posted to, as this backend saw it: the scheme a
+// proxy in front reports, the Host header, the path and query.
+func requestURL(c echo.Context) string {
+	req := c.Request()
+	return c.Scheme() + "://" + req.Host + req.URL.RequestURI()
+}
+
+func (h *Handler) receive(c echo.Context, got *received) error {
 	req := c.Request()
 	if req.ContentLength > MaxBodyBytes {
 		return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxBodyBytes))
@@ -105,6 +172,9 @@ func (h *Handler) receive(c echo.Context) error {
 	}
 	if len(body) > MaxBodyBytes {
 		return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", MaxBodyBytes))
+	}
+	if got != nil {
+		got.read, got.body = true, body
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), applyTimeout)
 	defer cancel()
@@ -129,6 +199,9 @@ func (h *Handler) receive(c echo.Context) error {
 	<-h.cpu
 	if err != nil {
 		return h.unverified(c, err)
+	}
+	if got != nil {
+		got.verified = true
 	}
 	// From here on the body is the platform's: what it says may be journaled.
 	p, err := Decode(body)

@@ -118,6 +118,9 @@ type handlerOptions struct {
 	Logger        *slog.Logger            // nil: discard; else also used for a request log line per request
 	KeyCache      mstudio.KeyCacheOptions // negative TTL, clock
 	Applied       func(context.Context, extension.LifecycleEvent)
+	// Captures and CaptureUnverified as in webhooks.Config.
+	Captures          *extension.CaptureRecorder
+	CaptureUnverified bool
 }
 
 // newTestHandler returns the production front (httpfront: error handler, request log,
@@ -150,6 +153,9 @@ func newTestHandlerWith(t testing.TB, o handlerOptions) *httpfront.Front {
 		Logger:        o.Logger,
 		Registerer:    front.Registry,
 		Applied:       o.Applied,
+		Captures:      o.Captures,
+
+		CaptureUnverified: o.CaptureUnverified,
 	}).Receive)
 	return front
 }

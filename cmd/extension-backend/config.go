@@ -47,6 +47,13 @@ type Config struct {
 	// RetentionAfterRemoval is EXT_RETENTION_AFTER_REMOVAL: how long a removed instance's
 	// data is kept for a re-install before serve erases it (0: at the next clean-up).
 	RetentionAfterRemoval time.Duration
+	// CaptureDeliveries is EXT_CAPTURE_DELIVERIES: how long captured deliveries are kept;
+	// 0 (unset) captures none. dev captures for 24h unless it is set.
+	CaptureDeliveries time.Duration
+
+	// captures is the recorder of captured deliveries that startBackend hands to the
+	// webhook handler (nil: capture off); never from the environment.
+	captures *extension.CaptureRecorder
 
 	// devSimulator is set by dev, never from the environment: MStudioAPIURL is dev's
 	// simulator, and the database is marked as holding its instances (checkPlatform).
@@ -103,6 +110,7 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	cfg.OpsAddr = r.listenAddr("EXT_OPS_ADDR")
 	r.check("EXT_OPS_ADDR", cfg.OpsAddr == "" || cfg.OpsAddr != cfg.Addr, "the same as EXT_ADDR: give the console an address of its own")
 	cfg.RetentionAfterRemoval = r.retention("EXT_RETENTION_AFTER_REMOVAL")
+	cfg.CaptureDeliveries = r.captureRetention("EXT_CAPTURE_DELIVERIES")
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -150,7 +158,16 @@ func (c *Config) LogValue() slog.Value {
 		slog.Int("oidc_operator_providers", len(c.OperatorProviders)),
 		slog.String("ops_addr", c.OpsAddr),
 		slog.String("retention_after_removal", c.RetentionAfterRemoval.String()),
+		slog.String("capture_deliveries", captureSummary(c.CaptureDeliveries)),
 	)
+}
+
+// captureSummary says how long captured deliveries are kept, "off" when none are.
+func captureSummary(d time.Duration) string {
+	if d == 0 {
+		return "off"
+	}
+	return d.String()
 }
 
 // smtpSummary is the mail server without its password, "" when there is none.

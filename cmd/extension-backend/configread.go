@@ -140,6 +140,20 @@ func (r *envReader) duration(name, def, atLeast string) time.Duration {
 	return v
 }
 
+// captureRetention reads how long captured deliveries are kept (parseCaptureRetention);
+// unset is 0, off.
+func (r *envReader) captureRetention(name string) time.Duration {
+	v := r.getenv(name)
+	if v == "" {
+		return 0
+	}
+	d, err := parseCaptureRetention(v)
+	if err != nil {
+		r.fail(name, "%w; leave it empty to capture nothing", err)
+	}
+	return d
+}
+
 // cidrs reads a comma-separated list of CIDRs; a bare address is its own /32 or /128.
 func (r *envReader) cidrs(name string) []netip.Prefix {
 	var out []netip.Prefix

@@ -127,6 +127,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	cfg.OpsAddr = *opsAddr // the flag only: EXT_OPS_ADDR could name a public address
 	cfg.devSimulator = true
 	cfg.devOwnDatabase = getenv("EXT_DATABASE_URL") == "" && getenv("EXT_DATABASE_URL_FILE") == ""
+	if cfg.CaptureDeliveries == 0 {
+		cfg.CaptureDeliveries = devCaptureRetention // dev always captures, for `webhook replay`
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -182,6 +185,8 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	} else {
 		fmt.Fprintf(stdout, "e-mail is off (EXT_SMTP_URL and EXT_MAIL_FROM are not set): invitation links are shown to copy\n\n")
 	}
+	fmt.Fprintf(stdout, "every delivery is captured for %s (EXT_CAPTURE_DELIVERIES): list them with\n  %s%s deliveries\nand send one again with `webhook replay CAPTURE-ID --diff`\n\n",
+		cfg.CaptureDeliveries, tokenEnv(getenv, vars["EXT_DATABASE_URL"], keyFile, ownKeyFile, simURL), selfCommand(os.Args[0], exec.LookPath, os.Executable))
 	fmt.Fprintf(stdout, "next: mint an instance token for the demo instance:\n  %s%s token --instance %s\n\n",
 		tokenEnv(getenv, vars["EXT_DATABASE_URL"], keyFile, ownKeyFile, simURL), selfCommand(os.Args[0], exec.LookPath, os.Executable), instance.ID)
 
@@ -354,3 +359,7 @@ func waitReady(ctx context.Context, url string) error {
 	}
 	return fmt.Errorf("%s did not become ready in 30 s", url)
 }
+
+// devCaptureRetention is how long dev keeps captured deliveries unless
+// EXT_CAPTURE_DELIVERIES says otherwise.
+const devCaptureRetention = 24 * time.Hour

@@ -91,6 +91,12 @@ func TestDevEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(listed), &list); err != nil || len(list) != 1 || list[0].ID != instanceID {
 		t.Fatalf("instances --json: got %s (%v), want the demo instance %s", listed, err, instanceID)
 	}
+	// dev captures every delivery: the demo install's shows with its capture id.
+	waitFor(t, "the demo install's capture", 10*time.Second, func() bool {
+		out, _, err := runCmd(vars, "deliveries", "--instance", instanceID, "--json")
+		var list []deliveryJSON
+		return err == nil && json.Unmarshal([]byte(out), &list) == nil && len(list) > 0 && list[len(list)-1].CaptureID != ""
+	})
 	token, errOut, err := runCmd(vars, "token", "--instance", instanceID)
 	if err != nil || len(strings.TrimSpace(token)) < 20 {
 		t.Fatalf("token for the demo instance: got %q, %v\n%s", token, err, errOut)

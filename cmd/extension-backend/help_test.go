@@ -35,7 +35,7 @@ func TestEveryCommandHelp(t *testing.T) {
 		}
 	}
 	// After a subcommand word too, with that word's own flags.
-	for args, flag := range map[string]string{"webhook send -h": "-kind", "webhook sign --help": "-file", "bench webhooks -h": "-concurrency", "migrate up -h": ""} {
+	for args, flag := range map[string]string{"webhook send -h": "-kind", "webhook sign --help": "-file", "webhook replay -h": "-diff", "bench webhooks -h": "-concurrency", "migrate up -h": ""} {
 		out, _, err := runCmd(map[string]string{}, strings.Fields(args)...)
 		if exitCode(err) != 0 || !strings.Contains(out, "environment: EXT_") || !strings.Contains(out, flag) {
 			t.Errorf("%s: got %v and\n%s\nwant help naming %q", args, err, out, flag)

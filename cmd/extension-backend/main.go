@@ -78,6 +78,8 @@ EXT_PUBLIC_URL, EXT_MSTUDIO_API_URL, EXT_CONTRIBUTOR_ID, EXT_EXTENSION_SECRET,
 EXT_CONTRIBUTOR_TOKEN (a contributor's API token: reconcile with the platform every 15 min),
 EXT_OAUTH_CLIENT_SECRET, EXT_TRUSTED_PROXIES, EXT_SESSION_IDLE, EXT_SESSION_ABSOLUTE,
 EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_SMTP_URL and EXT_MAIL_FROM (e-mail),
+EXT_CAPTURE_DELIVERIES (keep each delivery's body and headers, sealed, this long, e.g. 24h,
+for webhook replay; empty: off),
 EXT_OIDC_PROVIDERS_FILE (a JSON file of the operator's OpenID Connect providers for its
 own staff, offered on every instance's login page; they let in only invited people unless
 the file says auto_provision for named domains), EXT_OPS_ADDR (the ops console and a
@@ -114,7 +116,7 @@ extension and OAuth secrets, SMTP URL, contributor token) may come from a file n
 		about: "backend plus the platform simulator on loopback",
 		env: `EXT_DATABASE_URL (default: in the data folder), EXT_ENCRYPTION_KEYS (default: generated into
 the data folder), EXT_PUBLIC_URL, EXT_EXTENSION_ID and EXT_CONTRIBUTOR_ID (first run; then kept
-in dev.json), and serve's others except EXT_ADDR, EXT_MSTUDIO_API_URL, EXT_EXTENSION_SECRET and
+in dev.json), EXT_CAPTURE_DELIVERIES (default here: 24h), and serve's others except EXT_ADDR, EXT_MSTUDIO_API_URL, EXT_EXTENSION_SECRET and
 EXT_CONTRIBUTOR_TOKEN, which are dev's own (a set EXT_CONTRIBUTOR_TOKEN becomes the simulator's)`,
 		run: runDev, flags: true},
 	{name: "sim", forms: []string{`[--addr A] [--webhook-url URL] [--key-file F] [--state-file F] [--extension-id ID]
@@ -124,17 +126,24 @@ EXT_CONTRIBUTOR_TOKEN, which are dev's own (a set EXT_CONTRIBUTOR_TOKEN becomes 
 		run:   runSim, flags: true},
 	{name: "webhook", forms: []string{
 		"send --kind KIND [--instance ID] [--file BODY.json] [--to URL] [--key-file F] [--dry-run]",
-		"sign --file BODY.json [--key-file F]"},
-		about: "sign a lifecycle webhook with the simulator key and send it, or print its signature headers for curl",
-		env:   "EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID (meta of the payload; default: the dev setup's)",
-		run:   runWebhook, flags: true, subs: []string{"send", "sign"}},
+		"sign --file BODY.json [--key-file F]",
+		"replay CAPTURE-ID [--to URL] [--diff] [--sign auto|simulator|captured] [--key-file F]"},
+		about: "sign a lifecycle webhook with the simulator key and send it, print its signature headers for curl, or send a captured delivery again",
+		env: `EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID (meta of the payload; default: the dev setup's);
+replay reads the capture with EXT_DATABASE_URL and EXT_ENCRYPTION_KEYS (default: dev's database
+and key beside the key file), and EXT_LOG_LEVEL`,
+		run: runWebhook, flags: true, subs: []string{"send", "sign", "replay"}},
+	{name: "deliveries", forms: []string{"[--instance ID] [--outcome O] [--since D] [--limit N] [--json]"},
+		about: "the delivery journal, newest first: what each lifecycle delivery did, and its capture id for webhook replay",
+		env:   "EXT_DATABASE_URL, EXT_LOG_LEVEL",
+		run:   runDeliveries, flags: true},
 	{name: "doctor", forms: []string{"[--probe URL [--probe-only] [--key-file F] [--extension-id ID]] [--reconcile] [--json]"},
 		about: "check the configuration, database and platform offline and, with --probe, a running endpoint from outside; exit 1 on a failure",
 		env: `EXT_DATABASE_URL, EXT_ENCRYPTION_KEYS, EXT_EXTENSION_ID, EXT_CONTRIBUTOR_ID,
 EXT_PUBLIC_URL, EXT_MSTUDIO_API_URL, EXT_SMTP_URL and EXT_MAIL_FROM, EXT_OIDC_PROVIDERS_FILE:
 the configuration as serve reads it, with serve's others (EXT_ADDR, EXT_EXTENSION_SECRET,
 EXT_OAUTH_CLIENT_SECRET, EXT_TRUSTED_PROXIES, EXT_SESSION_IDLE, EXT_SESSION_ABSOLUTE,
-EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_OPS_ADDR); with --probe, EXT_MSTUDIO_API_URL, EXT_EXTENSION_ID and
+EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_OPS_ADDR, EXT_CAPTURE_DELIVERIES, EXT_RETENTION_AFTER_REMOVAL); with --probe, EXT_MSTUDIO_API_URL, EXT_EXTENSION_ID and
 EXT_CONTRIBUTOR_ID name the platform and extension the endpoint should serve, and
 EXT_CONTRIBUTOR_TOKEN (secret, or EXT_CONTRIBUTOR_TOKEN_FILE: a contributor member's API
 token) has the platform run a dry run; --reconcile needs EXT_CONTRIBUTOR_TOKEN too`,

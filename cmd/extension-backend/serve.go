@@ -78,7 +78,7 @@ func serveBackendWith(ctx context.Context, cfg *Config, logger *slog.Logger, mig
 		return err
 	}
 	defer b.close(logger)
-	go prune(ctx, b.store, logger)
+	go prune(ctx, b.store, cfg.CaptureDeliveries, logger)
 	go eraseRemoved(ctx, b.store, logger, cfg.RetentionAfterRemoval)
 	if cfg.OpsAddr != "" {
 		return serveWithOps(ctx, cfg, logger, b, ln, timeouts)
@@ -99,6 +99,8 @@ type backend struct {
 	// reconciler compares the platform's view with ours (nil without
 	// EXT_CONTRIBUTOR_TOKEN); the ops console's resume button calls its Resume.
 	reconciler *mstudio.Reconciler
+	// captures records captured deliveries (EXT_CAPTURE_DELIVERIES, dev); nil when off.
+	captures *extension.CaptureRecorder
 }
 
 // startBackend assembles the backend and starts its job workers; the key caches behind
@@ -166,7 +168,12 @@ func startBackend(ctx context.Context, cfg *Config, logger *slog.Logger, migrate
 	if err := b.jobs.Start(ctx); err != nil {
 		return nil, err
 	}
-	if b.front, err = newHTTP(ctx, cfg, logger, reg, store, b.client, afterApply(b.broker, b.jobs), b.jobs); err != nil {
+	hcfg := *cfg
+	if cfg.CaptureDeliveries > 0 {
+		b.captures = store.NewCaptureRecorder(logger)
+		hcfg.captures = b.captures
+	}
+	if b.front, err = newHTTP(ctx, &hcfg, logger, reg, store, b.client, afterApply(b.broker, b.jobs), b.jobs); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -181,6 +188,9 @@ func (b *backend) close(logger *slog.Logger) {
 		if err := b.jobs.Stop(sctx); err != nil {
 			logger.Warn("stop jobs", "error", err.Error())
 		}
+	}
+	if b.captures != nil {
+		b.captures.Close() // what is queued is written first
 	}
 	b.store.Close()
 }
@@ -257,34 +267,42 @@ func serveHTTPAs(ctx context.Context, msg string, ln net.Listener, h http.Handle
 }
 
 // prune drops what is past its time, now and then hourly: delivery journal rows past
-// their retention, remembered sign-on keys past their lifetime, ended sessions.
-func prune(ctx context.Context, store *extension.Store, logger *slog.Logger) {
+// their retention, remembered sign-on keys past their lifetime, ended sessions, captured
+// deliveries older than captureRetention (all of them when capturing is off, 0).
+func prune(ctx context.Context, store *extension.Store, captureRetention time.Duration, logger *slog.Logger) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		now := time.Now()
-		for what, run := range map[string]func() (int64, error){
-			"delivery journal": func() (int64, error) { return store.PruneDeliveries(ctx, now.Add(-extension.DeliveryRetention)) },
-			"sign-on keys":     func() (int64, error) { return store.PruneRetrievalKeys(ctx, now) },
-			"sessions":         func() (int64, error) { return store.PruneSessions(ctx, now) },
-			"audit events":     func() (int64, error) { return store.PruneAudit(ctx, now.Add(-extension.AuditRetention)) },
-			"invitation and reset links": func() (int64, error) {
-				resets, invitations, err := store.PruneLinks(ctx, now)
-				return resets + invitations, err
-			},
-		} {
-			n, err := run()
-			switch {
-			case err != nil && ctx.Err() == nil:
-				logger.Warn("prune "+what, "error", err.Error())
-			case n > 0:
-				logger.Info("pruned "+what, "rows", n)
-			}
-		}
+		pruneOnce(ctx, store, captureRetention, time.Now(), logger)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// pruneOnce is one round of prune, at now.
+func pruneOnce(ctx context.Context, store *extension.Store, captureRetention time.Duration, now time.Time, logger *slog.Logger) {
+	for what, run := range map[string]func() (int64, error){
+		"delivery journal": func() (int64, error) { return store.PruneDeliveries(ctx, now.Add(-extension.DeliveryRetention)) },
+		"sign-on keys":     func() (int64, error) { return store.PruneRetrievalKeys(ctx, now) },
+		"sessions":         func() (int64, error) { return store.PruneSessions(ctx, now) },
+		"audit events":     func() (int64, error) { return store.PruneAudit(ctx, now.Add(-extension.AuditRetention)) },
+		"captured deliveries": func() (int64, error) {
+			return store.PruneCaptures(ctx, now.Add(-captureRetention))
+		},
+		"invitation and reset links": func() (int64, error) {
+			resets, invitations, err := store.PruneLinks(ctx, now)
+			return resets + invitations, err
+		},
+	} {
+		n, err := run()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("prune "+what, "error", err.Error())
+		case n > 0:
+			logger.Info("pruned "+what, "rows", n)
 		}
 	}
 }
@@ -404,6 +422,10 @@ func newHTTP(ctx context.Context, cfg *Config, logger *slog.Logger, reg *prometh
 		Logger:        logger,
 		Registerer:    reg,
 		Applied:       applied,
+		Captures:      cfg.captures,
+		// dev also keeps what a hand-made delivery looked like; serve only the platform's,
+		// so no one without its key can make us store anything.
+		CaptureUnverified: cfg.devSimulator,
 	})
 	routes(front, h)
 	return front, nil

@@ -22,9 +22,10 @@ func checkStartup(ctx context.Context, store *extension.Store, cfg *Config, logg
 }
 
 // checkedSchemaVersion is the first version of our schema that holds every table the
-// start-up checks read: the sealed columns (up to 00003_sso) and store_meta (00004). Raise
-// it when a check comes to read a table or column that a later migration adds.
-const checkedSchemaVersion = 4
+// start-up checks read: the sealed columns (up to 00003_sso), store_meta (00004) and the
+// captured deliveries (00012). Raise it when a check comes to read a table or column that
+// a later migration adds.
+const checkedSchemaVersion = 12
 
 // canCheckBeforeMigrating reports whether the schema already holds what the start-up
 // checks read, so that serve can run them before it migrates: a start they refuse then

@@ -15,10 +15,11 @@ import (
 
 const defaultKeyFile = "data/simulator-keys.json"
 
-const webhookUsage = `usage: extension-backend webhook send|sign [flags]
+const webhookUsage = `usage: extension-backend webhook send|sign|replay [flags]
 
   send --kind KIND [--instance ID] [--file BODY.json] [--to URL] [--key-file F] [--dry-run]
   sign --file BODY.json [--key-file F]
+  replay CAPTURE-ID [--to URL] [--diff] [--sign auto|simulator|captured] [--key-file F]
 
 The extension and contributor ids come from --extension-id, EXT_EXTENSION_ID and
 EXT_CONTRIBUTOR_ID, or the dev setup beside the key file. Each takes -h.`
@@ -28,11 +29,14 @@ func runWebhook(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintln(stdout, webhookUsage)
 		return flag.ErrHelp
 	}
-	if len(args) == 0 || (args[0] != "send" && args[0] != "sign") {
+	if len(args) == 0 || (args[0] != "send" && args[0] != "sign" && args[0] != "replay") {
 		return usagef("%s", webhookUsage)
 	}
-	if args[0] == "sign" {
+	switch args[0] {
+	case "sign":
 		return runWebhookSign(args[1:], stdout, stderr)
+	case "replay":
+		return runWebhookReplay(ctx, args[1:], getenv, stdout, stderr)
 	}
 	return runWebhookSend(ctx, args[1:], getenv, stdout, stderr)
 }

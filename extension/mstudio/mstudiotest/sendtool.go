@@ -219,3 +219,109 @@ func SignWebhook(opts SignOptions, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, " --data-binary @%s %s\n", opts.File, to)
 	return nil
 }
+
+// ReplayOptions configures ReplayWebhook.
+type ReplayOptions struct {
+	To     string      // the webhook URL; required
+	Body   []byte      // the captured body
+	Header http.Header // the captured headers, signature included
+	// KeyFile, when set, signs again with the key file's webhook key, as the simulator
+	// sends: the body gets a new request id, the time of now and To as its target, so a
+	// backend takes the replay for a new delivery of the same event. Empty: the body and
+	// headers go as captured, with their own signature.
+	KeyFile    string
+	HTTPClient *http.Client // default: one with the platform's 6 s timeout
+}
+
+// Replayed is the backend's answer to a replayed delivery.
+type Replayed struct {
+	Proto, Status string
+	StatusCode    int
+	Answer        []byte // up to a few KiB of the answer's body
+}
+
+// replayHeaderSkip are headers a replay does not copy: the client sets them for its own
+// connection and body.
+var replayHeaderSkip = map[string]bool{
+	"Host": true, "Content-Length": true, "Connection": true, "Transfer-Encoding": true, "Accept-Encoding": true,
+	"Keep-Alive": true, "Te": true, "Trailer": true, "Upgrade": true, "Proxy-Connection": true,
+}
+
+// ReplayWebhook posts a captured delivery again, signed again or as captured (KeyFile).
+func ReplayWebhook(ctx context.Context, opts ReplayOptions) (Replayed, error) {
+	if opts.To == "" {
+		return Replayed{}, errorf("replay: the webhook URL is required")
+	}
+	body := opts.Body
+	var key KeyPair
+	if opts.KeyFile != "" {
+		var err error
+		if key, err = loadSigningKey(opts.KeyFile); err != nil {
+			return Replayed{}, err
+		}
+		body = freshRequest(body, opts.To, time.Now())
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, opts.To, bytes.NewReader(body))
+	if err != nil {
+		return Replayed{}, errorf("replay: webhook URL %q: %v", opts.To, err)
+	}
+	for name, values := range opts.Header {
+		if !replayHeaderSkip[http.CanonicalHeaderKey(name)] {
+			req.Header[http.CanonicalHeaderKey(name)] = append([]string(nil), values...)
+		}
+	}
+	if opts.KeyFile != "" {
+		mstudio.Sign(req.Header, key.Serial, key.Private, body)
+	}
+	client := opts.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: 6 * time.Second}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return Replayed{}, errorf("replay: %v", err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	return Replayed{Proto: resp.Proto, Status: resp.Status, StatusCode: resp.StatusCode, Answer: bytes.TrimSpace(answer)}, nil
+}
+
+// freshRequest gives a lifecycle body a new request id (a UUIDv7, as the platform's), the
+// time now as its createdAt and to as its target URL, keeping every other field as it
+// is. A body that is no JSON object, or whose request is none, is returned as it is.
+func freshRequest(body []byte, to string, now time.Time) []byte {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil || top == nil {
+		return body
+	}
+	var request map[string]json.RawMessage
+	if json.Unmarshal(top["request"], &request) != nil || request == nil {
+		return body
+	}
+	var target map[string]json.RawMessage
+	if raw, ok := request["target"]; ok && json.Unmarshal(raw, &target) != nil {
+		return body
+	}
+	if target == nil {
+		target = map[string]json.RawMessage{}
+	}
+	str := func(s string) json.RawMessage { b, _ := json.Marshal(s); return b }
+	target["url"] = str(to)
+	if _, ok := target["method"]; !ok {
+		target["method"] = str(http.MethodPost)
+	}
+	request["id"] = str(uuid.Must(uuid.NewV7()).String())
+	request["createdAt"] = str(now.UTC().Format(time.RFC3339Nano))
+	var err error
+	if request["target"], err = json.Marshal(target); err != nil {
+		return body
+	}
+	if top["request"], err = json.Marshal(request); err != nil {
+		return body
+	}
+	out, err := json.Marshal(top)
+	if err != nil {
+		return body
+	}
+	return out
+}
