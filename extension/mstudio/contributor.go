@@ -197,9 +197,15 @@ func (c *Client) listPages(ctx context.Context, token extension.Secret, route st
 		}
 		n := len(entries)
 		skip += n
+		// A page is short against the limit the platform applied, which it may have
+		// capped below ours (X-Pagination-Limit says so).
+		limit := listPageSize
+		if l, err := strconv.Atoi(header.Get("X-Pagination-Limit")); err == nil && l > 0 && l < limit {
+			limit = l
+		}
 		total, err := strconv.Atoi(header.Get("X-Pagination-TotalCount"))
 		switch {
-		case n < listPageSize, err == nil && skip >= total:
+		case n == 0, n < limit, err == nil && skip >= total:
 			return nil
 		}
 	}

@@ -77,3 +77,30 @@ func TestReviewResumeHaltedOncePerInstance(t *testing.T) {
 		t.Errorf("resume reached the platform %d times (%d outcomes) for one halted instance, want once", n, len(out))
 	}
 }
+
+// TestReviewListFollowsAPlatformCappedLimit: a platform that caps limit below what we ask
+// (answering X-Pagination-Limit with its own) is paged to the end, not stopped after its
+// first, "short" page.
+func TestReviewListFollowsAPlatformCappedLimit(t *testing.T) {
+	const capped = 50
+	var all []map[string]any
+	for range 120 {
+		all = append(all, map[string]any{"id": uuid.NewString()})
+	}
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		skip, _ := strconv.Atoi(r.URL.Query().Get("skip"))
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		limit = min(limit, capped)
+		w.Header().Set("X-Pagination-Limit", strconv.Itoa(limit))
+		w.Header().Set("X-Pagination-TotalCount", strconv.Itoa(len(all)))
+		_ = json.NewEncoder(w).Encode(all[min(skip, len(all)):min(skip+limit, len(all))])
+	})
+	c := newTestClient(t, srv.URL)
+	got, err := c.ExtensionInstances(context.Background(), "tok", uuid.NewString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(all) {
+		t.Errorf("listed %d instances, want all %d", len(got), len(all))
+	}
+}
