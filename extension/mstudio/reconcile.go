@@ -268,6 +268,15 @@ func Compare(extensionID string, platform []ListedInstance, ours []extension.Ins
 		}
 		found = append(found, extension.ReconcileFinding{Kind: kind, InstanceID: ex.ExtensionInstanceID, Detail: detail})
 	}
+	// The instance list says so too (webhookExecutionHalted): a halt the execution log
+	// did not show (another page, a log the token sees less of) is still found.
+	for _, p := range platform {
+		if (p.ExtensionID == "" || p.ExtensionID == extensionID) && p.WebhookExecutionHalted && !reported[extension.FindingHalted][p.ID] {
+			reported[extension.FindingHalted][p.ID] = true
+			found = append(found, extension.ReconcileFinding{Kind: extension.FindingHalted, InstanceID: p.ID,
+				Detail: "the platform lists its webhook execution as halted"})
+		}
+	}
 	return found
 }
 

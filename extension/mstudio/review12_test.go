@@ -104,3 +104,25 @@ func TestReviewListFollowsAPlatformCappedLimit(t *testing.T) {
 		t.Errorf("listed %d instances, want all %d", len(got), len(all))
 	}
 }
+
+// TestReviewCompareReadsTheHaltedFlag: an instance the platform lists with
+// webhookExecutionHalted is found halted even when the execution log shows nothing of
+// it, and only once when the log shows it too.
+func TestReviewCompareReadsTheHaltedFlag(t *testing.T) {
+	ext, a, b := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	platform := []mstudio.ListedInstance{
+		{Instance: mstudio.Instance{ID: a, ExtensionID: ext}, WebhookExecutionHalted: true},
+		{Instance: mstudio.Instance{ID: b, ExtensionID: ext}, WebhookExecutionHalted: true},
+	}
+	ours := []extension.Instance{{ID: a}, {ID: b}}
+	executions := []mstudio.WebhookExecution{{ID: "e1", ExtensionInstanceID: b, ExtensionID: ext, State: mstudio.ExecutionHalted}}
+	halted := map[string]int{}
+	for _, f := range mstudio.Compare(ext, platform, ours, executions) {
+		if f.Kind == extension.FindingHalted {
+			halted[f.InstanceID]++
+		}
+	}
+	if halted[a] != 1 || halted[b] != 1 || len(halted) != 2 {
+		t.Errorf("halted findings %v, want one for each of %s and %s", halted, a, b)
+	}
+}
