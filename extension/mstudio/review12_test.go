@@ -126,3 +126,26 @@ func TestReviewCompareReadsTheHaltedFlag(t *testing.T) {
 		t.Errorf("halted findings %v, want one for each of %s and %s", halted, a, b)
 	}
 }
+
+// TestReviewTokenNotSentAcrossARedirect: an answer of the platform's address that
+// redirects to another host must not carry the contributor token there (Go's client
+// forwards every header but Authorization and Cookie to any redirect target).
+func TestReviewTokenNotSentAcrossARedirect(t *testing.T) {
+	const token = "contributor-token-s3cret"
+	var leaked atomic.Int64
+	other := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Access-Token") != "" || r.Header.Get("Authorization") != "" {
+			leaked.Add(1)
+		}
+		_, _ = w.Write([]byte(`[]`))
+	})
+	platform := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.RequestURI(), http.StatusFound)
+	})
+	c := newTestClient(t, platform.URL)
+	_, _ = c.ExtensionInstances(context.Background(), token, uuid.NewString())
+	_ = c.ResumeWebhookExecution(context.Background(), token, uuid.NewString(), uuid.NewString(), uuid.NewString())
+	if n := leaked.Load(); n != 0 {
+		t.Errorf("the token reached another host %d times through a redirect", n)
+	}
+}
