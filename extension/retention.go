@@ -85,17 +85,24 @@ func (s *Store) EraseRemovedInstances(ctx context.Context, removedBefore time.Ti
 		return nil, fmt.Errorf("list removals past their grace: %w", translate(err))
 	}
 	var out []Erasure
+	var failed []error
 	for _, id := range ids {
 		e, err := s.EraseRemovedInstance(ctx, id, removedBefore)
 		if errors.Is(err, ErrNotFound) {
 			continue // re-installed, or erased by another replica, since the list was read
 		}
 		if err != nil {
-			return out, err
+			if ctx.Err() != nil {
+				return out, errors.Join(append(failed, err)...)
+			}
+			// One instance that cannot be erased must not hold back every one after it:
+			// the list starts with it again at every run.
+			failed = append(failed, err)
+			continue
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out, errors.Join(failed...)
 }
 
 // EraseRemovedInstance erases one removed instance's data if it is still removed since

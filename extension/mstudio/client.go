@@ -88,6 +88,19 @@ func New(baseURL string, opts Options) (*Client, error) {
 		rc.HTTPClient = &hc
 	}
 	rc.HTTPClient.Transport = &observedTransport{next: rc.HTTPClient.Transport, c: c}
+	// Go's client forwards every header but Authorization and Cookie to wherever a
+	// redirect points: X-Access-Token (an instance's or the contributor's token) would go
+	// to another host, or over plain http. A redirect off the API's scheme and host is
+	// answered to the caller as it came (a failed call) instead of followed.
+	rc.HTTPClient.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		if r.URL.Scheme != via[0].URL.Scheme || !strings.EqualFold(r.URL.Host, via[0].URL.Host) {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
 	rc.RetryMax = 3
 	switch {
 	case opts.RetryMax > 0:

@@ -185,14 +185,27 @@ func (c *Client) listPages(ctx context.Context, token extension.Secret, route st
 		if err != nil {
 			return refusedToken(err)
 		}
-		n, err := page(raw)
-		if err != nil {
+		if _, err := page(raw); err != nil {
 			return fmt.Errorf("decode answer: %w", err)
 		}
+		// The platform's skip counts every entry it sent, also those page dropped (an
+		// entry without a usable id): counting only the kept ones would end the listing
+		// early, and every instance after it would look like a missed removal.
+		var entries []json.RawMessage
+		if err := decodeList(raw, &entries); err != nil {
+			return fmt.Errorf("decode answer: %w", err)
+		}
+		n := len(entries)
 		skip += n
+		// A page is short against the limit the platform applied, which it may have
+		// capped below ours (X-Pagination-Limit says so).
+		limit := listPageSize
+		if l, err := strconv.Atoi(header.Get("X-Pagination-Limit")); err == nil && l > 0 && l < limit {
+			limit = l
+		}
 		total, err := strconv.Atoi(header.Get("X-Pagination-TotalCount"))
 		switch {
-		case n < listPageSize, err == nil && skip >= total:
+		case n == 0, n < limit, err == nil && skip >= total:
 			return nil
 		}
 	}

@@ -243,6 +243,9 @@ func Compare(extensionID string, platform []ListedInstance, ours []extension.Ins
 				Detail: fmt.Sprintf("we hold it (%s %s), the platform no longer lists it", contextKind(in.ContextKind), in.ContextID)})
 		}
 	}
+	// One finding per instance and kind: several webhooks of one instance can wait
+	// halted behind each other, and one resume sets the instance's whole queue going.
+	reported := map[extension.FindingKind]map[string]bool{extension.FindingHalted: {}, extension.FindingFailed: {}}
 	for _, ex := range executions {
 		if ex.ExtensionID != "" && ex.ExtensionID != extensionID {
 			continue
@@ -255,11 +258,24 @@ func Compare(extensionID string, platform []ListedInstance, ours []extension.Ins
 		default:
 			continue
 		}
+		if reported[kind][ex.ExtensionInstanceID] {
+			continue
+		}
+		reported[kind][ex.ExtensionInstanceID] = true
 		detail := fmt.Sprintf("its %s webhook (execution %s) is %s after %d attempts", printableWord(ex.Kind), printableWord(ex.ID), ex.State, ex.Attempts)
 		if next := ex.Next(); !next.IsZero() {
 			detail += ", next attempt " + next.Format(time.RFC3339)
 		}
 		found = append(found, extension.ReconcileFinding{Kind: kind, InstanceID: ex.ExtensionInstanceID, Detail: detail})
+	}
+	// The instance list says so too (webhookExecutionHalted): a halt the execution log
+	// did not show (another page, a log the token sees less of) is still found.
+	for _, p := range platform {
+		if (p.ExtensionID == "" || p.ExtensionID == extensionID) && p.WebhookExecutionHalted && !reported[extension.FindingHalted][p.ID] {
+			reported[extension.FindingHalted][p.ID] = true
+			found = append(found, extension.ReconcileFinding{Kind: extension.FindingHalted, InstanceID: p.ID,
+				Detail: "the platform lists its webhook execution as halted"})
+		}
 	}
 	return found
 }
