@@ -44,6 +44,9 @@ type Config struct {
 	// OpsAddr (EXT_OPS_ADDR) is the listen address of the ops console and a second
 	// /metrics; "": off.
 	OpsAddr string
+	// OpsHosts (EXT_OPS_HOSTS) are the host names the console answers to besides IP
+	// literals, localhost and EXT_OPS_ADDR's host (opsHostCheck).
+	OpsHosts []string
 	// RetentionAfterRemoval is EXT_RETENTION_AFTER_REMOVAL: how long a removed instance's
 	// data is kept for a re-install before serve erases it (0: at the next clean-up).
 	RetentionAfterRemoval time.Duration
@@ -91,6 +94,14 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	cfg.ContributorToken = r.secret("EXT_CONTRIBUTOR_TOKEN", "")
 	r.check("EXT_CONTRIBUTOR_ID", cfg.ContributorToken.IsZero() || cfg.ContributorID != "",
 		"required with EXT_CONTRIBUTOR_TOKEN: the contributor's id, whose webhook executions the token reads")
+	// The contributor token is a member's whole API token: it never goes over plain http
+	// to a host that is not this machine.
+	if !cfg.ContributorToken.IsZero() && r.err == nil {
+		if u, err := url.Parse(cfg.MStudioAPIURL); err == nil && u.Scheme != "https" {
+			r.check("EXT_MSTUDIO_API_URL", isLoopback(u.Hostname()),
+				"%s is plain http on another machine, and EXT_CONTRIBUTOR_TOKEN would travel over it: use https", cfg.MStudioAPIURL)
+		}
+	}
 
 	cfg.PublicURL = r.httpURL("EXT_PUBLIC_URL", "http://127.0.0.1:8080")
 	if n.extensionID && r.err == nil {
@@ -109,6 +120,7 @@ func loadConfig(getenv func(string) string, n needs) (*Config, error) {
 	cfg.OIDCProvidersFile, cfg.OperatorProviders = r.oidcProviders("EXT_OIDC_PROVIDERS_FILE")
 	cfg.OpsAddr = r.listenAddr("EXT_OPS_ADDR")
 	r.check("EXT_OPS_ADDR", cfg.OpsAddr == "" || cfg.OpsAddr != cfg.Addr, "the same as EXT_ADDR: give the console an address of its own")
+	cfg.OpsHosts = r.hostNames("EXT_OPS_HOSTS")
 	cfg.RetentionAfterRemoval = r.retention("EXT_RETENTION_AFTER_REMOVAL")
 	cfg.CaptureDeliveries = r.captureRetention("EXT_CAPTURE_DELIVERIES")
 	if r.err != nil {
@@ -157,6 +169,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("oidc_providers_file", c.OIDCProvidersFile),
 		slog.Int("oidc_operator_providers", len(c.OperatorProviders)),
 		slog.String("ops_addr", c.OpsAddr),
+		slog.Any("ops_hosts", c.OpsHosts),
 		slog.String("retention_after_removal", c.RetentionAfterRemoval.String()),
 		slog.String("capture_deliveries", captureSummary(c.CaptureDeliveries)),
 	)

@@ -33,6 +33,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"missing extension id", map[string]string{"EXT_EXTENSION_ID": ""}, "EXT_EXTENSION_ID: required"},
 		{"extension id not uuid", map[string]string{"EXT_EXTENSION_ID": "my-extension"}, "EXT_EXTENSION_ID: not a UUID"},
 		{"contributor id not uuid", map[string]string{"EXT_CONTRIBUTOR_ID": "x"}, "EXT_CONTRIBUTOR_ID: not a UUID"},
+		{"contributor token over http", map[string]string{"EXT_CONTRIBUTOR_TOKEN": "tok", "EXT_CONTRIBUTOR_ID": "2e8c13e8-db3c-4dfc-927e-9516941a7425",
+			"EXT_MSTUDIO_API_URL": "http://api.example.com"}, "EXT_MSTUDIO_API_URL: http://api.example.com is plain http"},
 		{"database url scheme", map[string]string{"EXT_DATABASE_URL": "mysql://db/x"}, "EXT_DATABASE_URL: want"},
 		{"database url empty sqlite path", map[string]string{"EXT_DATABASE_URL": "sqlite:"}, "EXT_DATABASE_URL: want"},
 		{"database url no host", map[string]string{"EXT_DATABASE_URL": "postgres://"}, "EXT_DATABASE_URL: want"},

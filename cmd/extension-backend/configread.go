@@ -298,6 +298,38 @@ func (r *envReader) oidcProviders(name string) (string, []extension.OperatorProv
 	return path, ps
 }
 
+// hostNames reads a comma-separated list of DNS host names (no scheme, port or path).
+func (r *envReader) hostNames(name string) []string {
+	var out []string
+	for _, h := range splitList(r.getenv(name)) {
+		if !validHostName(h) {
+			r.fail(name, "%q is not a host name: write names such as ops.example.com, comma-separated, without scheme or port", h)
+			return nil
+		}
+		out = append(out, strings.ToLower(h))
+	}
+	return out
+}
+
+// validHostName reports whether h is a DNS name of letters, digits, hyphens and dots.
+func validHostName(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // listenAddr reads an optional listen address, HOST:PORT or :PORT with a port number
 // (0 picks a free one); "" when unset.
 func (r *envReader) listenAddr(name string) string {

@@ -84,7 +84,8 @@ EXT_OIDC_PROVIDERS_FILE (a JSON file of the operator's OpenID Connect providers 
 own staff, offered on every instance's login page; they let in only invited people unless
 the file says auto_provision for named domains), EXT_OPS_ADDR (the ops console and a
 second /metrics on their own address; off when unset; put it behind your own access
-control), EXT_RETENTION_AFTER_REMOVAL (how long a
+control), EXT_OPS_HOSTS (host names the console answers to besides IP addresses, localhost
+and EXT_OPS_ADDR's host), EXT_RETENTION_AFTER_REMOVAL (how long a
 removed instance's data is kept for a re-install before it is erased: 30d, 720h, or 0);
 every secret (database URL, keys,
 extension and OAuth secrets, SMTP URL, contributor token) may come from a file named by NAME_FILE instead`,
@@ -143,7 +144,7 @@ and key beside the key file), and EXT_LOG_LEVEL`,
 EXT_PUBLIC_URL, EXT_MSTUDIO_API_URL, EXT_SMTP_URL and EXT_MAIL_FROM, EXT_OIDC_PROVIDERS_FILE:
 the configuration as serve reads it, with serve's others (EXT_ADDR, EXT_EXTENSION_SECRET,
 EXT_OAUTH_CLIENT_SECRET, EXT_TRUSTED_PROXIES, EXT_SESSION_IDLE, EXT_SESSION_ABSOLUTE,
-EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_OPS_ADDR, EXT_CAPTURE_DELIVERIES, EXT_RETENTION_AFTER_REMOVAL); with --probe, EXT_MSTUDIO_API_URL, EXT_EXTENSION_ID and
+EXT_DEFAULT_ROLE, EXT_LOG_LEVEL, EXT_OPS_ADDR, EXT_OPS_HOSTS, EXT_CAPTURE_DELIVERIES, EXT_RETENTION_AFTER_REMOVAL); with --probe, EXT_MSTUDIO_API_URL, EXT_EXTENSION_ID and
 EXT_CONTRIBUTOR_ID name the platform and extension the endpoint should serve, and
 EXT_CONTRIBUTOR_TOKEN (secret, or EXT_CONTRIBUTOR_TOKEN_FILE: a contributor member's API
 token) has the platform run a dry run; --reconcile needs EXT_CONTRIBUTOR_TOKEN too`,

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 
 	"github.com/extension-backend/extension-backend/doctor"
 	"github.com/extension-backend/extension-backend/extension"
@@ -13,6 +15,7 @@ import (
 	"github.com/extension-backend/extension-backend/frontend"
 	"github.com/extension-backend/extension-backend/httpfront"
 	"github.com/extension-backend/extension-backend/jobs"
+	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 )
@@ -115,6 +118,46 @@ func newOps(ctx context.Context, cfg *Config, logger *slog.Logger, reg *promethe
 		}
 		cc.JobsUI, jobsUI = opsJobsPath, ui
 	}
+	front.Pre(opsHostCheck(cfg.OpsAddr, cfg.OpsHosts))
 	opsRoutes(front, pages.Console(cc), jobsUI)
 	return front, nil
+}
+
+// opsHostCheck refuses (421) a request to the console whose Host names a host the
+// operator did not list: a page of another site whose name is made to resolve to the
+// console's address (DNS rebinding) is same-origin to the browser, so it could read every
+// page and pass the same-origin check of resume and retry. IP literals, localhost, the
+// host of EXT_OPS_ADDR and EXT_OPS_HOSTS are taken; /metrics, /healthz and /readyz answer
+// any Host, for scrapers and probes that use a service name.
+func opsHostCheck(opsAddr string, hosts []string) echo.MiddlewareFunc {
+	allowed := map[string]bool{"localhost": true}
+	if h, _, err := net.SplitHostPort(opsAddr); err == nil && h != "" {
+		allowed[normalHost(h)] = true
+	}
+	for _, h := range hosts {
+		allowed[normalHost(h)] = true
+	}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			switch c.Request().URL.Path {
+			case "/metrics", "/healthz", "/readyz":
+				return next(c)
+			}
+			host := c.Request().Host
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			host = normalHost(host)
+			if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil || allowed[host] {
+				return next(c)
+			}
+			return echo.NewHTTPError(http.StatusMisdirectedRequest,
+				"this console answers only at its own address; add the name to EXT_OPS_HOSTS to reach it by name")
+		}
+	}
+}
+
+// normalHost is a host name as the Host check compares it: lower case, without a final dot.
+func normalHost(h string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
 }

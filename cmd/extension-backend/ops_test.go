@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labstack/echo/v4"
 )
 
 // TestOpsConsoleConfig: the console is off unless EXT_OPS_ADDR is set, and a bad address
@@ -51,6 +54,50 @@ func opsAddr(t *testing.T, logs *syncBuffer) string {
 }
 
 // opsGet GETs url and returns the status and body.
+// TestOpsConsoleHostCheck: a request whose Host is a name the operator did not list is
+// refused with 421 (a DNS-rebinding page would send its own name); IP literals,
+// localhost and EXT_OPS_HOSTS are taken, and /metrics answers any Host.
+func TestOpsConsoleHostCheck(t *testing.T) {
+	vars := map[string]string{"EXT_ENCRYPTION_KEYS": "", "EXT_EXTENSION_ID": testExtensionID, "EXT_OPS_HOSTS": "ops.example.com, Console.Example.ORG"}
+	cfg, err := loadConfig(env(vars), needs{})
+	if err != nil || len(cfg.OpsHosts) != 2 || cfg.OpsHosts[1] != "console.example.org" {
+		t.Fatalf("EXT_OPS_HOSTS: %v, %v", cfg, err)
+	}
+	for _, bad := range []string{"https://ops.example.com", "ops.example.com:9090", "ops..example.com", "-ops.example.com", "ops example"} {
+		vars["EXT_OPS_HOSTS"] = bad
+		if _, err := loadConfig(env(vars), needs{}); err == nil || !strings.Contains(err.Error(), "EXT_OPS_HOSTS") {
+			t.Errorf("EXT_OPS_HOSTS=%q: %v, want refused naming the variable", bad, err)
+		}
+	}
+
+	e := echo.New()
+	e.Pre(opsHostCheck("ops.internal:9090", []string{"ops.example.com"}))
+	for _, p := range []string{"/", "/metrics"} {
+		e.GET(p, func(c echo.Context) error { return c.String(http.StatusOK, "ok") })
+	}
+	for _, tc := range []struct {
+		host, path string
+		want       int
+	}{
+		{"127.0.0.1:9090", "/", http.StatusOK},
+		{"[::1]:9090", "/", http.StatusOK},
+		{"localhost:9090", "/", http.StatusOK},
+		{"ops.internal:9090", "/", http.StatusOK},
+		{"OPS.example.com.", "/", http.StatusOK},
+		{"attacker.example:9090", "/", http.StatusMisdirectedRequest},
+		{"ops.example.com.attacker.example", "/", http.StatusMisdirectedRequest},
+		{"attacker.example", "/metrics", http.StatusOK},
+	} {
+		req := httptest.NewRequest(http.MethodGet, tc.path, nil)
+		req.Host = tc.host
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("Host %s %s: %d, want %d", tc.host, tc.path, rec.Code, tc.want)
+		}
+	}
+}
+
 func opsGet(t *testing.T, url string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
