@@ -182,6 +182,14 @@ func (r *Reconciler) reconcile(ctx context.Context) (Report, error) {
 			if (f.Kind == extension.FindingLostInstall && live) || (f.Kind == extension.FindingMissedRemoval && !live) {
 				continue // its webhook arrived while the lists were read
 			}
+			// The list is read by offsets: an install or removal between two pages shifts
+			// them, and an instance the platform still has can fall between. Ask for it by
+			// id; only "not found" (or an error, reported as found) keeps the finding.
+			if f.Kind == extension.FindingMissedRemoval {
+				if _, err := r.cfg.Client.Instance(ctx, r.cfg.Token, f.InstanceID); err == nil {
+					continue
+				}
+			}
 		}
 		kept = append(kept, f)
 	}

@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/google/uuid"
 )
@@ -147,5 +149,51 @@ func TestReviewTokenNotSentAcrossARedirect(t *testing.T) {
 	_ = c.ResumeWebhookExecution(context.Background(), token, uuid.NewString(), uuid.NewString(), uuid.NewString())
 	if n := leaked.Load(); n != 0 {
 		t.Errorf("the token reached another host %d times through a redirect", n)
+	}
+}
+
+// TestMissedRemovalConfirmedByID: an instance the paged list left out (an install or
+// removal between two pages shifts the offsets) but which the platform still answers
+// for by id is no missed removal; one it answers 404 for is.
+func TestMissedRemovalConfirmedByID(t *testing.T) {
+	ext, contributor := uuid.NewString(), uuid.NewString()
+	listed, skipped, gone := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	body := func(id string) map[string]any {
+		return map[string]any{"id": id, "extensionId": ext, "contributorId": contributor, "disabled": false,
+			"aggregateReference": map[string]any{"aggregate": "project", "domain": "project", "id": uuid.NewString()}}
+	}
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v2/extension-instances":
+			json.NewEncoder(w).Encode([]any{body(listed)}) //nolint:errcheck // the test reads what arrives
+		case "/v2/contributors/" + contributor + "/webhook-executions":
+			w.Write([]byte("[]")) //nolint:errcheck // as above
+		case "/v2/extension-instances/" + skipped:
+			json.NewEncoder(w).Encode(body(skipped)) //nolint:errcheck // as above
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"type":"NotFound","message":"extension instance not found"}`)) //nolint:errcheck // as above
+		}
+	})
+	store := extensiontest.Open(t, extensiontest.SQLiteURL(t), extension.Options{Keys: extensiontest.Keyring(t)})
+	enabled := true
+	for _, id := range []string{listed, skipped, gone} {
+		if _, err := store.ApplyLifecycle(context.Background(), extension.LifecycleEvent{Kind: extension.EventAdded, RequestID: "r-" + id,
+			CreatedAt: time.Now(), InstanceID: id, ContextKind: "project", ContextID: uuid.NewString(), Enabled: &enabled, Secret: "s"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec, err := mstudio.NewReconciler(mstudio.ReconcilerConfig{Client: newTestClient(t, srv.URL), Store: store,
+		Token: "tok", ContributorID: contributor, ExtensionID: ext})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := rec.Reconcile(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Findings) != 1 || rep.Findings[0].Kind != extension.FindingMissedRemoval || rep.Findings[0].InstanceID != gone {
+		t.Errorf("findings %+v, want one missed removal of %s (not of %s, which the platform still has)", rep.Findings, gone, skipped)
 	}
 }

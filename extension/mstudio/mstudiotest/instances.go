@@ -222,6 +222,9 @@ func (s *Server) getInstance(w http.ResponseWriter, r *http.Request) {
 	// An instance reads itself; a user needs access to the instance's context, whatever
 	// instance their token is bound to.
 	allowed := g.userID == "" && g.instanceID == id
+	if g.contributorID != "" { // the contributor reads the instances of its extensions
+		allowed = strings.EqualFold(g.contributorID, s.opts.ContributorID)
+	}
 	if g.userID != "" {
 		allowed = s.mayRead(grant{userID: g.userID}, in.ContextKind, in.ContextID, "")
 	}
