@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/extension-backend/extension-backend/doctor"
 	"github.com/extension-backend/extension-backend/extension"
@@ -51,20 +53,40 @@ func serveWithOps(ctx context.Context, cfg *Config, logger *slog.Logger, b *back
 // and its resume action when EXT_CONTRIBUTOR_TOKEN is set (else that section shows as
 // not configured).
 func opsSources(cfg *Config, b *backend) frontend.ConsoleConfig {
-	cc := frontend.ConsoleConfig{
-		Doctor: func(ctx context.Context) []frontend.DoctorFinding {
-			found := doctor.Run(ctx, doctorOffline(cfg, b.store, b.client).Checks())
-			out := make([]frontend.DoctorFinding, 0, len(found))
-			for _, f := range found {
-				out = append(out, frontend.DoctorFinding{Check: f.Check, Status: string(f.Level), Detail: f.Message, Fix: f.Action})
-			}
-			return out
-		},
-	}
+	cc := frontend.ConsoleConfig{Doctor: cachedDoctor(doctorCacheFor, func(ctx context.Context) []frontend.DoctorFinding {
+		found := doctor.Run(ctx, doctorOffline(cfg, b.store, b.client).Checks())
+		out := make([]frontend.DoctorFinding, 0, len(found))
+		for _, f := range found {
+			out = append(out, frontend.DoctorFinding{Check: f.Check, Status: string(f.Level), Detail: f.Message, Fix: f.Action})
+		}
+		return out
+	})}
 	if b.reconciler != nil {
 		cc.Reconcile = opsReconcile{store: b.store, rec: b.reconciler}
 	}
 	return cc
+}
+
+// doctorCacheFor is how long the console shows one run of doctor's checks: each run opens
+// every stored secret and calls the platform and the mail server, which a page reloaded
+// in a loop should not repeat.
+const doctorCacheFor = time.Minute
+
+// cachedDoctor runs checks at most once per ttl; concurrent page loads share one run.
+func cachedDoctor(ttl time.Duration, checks frontend.DoctorSource) frontend.DoctorSource {
+	var (
+		mu   sync.Mutex
+		last []frontend.DoctorFinding
+		at   time.Time
+	)
+	return func(ctx context.Context) []frontend.DoctorFinding {
+		mu.Lock()
+		defer mu.Unlock()
+		if last == nil || time.Since(at) >= ttl {
+			last, at = checks(ctx), time.Now()
+		}
+		return last
+	}
 }
 
 // opsReconcile shows the findings every replica's reconciliation stored, and resumes

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/extension-backend/extension-backend/frontend"
 	"github.com/labstack/echo/v4"
 )
 
@@ -247,5 +249,28 @@ func TestOpsConsoleServe(t *testing.T) {
 		if s != "" && strings.Contains(logs.String(), s) {
 			t.Errorf("the log holds the %s", what)
 		}
+	}
+}
+
+// TestCachedDoctor: page loads within the cache time share one run of the checks; the
+// next load after it runs them again.
+func TestCachedDoctor(t *testing.T) {
+	runs := 0
+	src := cachedDoctor(50*time.Millisecond, func(context.Context) []frontend.DoctorFinding {
+		runs++
+		return []frontend.DoctorFinding{{Check: "c", Status: frontend.DoctorOK}}
+	})
+	for range 3 {
+		if got := src(context.Background()); len(got) != 1 {
+			t.Fatalf("got %v", got)
+		}
+	}
+	if runs != 1 {
+		t.Errorf("%d runs for three loads within the cache time, want 1", runs)
+	}
+	time.Sleep(60 * time.Millisecond)
+	src(context.Background())
+	if runs != 2 {
+		t.Errorf("%d runs after the cache time, want 2", runs)
 	}
 }
