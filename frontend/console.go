@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
+	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/labstack/echo/v4"
 )
 
@@ -218,7 +219,8 @@ func (c *Console) ConsoleResume(ec echo.Context) error {
 		return c.renderReconcile(ec, http.StatusNotFound, v)
 	}
 	id := strings.ToLower(strings.TrimSpace(ec.FormValue("instance")))
-	if !validInstanceID(id) {
+	if !mstudio.IsUUID(id) { // the platform's instance ids are UUIDs; anything else is a hand-made form
+
 		v.Problem = "ops.resume.bad_instance"
 		return c.renderReconcile(ec, http.StatusBadRequest, v)
 	}

@@ -130,9 +130,8 @@ func (f *Frontend) renderSettings(c echo.Context, status int, v settingsView, st
 	ctx := c.Request().Context()
 	s, _ := SignedInFrom(ctx)
 	v.Tabs = tabsFor(s, tabSettings)
-	if days := int(f.retention / (24 * time.Hour)); days >= 2 {
-		v.RetentionDays = days
-	}
+	// Whole days of the grace period: 0 (under a day) says "within a day", 1 "one day".
+	v.RetentionDays = int(f.retention / (24 * time.Hour))
 	v.Roles = []string{extension.RoleMember, extension.RoleAdmin}
 	if f.effectiveRole(stored) == extension.RoleOwner {
 		v.Roles = append(v.Roles, extension.RoleOwner)

@@ -92,6 +92,11 @@ func TestOpsConsoleInBrowser(t *testing.T) {
 	}
 	full := opsApp(t, app, frontend.ConsoleConfig{Doctor: doctor, Reconcile: rec})
 	bare := opsApp(t, app, frontend.ConsoleConfig{})
+	// A hand-made form with an id that is no instance id is a 400 page, and no resume.
+	if got := opsPost(t, full+"/reconcile/resume", "application/x-www-form-urlencoded", "instance=not-an-instance-id",
+		map[string]string{"Sec-Fetch-Site": "same-origin"}); got != http.StatusBadRequest || len(rec.resumes()) != 0 {
+		t.Errorf("resume of a made-up id: %d, %d resumes; want 400 and none", got, len(rec.resumes()))
+	}
 	var secrets []string // what the platform handed over at install, sealed in the store
 	for _, s := range []string{in.Secret, in.PendingSecret, failing.Secret, failing.PendingSecret} {
 		if s != "" {
