@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -140,9 +139,7 @@ func runInstances(ctx context.Context, args []string, getenv func(string) string
 		}
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return printJSON(stdout, out)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tCONTEXT\tNAME\tSTATE\tSCOPES\tVARIANT\tLAST EVENT\tUPDATED")
@@ -262,9 +259,7 @@ func runJobs(ctx context.Context, args []string, getenv func(string) string, std
 		list = slices.DeleteFunc(list, func(j jobs.JobInfo) bool { return j.State == "completed" })
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(list)
+		return printJSON(stdout, list)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKIND\tINSTANCE\tSTATE\tATTEMPTS\tSCHEDULED\tLAST ERROR")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -124,9 +123,7 @@ func runDeliveries(ctx context.Context, args []string, getenv func(string) strin
 			out[i] = deliveryJSON{ID: d.ID, ReceivedAt: d.ReceivedAt, InstanceID: d.InstanceID, Kind: d.Kind, RequestID: d.RequestID,
 				EventCreatedAt: d.EventCreatedAt, Outcome: string(d.Outcome), Reason: d.Reason, CaptureID: captures[d.ID]}
 		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return printJSON(stdout, out)
 	}
 	if len(list) == 0 {
 		_, err := fmt.Fprintln(stdout, "no deliveries")

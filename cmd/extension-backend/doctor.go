@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -61,9 +60,7 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		findings = append(findings, doctor.Run(ctx, p.Checks())...)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(findings); err != nil {
+		if err := printJSON(stdout, findings); err != nil {
 			return err
 		}
 	} else {

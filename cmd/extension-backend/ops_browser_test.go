@@ -17,8 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// consoleReconcile stands in for reconcile's findings until its branch is merged: fixed
-// findings of every kind, and the resumes asked for.
+// consoleReconcile gives the pages fixed findings of every kind, which a real
+// reconciliation against the simulator makes only slowly (a halt needs failed retries),
+// and records the resumes asked for; TestReconcileCommand and TestPlatformReconcile run
+// the real one.
 type consoleReconcile struct {
 	findings []frontend.ReconcileFinding
 	mu       sync.Mutex

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -119,8 +118,6 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 		resumed = rec.ResumeHalted(ctx, rep)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
 		if resumed == nil {
 			resumed = []mstudio.ResumeOutcome{}
 		}
@@ -130,7 +127,7 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 		if rep.New == nil {
 			rep.New = []extension.ReconcileFinding{}
 		}
-		if err := enc.Encode(reconcileJSON{Report: rep, Resumed: resumed}); err != nil {
+		if err := printJSON(stdout, reconcileJSON{Report: rep, Resumed: resumed}); err != nil {
 			return err
 		}
 	} else if err := writeReconcileReport(stdout, rep, resumed); err != nil {
