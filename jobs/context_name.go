@@ -42,7 +42,10 @@ type reconcileArgs struct{}
 func (reconcileArgs) Kind() string { return KindReconcile }
 
 func (j *Jobs) registerBuiltins() {
-	river.AddWorker(j.workers, &instanceWorker[postInstallArgs]{j: j, handle: argsUnused[postInstallArgs](j.fetchContextName)})
+	river.AddWorker(j.workers, &postInstallWorker{
+		instanceWorker: instanceWorker[postInstallArgs]{j: j, handle: argsUnused[postInstallArgs](j.fetchContextName)},
+		delay:          j.cfg.PostInstallDelay,
+	})
 	river.AddWorker(j.workers, &instanceWorker[refreshArgs]{j: j, handle: argsUnused[refreshArgs](j.fetchContextName)})
 	river.AddWorker(j.workers, river.WorkFunc(func(ctx context.Context, _ *river.Job[refreshAllArgs]) error {
 		n, err := j.RefreshNames(ctx)
@@ -121,17 +124,46 @@ func permanent(err error) bool {
 	return errors.Is(err, mstudio.ErrInvalidArgument)
 }
 
+// A post-install job is inserted available, not scheduled PostInstallDelay ahead: its
+// worker waits out the rest of the delay (postInstallWorker). River makes scheduled jobs
+// available in one transaction per pass every 5 s, checking each unique job for a
+// collision in it; on SQLite that transaction held the one writer for about half a second
+// after a burst of 1,000 installs, and every delivery in flight waited for it.
 func (j *Jobs) enqueuePostInstall(ctx context.Context, instanceID string) error {
-	_, err := j.enqueue(ctx, postInstallArgs{For{instanceID}}, After(j.cfg.PostInstallDelay), Unique())
+	_, err := j.enqueue(ctx, postInstallArgs{For{instanceID}}, Unique())
 	return err
 }
 
 // postInstallParams is enqueuePostInstall's job for InsertMany.
 func (j *Jobs) postInstallParams(instanceID string) river.InsertManyParams {
 	o := &river.InsertOpts{}
-	After(j.cfg.PostInstallDelay)(o)
 	Unique()(o)
 	return river.InsertManyParams{Args: postInstallArgs{For{instanceID}}, InsertOpts: o}
+}
+
+// postInstallWorker works a post-install job no sooner than delay after it was enqueued,
+// when the instance's new secret has had time to become active at the platform (the
+// broker would otherwise try it again and again until then). It waits only on the first
+// attempt, and never longer than delay: a replica's clock ahead of the database's must
+// not hold a worker longer.
+type postInstallWorker struct {
+	instanceWorker[postInstallArgs]
+	delay time.Duration
+}
+
+func (w *postInstallWorker) Work(ctx context.Context, job *river.Job[postInstallArgs]) error {
+	if job.Attempt <= 1 {
+		if wait := min(time.Until(job.CreatedAt.Add(w.delay)), w.delay); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+	}
+	return w.instanceWorker.Work(ctx, job)
 }
 
 // insertBatch bounds how many jobs one InsertMany writes.
@@ -205,9 +237,9 @@ func (j *Jobs) Reconcile(ctx context.Context) (int, error) {
 		if have[id] {
 			continue
 		}
-		// With the install's delay, so a reconcile racing a fresh install's enqueue leaves
-		// the two jobs unique against each other and the secret time to activate.
-		added, err := j.enqueue(ctx, postInstallArgs{For{id}}, After(j.cfg.PostInstallDelay), Unique())
+		// Unique, so a reconcile racing a fresh install's enqueue leaves one job; its
+		// worker gives the secret the install's delay to activate.
+		added, err := j.enqueue(ctx, postInstallArgs{For{id}}, Unique())
 		if err != nil {
 			return n, fmt.Errorf("reconcile: %w", err)
 		}

@@ -44,8 +44,9 @@ const (
 
 // BenchmarkServeDeliveries sends b.N signed lifecycle deliveries over HTTP from 32
 // senders to (path=serve) the webhook handler wired as `serve` wires it on SQLite, job
-// workers on (32; the post-install job of every install due at once, calling the
-// simulator over HTTP for a token and the context name), and to (path=prototype) a bare
+// workers on (32; the post-install job of every install enqueued at once and worked
+// after serve's 3 s delay, calling the simulator over HTTP for a token and the context
+// name), and to (path=prototype) a bare
 // handler that verifies the signature, parses the body and upserts one row on the same
 // SQLite settings: the baseline of webhooks' BenchmarkDeliveries (copied: test code of
 // another package), over HTTP and with updates. (path=web-only) is serve with --workers
@@ -145,9 +146,8 @@ func newServeJobs(b *testing.B, app *apptest.App, logger *slog.Logger, workers i
 	j, err := New(ctx, Config{
 		Store: app.Store, DatabaseURL: app.DatabaseURL, Tokens: broker, Client: app.Client,
 		Workers: workers, Logger: testLogger(b),
-		// At once, so that the jobs run while the deliveries come in: a delay puts them
-		// in state scheduled, and River's scheduler makes them available every 5 s.
-		PostInstallDelay: -1,
+		// serve's default delay (3 s): the jobs are enqueued available at once and their
+		// workers wait it out, so the first of them run while the deliveries come in.
 	})
 	if err != nil {
 		b.Fatal(err)
