@@ -183,7 +183,7 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	switch cfg.Store.Dialect() {
 	case extension.SQLite:
 		var c *river.Client[*sql.Tx]
-		if c, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.QueueDB()), rc); err == nil {
+		if c, err = river.NewClient[*sql.Tx](newCappedSQLiteDriver(cfg.Store.QueueDB()), rc); err == nil {
 			j.queue, j.retry = c, c.JobRetry
 			j.newUI = func() uiendpoints.Bundle { return riverui.NewEndpoints(c, nil) }
 			j.pageReads, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.ReadDB()), &river.Config{Logger: rc.Logger, Schema: rc.Schema})
