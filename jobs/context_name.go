@@ -11,6 +11,7 @@ import (
 	"github.com/extension-backend/extension-backend/extension"
 	"github.com/extension-backend/extension-backend/extension/mstudio"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // The kinds this package registers itself.
@@ -124,46 +125,73 @@ func permanent(err error) bool {
 	return errors.Is(err, mstudio.ErrInvalidArgument)
 }
 
-// A post-install job is inserted available, not scheduled PostInstallDelay ahead: its
-// worker waits out the rest of the delay (postInstallWorker). River makes scheduled jobs
-// available in one transaction per pass every 5 s, checking each unique job for a
-// collision in it; on SQLite that transaction held the one writer for about half a second
-// after a burst of 1,000 installs, and every delivery in flight waited for it.
+// A post-install job is enqueued available, not scheduled PostInstallDelay ahead, when the
+// delay is short enough to be waited out there (snoozeAvailableMax): its worker snoozes
+// it for the rest of the delay (postInstallWorker). River makes scheduled jobs available
+// in one transaction per pass every 5 s, checking each unique job for a collision in it;
+// on SQLite that transaction held the one writer for about half a second after a burst
+// of 1,000 installs, and every delivery in flight waited for it. A longer delay (a test's,
+// a benchmark's) is scheduled as before.
 func (j *Jobs) enqueuePostInstall(ctx context.Context, instanceID string) error {
-	_, err := j.enqueue(ctx, postInstallArgs{For{instanceID}}, Unique())
+	_, err := j.enqueue(ctx, postInstallArgs{For{instanceID}}, j.postInstallOptions()...)
 	return err
+}
+
+// postInstallOptions are the enqueue options of a post-install job.
+func (j *Jobs) postInstallOptions() []EnqueueOption {
+	if j.cfg.PostInstallDelay > snoozeAvailableMax {
+		return []EnqueueOption{After(j.cfg.PostInstallDelay), Unique()}
+	}
+	return []EnqueueOption{Unique()}
 }
 
 // postInstallParams is enqueuePostInstall's job for InsertMany.
 func (j *Jobs) postInstallParams(instanceID string) river.InsertManyParams {
 	o := &river.InsertOpts{}
-	Unique()(o)
+	for _, opt := range j.postInstallOptions() {
+		opt(o)
+	}
 	return river.InsertManyParams{Args: postInstallArgs{For{instanceID}}, InsertOpts: o}
 }
 
-// postInstallWorker works a post-install job no sooner than delay after it was enqueued,
-// when the instance's new secret has had time to become active at the platform (the
-// broker would otherwise try it again and again until then). It waits only on the first
-// attempt, and never longer than delay: a replica's clock ahead of the database's must
-// not hold a worker longer.
+// snoozeAvailableMax is River's scheduler interval: a job snoozed for at most this long
+// stays available (due later), and River's producer takes it up when it is due without
+// a scheduler pass. Longer snoozes go through the scheduled state.
+const snoozeAvailableMax = 5 * time.Second
+
+// snoozeMin is the shortest remaining delay worth a snooze: a replica whose clock is a
+// little behind the database's would otherwise snooze again and again for nothing.
+const snoozeMin = 20 * time.Millisecond
+
+// postInstallWorker works a post-install job no sooner than PostInstallDelay after it
+// was enqueued, when the instance's new secret has had time to become active at the
+// platform (the broker would otherwise try it again and again until then). Until then it
+// snoozes the job, which holds no worker while it waits and takes no attempt.
 type postInstallWorker struct {
 	instanceWorker[postInstallArgs]
 	delay time.Duration
 }
 
 func (w *postInstallWorker) Work(ctx context.Context, job *river.Job[postInstallArgs]) error {
-	if job.Attempt <= 1 {
-		if wait := min(time.Until(job.CreatedAt.Add(w.delay)), w.delay); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			}
-		}
+	if wait := postInstallWait(job.JobRow, w.delay, time.Now()); wait > 0 {
+		return river.JobSnooze(wait)
 	}
 	return w.instanceWorker.Work(ctx, job)
+}
+
+// postInstallWait is how long a post-install job has yet to wait at now: the rest of the
+// delay after it was enqueued, on its first attempt only, never longer than the delay (a
+// replica's clock behind the database's must not make it longer) or than
+// snoozeAvailableMax, and 0 when less than snoozeMin is left.
+func postInstallWait(job *rivertype.JobRow, delay time.Duration, now time.Time) time.Duration {
+	if job.Kind != KindPostInstall || job.Attempt > 1 {
+		return 0
+	}
+	wait := min(job.CreatedAt.Add(delay).Sub(now), delay, snoozeAvailableMax)
+	if wait < snoozeMin {
+		return 0
+	}
+	return wait
 }
 
 // insertBatch bounds how many jobs one InsertMany writes.
@@ -239,7 +267,7 @@ func (j *Jobs) Reconcile(ctx context.Context) (int, error) {
 		}
 		// Unique, so a reconcile racing a fresh install's enqueue leaves one job; its
 		// worker gives the secret the install's delay to activate.
-		added, err := j.enqueue(ctx, postInstallArgs{For{id}}, Unique())
+		added, err := j.enqueue(ctx, postInstallArgs{For{id}}, j.postInstallOptions()...)
 		if err != nil {
 			return n, fmt.Errorf("reconcile: %w", err)
 		}

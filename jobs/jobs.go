@@ -177,7 +177,8 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	if cfg.Workers > 0 {
 		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}}
 		rc.PeriodicJobs = j.periodicJobs()
-		rc.Middleware = []rivertype.Middleware{&pacer{active: cfg.Store.DeliveriesActive, pace: jobPace}}
+		rc.Middleware = []rivertype.Middleware{&pacer{active: cfg.Store.DeliveriesActive, pace: jobPace,
+			snoozes: func(job *rivertype.JobRow) bool { return postInstallWait(job, cfg.PostInstallDelay, time.Now()) > 0 }}}
 	}
 	var err error
 	switch cfg.Store.Dialect() {

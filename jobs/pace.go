@@ -28,6 +28,9 @@ type pacer struct {
 	river.MiddlewareDefaults
 	active func() bool // whether deliveries are coming in
 	pace   time.Duration
+	// snoozes tells a job that will only snooze (a post-install job within its delay):
+	// it starts at once, as it does no work a delivery would wait for, and takes no turn.
+	snoozes func(*rivertype.JobRow) bool
 
 	mu   sync.Mutex
 	next time.Time // when the next paced job may start
@@ -35,7 +38,10 @@ type pacer struct {
 
 var _ rivertype.WorkerMiddleware = (*pacer)(nil)
 
-func (p *pacer) Work(ctx context.Context, _ *rivertype.JobRow, doInner func(context.Context) error) error {
+func (p *pacer) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) error {
+	if p.snoozes != nil && p.snoozes(job) {
+		return doInner(ctx)
+	}
 	if err := p.wait(ctx); err != nil {
 		return err
 	}

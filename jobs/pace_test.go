@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/riverqueue/river/rivertype"
 )
 
 // TestPacerHoldsJobsWhileDeliveriesCome: while deliveries come in, one job starts per
@@ -52,5 +54,27 @@ func TestPacerGivesUpWithItsJob(t *testing.T) {
 	cancel()
 	if err := p.wait(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("wait: %v, want context.Canceled", err)
+	}
+}
+
+// TestPacerLetsSnoozesThrough: a job that will only snooze starts at once while
+// deliveries come in, and takes no turn from the jobs that work.
+func TestPacerLetsSnoozesThrough(t *testing.T) {
+	p := &pacer{active: func() bool { return true }, pace: time.Hour,
+		snoozes: func(job *rivertype.JobRow) bool { return job.Kind == KindPostInstall }}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ran := 0
+	inner := func(context.Context) error { ran++; return nil }
+	for range 3 {
+		if err := p.Work(ctx, &rivertype.JobRow{Kind: KindPostInstall}, inner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Work(ctx, &rivertype.JobRow{Kind: "noop"}, inner); err != nil { // the first turn is still free
+		t.Fatal(err)
+	}
+	if ran != 4 {
+		t.Fatalf("%d of 4 jobs ran", ran)
 	}
 }

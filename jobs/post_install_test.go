@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/extension-backend/extension-backend/extension/extensiontest"
 	"github.com/extension-backend/extension-backend/extension/mstudio/mstudiotest"
 	"github.com/google/uuid"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // wantName is the name the simulator gives a project or customer.
@@ -110,10 +112,10 @@ func TestPostInstallOncePerInstall(t *testing.T) {
 
 // TestPostInstallWaitsItsDelay: the job is enqueued available, never scheduled (River's
 // scheduler would make a burst of them available in one long transaction on the one
-// SQLite writer), and its worker waits out the install's delay, so the instance's new
-// secret is active by its first token mint: no mint is refused.
+// SQLite writer), and its worker snoozes it for the rest of the install's delay, so the
+// instance's new secret is active by its first token mint: no mint is refused.
 func TestPostInstallWaitsItsDelay(t *testing.T) {
-	const delay = time.Second
+	const delay = 1500 * time.Millisecond
 	en := newEnv(t, extension.SQLite, envOptions{workers: 2, activation: 700 * time.Millisecond,
 		config: func(c *Config) { c.PostInstallDelay = delay }})
 	id := en.install(t, mstudiotest.CallRequest{})
@@ -128,6 +130,9 @@ func TestPostInstallWaitsItsDelay(t *testing.T) {
 	if took := got[0].FinalizedAt.Sub(got[0].CreatedAt); took < delay {
 		t.Errorf("the job completed %v after it was enqueued, want at least the delay %v", took, delay)
 	}
+	if got[0].Attempts != 1 {
+		t.Errorf("%d attempts, want 1: waiting takes none", got[0].Attempts)
+	}
 	mints := en.SimRequests("POST /v2/extension-instances/{id}/tokens")
 	if len(mints) == 0 {
 		t.Fatal("no token mint reached the simulator")
@@ -135,6 +140,75 @@ func TestPostInstallWaitsItsDelay(t *testing.T) {
 	for _, m := range mints {
 		if m.Status/100 != 2 {
 			t.Errorf("a token mint answered %d: the job asked before the secret was active", m.Status)
+		}
+	}
+}
+
+// TestPostInstallWaitHoldsNoWorker: post-install jobs waiting out their delay leave the
+// workers to other jobs: with as many fresh installs as workers, another job runs at once.
+func TestPostInstallWaitHoldsNoWorker(t *testing.T) {
+	var ranAt atomic.Int64
+	en := newEnv(t, extension.SQLite, envOptions{workers: 2,
+		config: func(c *Config) { c.PostInstallDelay = 3 * time.Second },
+		register: func(j *Jobs) {
+			Register(j, func(context.Context, *extension.Instance, InstanceAPI, noopArgs) error {
+				ranAt.Store(time.Now().UnixNano())
+				return nil
+			})
+		}})
+	a := en.install(t, mstudiotest.CallRequest{})
+	en.install(t, mstudiotest.CallRequest{})
+	time.Sleep(300 * time.Millisecond) // both post-install jobs taken up once
+	at := time.Now()
+	if err := en.Jobs.Enqueue(context.Background(), noopArgs{For{a}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the other job", 15*time.Second, func() bool { return ranAt.Load() != 0 })
+	if took := time.Unix(0, ranAt.Load()).Sub(at); took > 2*time.Second {
+		t.Errorf("another job waited %v for a worker while post-install jobs waited out their delay", took)
+	}
+}
+
+// TestPostInstallLongDelayScheduled: a delay longer than a snooze can wait out in the
+// available state is scheduled at the enqueue, and no worker holds the job meanwhile:
+// Stop returns at once.
+func TestPostInstallLongDelayScheduled(t *testing.T) {
+	en := newEnv(t, extension.SQLite, envOptions{workers: 1, config: func(c *Config) { c.PostInstallDelay = time.Hour }})
+	id := en.install(t, mstudiotest.CallRequest{})
+	if got := en.jobsOf(t, id); len(got) != 1 || got[0].State != "scheduled" || got[0].ScheduledAt.Before(time.Now().Add(59*time.Minute)) {
+		t.Fatalf("jobs %+v, want one scheduled an hour ahead", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := en.Jobs.Stop(ctx); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+}
+
+// TestPostInstallWait: how long a post-install job has yet to wait.
+func TestPostInstallWait(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	row := func(kind string, attempt int, created time.Time) *rivertype.JobRow {
+		return &rivertype.JobRow{Kind: kind, Attempt: attempt, CreatedAt: created}
+	}
+	for _, tc := range []struct {
+		name  string
+		job   *rivertype.JobRow
+		delay time.Duration
+		want  time.Duration
+	}{
+		{"the rest of the delay", row(KindPostInstall, 1, now.Add(-time.Second)), 3 * time.Second, 2 * time.Second},
+		{"before its first attempt", row(KindPostInstall, 0, now.Add(-time.Second)), 3 * time.Second, 2 * time.Second},
+		{"past the delay", row(KindPostInstall, 1, now.Add(-4*time.Second)), 3 * time.Second, 0},
+		{"almost past: not worth a snooze", row(KindPostInstall, 1, now.Add(-2990*time.Millisecond)), 3 * time.Second, 0},
+		{"a retry", row(KindPostInstall, 2, now), 3 * time.Second, 0},
+		{"another kind", row(KindRefreshContextName, 1, now), 3 * time.Second, 0},
+		{"a clock behind the database's: at most the delay", row(KindPostInstall, 1, now.Add(time.Minute)), 3 * time.Second, 3 * time.Second},
+		{"at most what stays available", row(KindPostInstall, 1, now), time.Minute, snoozeAvailableMax},
+		{"no delay", row(KindPostInstall, 1, now), 0, 0},
+	} {
+		if got := postInstallWait(tc.job, tc.delay, now); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

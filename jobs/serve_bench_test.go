@@ -146,8 +146,8 @@ func newServeJobs(b *testing.B, app *apptest.App, logger *slog.Logger, workers i
 	j, err := New(ctx, Config{
 		Store: app.Store, DatabaseURL: app.DatabaseURL, Tokens: broker, Client: app.Client,
 		Workers: workers, Logger: testLogger(b),
-		// serve's default delay (3 s): the jobs are enqueued available at once and their
-		// workers wait it out, so the first of them run while the deliveries come in.
+		// serve's default delay (3 s): the jobs are enqueued available at once and snoozed
+		// until then, so the first of them run while the deliveries come in.
 	})
 	if err != nil {
 		b.Fatal(err)
