@@ -43,10 +43,7 @@ type reconcileArgs struct{}
 func (reconcileArgs) Kind() string { return KindReconcile }
 
 func (j *Jobs) registerBuiltins() {
-	river.AddWorker(j.workers, &postInstallWorker{
-		instanceWorker: instanceWorker[postInstallArgs]{j: j, handle: argsUnused[postInstallArgs](j.fetchContextName)},
-		delay:          j.cfg.PostInstallDelay,
-	})
+	river.AddWorker(j.workers, &instanceWorker[postInstallArgs]{j: j, handle: argsUnused[postInstallArgs](j.fetchContextName)})
 	river.AddWorker(j.workers, &instanceWorker[refreshArgs]{j: j, handle: argsUnused[refreshArgs](j.fetchContextName)})
 	river.AddWorker(j.workers, river.WorkFunc(func(ctx context.Context, _ *river.Job[refreshAllArgs]) error {
 		n, err := j.RefreshNames(ctx)
@@ -126,23 +123,34 @@ func permanent(err error) bool {
 }
 
 // A post-install job is enqueued available, not scheduled PostInstallDelay ahead, when the
-// delay is short enough to be waited out there (snoozeAvailableMax): its worker snoozes
-// it for the rest of the delay (postInstallWorker). River makes scheduled jobs available
-// in one transaction per pass every 5 s, checking each unique job for a collision in it;
-// on SQLite that transaction held the one writer for about half a second after a burst
-// of 1,000 installs, and every delivery in flight waited for it. A longer delay (a test's,
-// a benchmark's) is scheduled as before.
+// delay is short (sleepMax), in a queue of its own: the pacer holds it until the delay
+// after its enqueue has passed (postInstallWait), in one of that queue's few workers,
+// so waiting post-install jobs never keep a worker from the other kinds. River makes
+// scheduled jobs available in one transaction per pass every 5 s, checking each unique
+// job for a collision in it; on SQLite that transaction held the one writer for about
+// half a second after a burst of 1,000 installs, and every delivery in flight waited
+// for it. Snoozing them instead cost each job a second fetch and state change, 2,000
+// writes beside the deliveries after such a burst (0.66x the prototype against 0.85x in
+// BenchmarkServeDeliveries). A longer delay (a test's, a benchmark's) is scheduled.
 func (j *Jobs) enqueuePostInstall(ctx context.Context, instanceID string) error {
 	_, err := j.enqueue(ctx, postInstallArgs{For{instanceID}}, j.postInstallOptions()...)
 	return err
 }
 
+// queuePostInstall is the River queue of the post-install jobs.
+const queuePostInstall = "post_install"
+
+// postInstallWorkers is how many post-install jobs a process with workers works at once,
+// beside its workers of every other kind.
+func postInstallWorkers(workers int) int { return max(1, workers/4) }
+
 // postInstallOptions are the enqueue options of a post-install job.
 func (j *Jobs) postInstallOptions() []EnqueueOption {
-	if j.cfg.PostInstallDelay > snoozeAvailableMax {
-		return []EnqueueOption{After(j.cfg.PostInstallDelay), Unique()}
+	opts := []EnqueueOption{Unique(), func(o *river.InsertOpts) { o.Queue = queuePostInstall }}
+	if j.cfg.PostInstallDelay > sleepMax {
+		opts = append(opts, After(j.cfg.PostInstallDelay))
 	}
-	return []EnqueueOption{Unique()}
+	return opts
 }
 
 // postInstallParams is enqueuePostInstall's job for InsertMany.
@@ -154,44 +162,19 @@ func (j *Jobs) postInstallParams(instanceID string) river.InsertManyParams {
 	return river.InsertManyParams{Args: postInstallArgs{For{instanceID}}, InsertOpts: o}
 }
 
-// snoozeAvailableMax is River's scheduler interval: a job snoozed for at most this long
-// stays available (due later), and River's producer takes it up when it is due without
-// a scheduler pass. Longer snoozes go through the scheduled state.
-const snoozeAvailableMax = 5 * time.Second
+// sleepMax is the longest post-install delay a worker waits out; a longer one is
+// scheduled at the enqueue.
+const sleepMax = 5 * time.Second
 
-// snoozeMin is the shortest remaining delay worth a snooze: a replica whose clock is a
-// little behind the database's would otherwise snooze again and again for nothing.
-const snoozeMin = 20 * time.Millisecond
-
-// postInstallWorker works a post-install job no sooner than PostInstallDelay after it
-// was enqueued, when the instance's new secret has had time to become active at the
-// platform (the broker would otherwise try it again and again until then). Until then it
-// snoozes the job, which holds no worker while it waits and takes no attempt.
-type postInstallWorker struct {
-	instanceWorker[postInstallArgs]
-	delay time.Duration
-}
-
-func (w *postInstallWorker) Work(ctx context.Context, job *river.Job[postInstallArgs]) error {
-	if wait := postInstallWait(job.JobRow, w.delay, time.Now()); wait > 0 {
-		return river.JobSnooze(wait)
-	}
-	return w.instanceWorker.Work(ctx, job)
-}
-
-// postInstallWait is how long a post-install job has yet to wait at now: the rest of the
-// delay after it was enqueued, on its first attempt only, never longer than the delay (a
-// replica's clock behind the database's must not make it longer) or than
-// snoozeAvailableMax, and 0 when less than snoozeMin is left.
+// postInstallWait is how long a post-install job has yet to wait at now before it may
+// start: the rest of the delay after it was enqueued, on its first attempt only, and
+// never longer than the delay (a replica's clock behind the database's must not make it
+// longer) or than sleepMax.
 func postInstallWait(job *rivertype.JobRow, delay time.Duration, now time.Time) time.Duration {
 	if job.Kind != KindPostInstall || job.Attempt > 1 {
 		return 0
 	}
-	wait := min(job.CreatedAt.Add(delay).Sub(now), delay, snoozeAvailableMax)
-	if wait < snoozeMin {
-		return 0
-	}
-	return wait
+	return max(0, min(job.CreatedAt.Add(delay).Sub(now), delay, sleepMax))
 }
 
 // insertBatch bounds how many jobs one InsertMany writes.

@@ -48,8 +48,9 @@ type Config struct {
 	DatabaseURL string          // PostgreSQL: River's own pool connects here; unused on SQLite
 	Tokens      TokenSource     // the token broker; required when Workers > 0
 	Client      *mstudio.Client // the platform client jobs call with; required when Workers > 0
-	// Workers is how many jobs this process works at once. 0 makes an insert-only queue
-	// (enqueue and list), so web and worker processes can be split.
+	// Workers is how many jobs this process works at once, and a quarter of it (at least
+	// one) post-install jobs besides, in a queue of their own. 0 makes an insert-only
+	// queue (enqueue and list), so web and worker processes can be split.
 	Workers int
 	Logger  *slog.Logger
 
@@ -175,10 +176,15 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 		JobTimeout: 2 * time.Minute,
 	}
 	if cfg.Workers > 0 {
-		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}}
+		rc.Queues = map[string]river.QueueConfig{
+			river.QueueDefault: {MaxWorkers: cfg.Workers},
+			queuePostInstall:   {MaxWorkers: postInstallWorkers(cfg.Workers)},
+		}
 		rc.PeriodicJobs = j.periodicJobs()
 		rc.Middleware = []rivertype.Middleware{&pacer{active: cfg.Store.DeliveriesActive, pace: jobPace,
-			snoozes: func(job *rivertype.JobRow) bool { return postInstallWait(job, cfg.PostInstallDelay, time.Now()) > 0 }}}
+			notBefore: func(job *rivertype.JobRow) time.Duration {
+				return postInstallWait(job, cfg.PostInstallDelay, time.Now())
+			}}}
 	}
 	var err error
 	switch cfg.Store.Dialect() {

@@ -28,9 +28,10 @@ type pacer struct {
 	river.MiddlewareDefaults
 	active func() bool // whether deliveries are coming in
 	pace   time.Duration
-	// snoozes tells a job that will only snooze (a post-install job within its delay):
-	// it starts at once, as it does no work a delivery would wait for, and takes no turn.
-	snoozes func(*rivertype.JobRow) bool
+	// notBefore is how long a job has yet to wait before it may start at all (a
+	// post-install job within its delay, see postInstallWait); nil: none. The job waits
+	// that out first, then for its turn, so it starts at the pace of the moment it is due.
+	notBefore func(*rivertype.JobRow) time.Duration
 
 	mu   sync.Mutex
 	next time.Time // when the next paced job may start
@@ -39,8 +40,10 @@ type pacer struct {
 var _ rivertype.WorkerMiddleware = (*pacer)(nil)
 
 func (p *pacer) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) error {
-	if p.snoozes != nil && p.snoozes(job) {
-		return doInner(ctx)
+	if p.notBefore != nil {
+		if err := sleep(ctx, p.notBefore(job)); err != nil {
+			return err
+		}
 	}
 	if err := p.wait(ctx); err != nil {
 		return err
@@ -79,4 +82,19 @@ func (p *pacer) wait(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// sleep waits for d, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

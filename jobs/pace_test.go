@@ -57,24 +57,37 @@ func TestPacerGivesUpWithItsJob(t *testing.T) {
 	}
 }
 
-// TestPacerLetsSnoozesThrough: a job that will only snooze starts at once while
-// deliveries come in, and takes no turn from the jobs that work.
-func TestPacerLetsSnoozesThrough(t *testing.T) {
+// TestPacerWaitsNotBeforeFirst: a job that may not start yet waits that out without
+// taking a turn, then takes its turn like any other.
+func TestPacerWaitsNotBeforeFirst(t *testing.T) {
+	const hold = 200 * time.Millisecond
 	p := &pacer{active: func() bool { return true }, pace: time.Hour,
-		snoozes: func(job *rivertype.JobRow) bool { return job.Kind == KindPostInstall }}
+		notBefore: func(job *rivertype.JobRow) time.Duration {
+			if job.Kind == KindPostInstall {
+				return hold
+			}
+			return 0
+		}}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ran := 0
-	inner := func(context.Context) error { ran++; return nil }
-	for range 3 {
-		if err := p.Work(ctx, &rivertype.JobRow{Kind: KindPostInstall}, inner); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Work(ctx, &rivertype.JobRow{Kind: "noop"}, inner); err != nil { // the first turn is still free
+	var ranAt time.Time
+	start := time.Now()
+	if err := p.Work(ctx, &rivertype.JobRow{Kind: KindPostInstall}, func(context.Context) error { ranAt = time.Now(); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if ran != 4 {
-		t.Fatalf("%d of 4 jobs ran", ran)
+	if took := ranAt.Sub(start); took < hold {
+		t.Errorf("the job started after %v, want at least %v", took, hold)
+	}
+	// Its turn was the first and free; the next job waits for the pace.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	if err := p.Work(ctx2, &rivertype.JobRow{Kind: "noop"}, func(context.Context) error { return nil }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("the next job: %v, want it to wait for its turn", err)
+	}
+	// A wait ends with the job's context.
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	cancel3()
+	if err := p.Work(ctx3, &rivertype.JobRow{Kind: KindPostInstall}, func(context.Context) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Errorf("a cancelled wait: %v, want context.Canceled", err)
 	}
 }

@@ -112,7 +112,7 @@ func TestPostInstallOncePerInstall(t *testing.T) {
 
 // TestPostInstallWaitsItsDelay: the job is enqueued available, never scheduled (River's
 // scheduler would make a burst of them available in one long transaction on the one
-// SQLite writer), and its worker snoozes it for the rest of the install's delay, so the
+// SQLite writer), and it is held back until the install's delay has passed, so the
 // instance's new secret is active by its first token mint: no mint is refused.
 func TestPostInstallWaitsItsDelay(t *testing.T) {
 	const delay = 1500 * time.Millisecond
@@ -144,8 +144,9 @@ func TestPostInstallWaitsItsDelay(t *testing.T) {
 	}
 }
 
-// TestPostInstallWaitHoldsNoWorker: post-install jobs waiting out their delay leave the
-// workers to other jobs: with as many fresh installs as workers, another job runs at once.
+// TestPostInstallWaitHoldsNoWorker: post-install jobs waiting out their delay, in their
+// own queue, leave the workers of the other kinds to them: with more fresh installs than
+// workers, another job runs at once.
 func TestPostInstallWaitHoldsNoWorker(t *testing.T) {
 	var ranAt atomic.Int64
 	en := newEnv(t, extension.SQLite, envOptions{workers: 2,
@@ -157,8 +158,10 @@ func TestPostInstallWaitHoldsNoWorker(t *testing.T) {
 			})
 		}})
 	a := en.install(t, mstudiotest.CallRequest{})
-	en.install(t, mstudiotest.CallRequest{})
-	time.Sleep(300 * time.Millisecond) // both post-install jobs taken up once
+	for range 3 {
+		en.install(t, mstudiotest.CallRequest{})
+	}
+	time.Sleep(300 * time.Millisecond) // the post-install jobs taken up
 	at := time.Now()
 	if err := en.Jobs.Enqueue(context.Background(), noopArgs{For{a}}); err != nil {
 		t.Fatal(err)
@@ -200,11 +203,11 @@ func TestPostInstallWait(t *testing.T) {
 		{"the rest of the delay", row(KindPostInstall, 1, now.Add(-time.Second)), 3 * time.Second, 2 * time.Second},
 		{"before its first attempt", row(KindPostInstall, 0, now.Add(-time.Second)), 3 * time.Second, 2 * time.Second},
 		{"past the delay", row(KindPostInstall, 1, now.Add(-4*time.Second)), 3 * time.Second, 0},
-		{"almost past: not worth a snooze", row(KindPostInstall, 1, now.Add(-2990*time.Millisecond)), 3 * time.Second, 0},
+		{"almost past", row(KindPostInstall, 1, now.Add(-2990*time.Millisecond)), 3 * time.Second, 10 * time.Millisecond},
 		{"a retry", row(KindPostInstall, 2, now), 3 * time.Second, 0},
 		{"another kind", row(KindRefreshContextName, 1, now), 3 * time.Second, 0},
 		{"a clock behind the database's: at most the delay", row(KindPostInstall, 1, now.Add(time.Minute)), 3 * time.Second, 3 * time.Second},
-		{"at most what stays available", row(KindPostInstall, 1, now), time.Minute, snoozeAvailableMax},
+		{"at most sleepMax", row(KindPostInstall, 1, now), time.Minute, sleepMax},
 		{"no delay", row(KindPostInstall, 1, now), 0, 0},
 	} {
 		if got := postInstallWait(tc.job, tc.delay, now); got != tc.want {
