@@ -129,6 +129,9 @@ func (s *Store) applyInTx(ctx context.Context, ev LifecycleEvent, sealed string)
 // applyBatch applies events in order in one transaction, journals them with one
 // statement, and commits.
 func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result, error) {
+	if len(events) == 0 || len(events) > maxBatch {
+		return nil, fmt.Errorf("apply a batch of %d events, want 1 to %d", len(events), maxBatch)
+	}
 	// Statements are prepared before BEGIN: on SQLite the transaction holds the only
 	// connection, and preparing on the pool inside it would wait for itself.
 	for i := range events {
@@ -149,9 +152,6 @@ func (s *Store) applyBatch(ctx context.Context, events []pendingEvent) ([]Result
 	forget, err := s.prepared(ctx, forgetSharedToken)
 	if err != nil {
 		return nil, err
-	}
-	if len(events) == 0 || len(events) > maxBatch {
-		return nil, fmt.Errorf("apply a batch of %d events, want 1 to %d", len(events), maxBatch)
 	}
 	journal, err := s.prepared(ctx, journalInsert(len(events)))
 	if err != nil {
