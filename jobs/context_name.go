@@ -162,8 +162,8 @@ func (j *Jobs) postInstallParams(instanceID string) river.InsertManyParams {
 	return river.InsertManyParams{Args: postInstallArgs{For{instanceID}}, InsertOpts: o}
 }
 
-// sleepMax is the longest post-install delay a worker waits out; a longer one is
-// scheduled at the enqueue.
+// sleepMax is the longest post-install delay a job waits out in its queue (holding one of
+// the queue's workers); a longer one is scheduled at the enqueue.
 const sleepMax = 5 * time.Second
 
 // postInstallWait is how long a post-install job has yet to wait at now before it may
@@ -248,8 +248,8 @@ func (j *Jobs) Reconcile(ctx context.Context) (int, error) {
 		if have[id] {
 			continue
 		}
-		// Unique, so a reconcile racing a fresh install's enqueue leaves one job; its
-		// worker gives the secret the install's delay to activate.
+		// Unique, so a reconcile racing a fresh install's enqueue leaves one job; like
+		// the install's, it starts no sooner than the install's delay after the enqueue.
 		added, err := j.enqueue(ctx, postInstallArgs{For{id}}, j.postInstallOptions()...)
 		if err != nil {
 			return n, fmt.Errorf("reconcile: %w", err)
