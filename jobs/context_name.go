@@ -144,7 +144,9 @@ const queuePostInstall = "post_install"
 // beside its workers of every other kind.
 func postInstallWorkers(workers int) int { return max(1, workers/4) }
 
-// postInstallOptions are the enqueue options of a post-install job.
+// postInstallOptions are the enqueue options of a post-install job. The enqueuing
+// process's PostInstallDelay decides between scheduled and available, the working
+// process's how long the job waits: both are serve's default unless a test sets them.
 func (j *Jobs) postInstallOptions() []EnqueueOption {
 	opts := []EnqueueOption{Unique(), func(o *river.InsertOpts) { o.Queue = queuePostInstall }}
 	if j.cfg.PostInstallDelay > sleepMax {

@@ -43,6 +43,7 @@ type envOptions struct {
 	activation time.Duration // the simulator's secret activation delay; 0: 150 ms
 	config     func(*Config) // changes the queue's configuration
 	noStart    bool          // do not start the workers
+	ownStop    bool          // the test stops the queue itself: the cleanup's Stop repeats that stop's answer
 	noHook     bool          // leave out AfterApply, as a crash between commit and enqueue would
 	grace      time.Duration // the broker's grace for a secret not active yet; 0: its default, 15 s
 	register   func(*Jobs)   // registers kinds before the queue is used
@@ -78,7 +79,7 @@ func newEnv(t testing.TB, d extension.Dialect, o envOptions) *env {
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := j.Stop(sctx); err != nil {
+		if err := j.Stop(sctx); err != nil && !o.ownStop {
 			t.Errorf("stop jobs: %v", err)
 		}
 	})

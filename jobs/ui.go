@@ -66,8 +66,11 @@ func (j *Jobs) Retry(ctx context.Context, id int64) error {
 var ErrNoJob = errors.New("jobs: no such job")
 
 // queueAge is extension_job_queue_oldest_seconds: how long the oldest job that is due has
-// waited for a worker. It reads at scrape time, with one indexed query, and sends nothing
-// when the database does not answer (a failed scrape would hide every other metric).
+// waited for a worker, whether it is available already or still scheduled or waiting to
+// be retried while its time has come (on SQLite River's scheduler makes at most
+// scheduleCap of those available per pass: a backlog there shows here). It reads at
+// scrape time, with one query, and sends nothing when the database does not answer (a
+// failed scrape would hide every other metric).
 type queueAge struct {
 	j    *Jobs
 	desc *prometheus.Desc
@@ -75,7 +78,7 @@ type queueAge struct {
 
 func newQueueAge(j *Jobs) *queueAge {
 	return &queueAge{j: j, desc: prometheus.NewDesc("extension_job_queue_oldest_seconds",
-		"Seconds the oldest job that is due (available) has waited to start; 0 when none waits.", nil, nil)}
+		"Seconds the oldest job that is due (available, or scheduled or retryable past its time) has waited to start; 0 when none waits.", nil, nil)}
 }
 
 func (q *queueAge) Describe(ch chan<- *prometheus.Desc) { ch <- q.desc }
@@ -83,7 +86,8 @@ func (q *queueAge) Describe(ch chan<- *prometheus.Desc) { ch <- q.desc }
 func (q *queueAge) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	res, err := q.j.pageReads.JobList(ctx, river.NewJobListParams().States(rivertype.JobStateAvailable).
+	res, err := q.j.pageReads.JobList(ctx, river.NewJobListParams().
+		States(rivertype.JobStateAvailable, rivertype.JobStateScheduled, rivertype.JobStateRetryable).
 		OrderBy(river.JobListOrderByScheduledAt, river.SortOrderAsc).First(1))
 	if err != nil {
 		q.j.logger.Debug("job queue age not read", "error", err.Error())

@@ -123,9 +123,40 @@ func TestQueueAgeMetric(t *testing.T) {
 			if got := queueAgeNow(t, en.Jobs); got <= 0 || got > 60 {
 				t.Errorf("age with one waiting job = %v, want a few milliseconds", got)
 			}
+			// A job scheduled in the future is not due: it does not count.
+			if err := en.Jobs.Enqueue(context.Background(), pingArgs{For: For{id}, Note: "later"}, After(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			if got := queueAgeNow(t, en.Jobs); got <= 0 || got > 60 {
+				t.Errorf("age with a job scheduled an hour ahead besides = %v, want the waiting one's", got)
+			}
 			mfs, err := reg.Gather()
 			if err != nil || len(mfs) != 1 || mfs[0].GetName() != "extension_job_queue_oldest_seconds" {
 				t.Errorf("registry gathers %v, %v; want the queue age alone", mfs, err)
+			}
+		})
+	}
+}
+
+// TestQueueAgeCountsDueScheduledJobs: a job still scheduled after its time has come
+// (River's scheduler has not made it available yet) counts as waiting, so a scheduler
+// that falls behind shows in the gauge.
+func TestQueueAgeCountsDueScheduledJobs(t *testing.T) {
+	for _, d := range extensiontest.Dialects() {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			var p pings
+			en := newEnv(t, d, envOptions{workers: 1, noStart: true, noHook: true, register: p.register})
+			id := en.install(t, mstudiotest.CallRequest{})
+			if err := en.Jobs.Enqueue(context.Background(), pingArgs{For: For{id}}, After(300*time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+			if got := queueAgeNow(t, en.Jobs); got != 0 {
+				t.Errorf("age with a job not due yet = %v, want 0", got)
+			}
+			time.Sleep(time.Second) // due, and no scheduler runs: the queue is not started
+			if got := queueAgeNow(t, en.Jobs); got < 0.5 || got > 60 {
+				t.Errorf("age with a job due 0.7 s ago and still scheduled = %v, want about 0.7", got)
 			}
 		})
 	}
