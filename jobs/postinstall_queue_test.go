@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -94,55 +93,37 @@ func TestUIThroughCappedDriver(t *testing.T) {
 			if len(got) != 1 {
 				t.Fatalf("%+v", got)
 			}
-			ui, err := en.Jobs.NewUI("/jobs", testLogger(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			uctx, cancel := context.WithCancel(ctx)
-			t.Cleanup(cancel)
-			if err := ui.Start(uctx); err != nil {
-				t.Fatal(err)
-			}
-			srv := httptest.NewServer(ui)
-			t.Cleanup(srv.Close)
-			for _, g := range []string{"/jobs/api/jobs?state=scheduled", "/jobs/api/queues", "/jobs/api/queues/post_install", "/jobs/api/states", "/jobs/api/autocomplete?facet=job_kind", "/jobs/api/autocomplete?facet=queue_name", fmt.Sprintf("/jobs/api/jobs/%d", got[0].ID), "/jobs/api/features"} {
-				resp, err := http.Get(srv.URL + g)
+			srv := startUI(t, en)
+			ids := fmt.Sprintf(`{"ids":["%d"]}`, got[0].ID)
+			for _, c := range []struct{ method, path, body string }{
+				{http.MethodGet, "/jobs/api/jobs?state=scheduled", ""},
+				{http.MethodGet, "/jobs/api/queues", ""},
+				{http.MethodGet, "/jobs/api/queues/post_install", ""},
+				{http.MethodGet, "/jobs/api/states", ""},
+				{http.MethodGet, "/jobs/api/autocomplete?facet=job_kind", ""},
+				{http.MethodGet, "/jobs/api/autocomplete?facet=queue_name", ""},
+				{http.MethodGet, fmt.Sprintf("/jobs/api/jobs/%d", got[0].ID), ""},
+				{http.MethodGet, "/jobs/api/features", ""},
+				{http.MethodPut, "/jobs/api/queues/post_install/pause", `{}`},
+				{http.MethodPut, "/jobs/api/queues/post_install/resume", `{}`},
+				{http.MethodPost, "/jobs/api/jobs/cancel", ids},
+				{http.MethodPost, "/jobs/api/jobs/delete", ids},
+			} {
+				req, err := http.NewRequestWithContext(ctx, c.method, srv.URL+c.path, strings.NewReader(c.body))
 				if err != nil {
 					t.Fatal(err)
 				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				t.Logf("GET %s: %d %.200s", g, resp.StatusCode, b)
-				if resp.StatusCode != 200 {
-					t.Errorf("GET %s: %d %s", g, resp.StatusCode, b)
+				if c.body != "" {
+					req.Header.Set("Content-Type", "application/json")
 				}
-			}
-			for _, q := range []string{"/jobs/api/queues/post_install/pause", "/jobs/api/queues/post_install/resume"} {
-				req, _ := http.NewRequest(http.MethodPut, srv.URL+q, strings.NewReader(`{}`))
-				req.Header.Set("Content-Type", "application/json")
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					t.Fatal(err)
 				}
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					t.Errorf("PUT %s: %d %s", q, resp.StatusCode, b)
-				}
-			}
-			for _, p := range []struct{ path, body string }{
-				{"/jobs/api/jobs/cancel", fmt.Sprintf(`{"ids":["%d"]}`, got[0].ID)},
-				{"/jobs/api/jobs/delete", fmt.Sprintf(`{"ids":["%d"]}`, got[0].ID)},
-			} {
-				resp, err := http.Post(srv.URL+p.path, "application/json", strings.NewReader(p.body))
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				t.Logf("POST %s: %d %.200s", p.path, resp.StatusCode, b)
-				if resp.StatusCode != 200 {
-					t.Errorf("POST %s: %d %s", p.path, resp.StatusCode, b)
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("%s %s: %d %s", c.method, c.path, resp.StatusCode, b)
 				}
 			}
 		})

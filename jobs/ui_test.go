@@ -46,17 +46,7 @@ func TestUIRetriesJob(t *testing.T) {
 			}
 			job := waitJob(t, en, id, "flaky", "cancelled")
 
-			ui, err := en.Jobs.NewUI("/jobs", testLogger(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			uctx, cancel := context.WithCancel(ctx)
-			t.Cleanup(cancel)
-			if err := ui.Start(uctx); err != nil {
-				t.Fatal(err)
-			}
-			srv := httptest.NewServer(ui)
-			t.Cleanup(srv.Close)
+			srv := startUI(t, en)
 			resp, err := http.Post(srv.URL+"/jobs/api/jobs/retry", "application/json", strings.NewReader(fmt.Sprintf(`{"ids":["%d"]}`, job.ID)))
 			if err != nil {
 				t.Fatal(err)
@@ -100,6 +90,24 @@ func waitJob(t *testing.T, en *env, instanceID, kind, state string) JobInfo {
 		return false
 	})
 	return found
+}
+
+// startUI starts River's UI on the env's queue under /jobs and serves it until the test
+// ends.
+func startUI(t *testing.T, en *env) *httptest.Server {
+	t.Helper()
+	ui, err := en.Jobs.NewUI("/jobs", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := ui.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(ui)
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // TestQueueAgeMetric checks extension_job_queue_oldest_seconds: 0 with nothing due, and
