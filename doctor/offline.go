@@ -196,19 +196,14 @@ func (o Offline) checkKeys(ctx context.Context) []Finding {
 		return []Finding{warn("migrate the database (serve does at start), then run doctor again",
 			"cannot list the keys in use yet: %v", err)}
 	}
-	var missing []string
-	for _, id := range slices.Concat(use.InstanceSecrets, use.UserTokens) {
-		if !slices.Contains(o.EncryptionKeyIDs, id) && !slices.Contains(missing, id) {
-			missing = append(missing, id)
-		}
-	}
-	slices.Sort(missing)
-	if len(missing) > 0 {
+	// The same rule as serve's start-up check (cmd's startup.go), so doctor never says
+	// the keys open everything when serve would refuse to start.
+	if missing := use.MissingFrom(o.EncryptionKeyIDs); len(missing) > 0 {
 		return []Finding{fail("add the key with that id to EXT_ENCRYPTION_KEYS (keep it after the first), or point EXT_DATABASE_URL at the database these keys belong to",
 			"%s holds secrets sealed with key id %s, which EXT_ENCRYPTION_KEYS (ids %s) does not have: serve refuses to start",
 			o.Database, strings.Join(missing, ", "), strings.Join(o.EncryptionKeyIDs, ", "))}
 	}
-	inUse := slices.Compact(slices.Sorted(slices.Values(slices.Concat(use.InstanceSecrets, use.UserTokens, use.InstanceTokens))))
+	inUse := slices.Compact(slices.Sorted(slices.Values(slices.Concat(use.InstanceSecrets, use.UserTokens, use.InstanceTokens, use.Captures))))
 	f := ok("every stored secret opens with EXT_ENCRYPTION_KEYS (ids %s; in use: %s)", strings.Join(o.EncryptionKeyIDs, ", "), orNone(inUse))
 	for _, id := range inUse {
 		if id != o.EncryptionKeyIDs[0] {

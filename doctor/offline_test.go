@@ -341,3 +341,25 @@ func TestSMTPCheck(t *testing.T) {
 		t.Errorf("no mail server set: got %s", s)
 	}
 }
+
+// TestKeysOfCapturesChecked: a captured delivery sealed with a key the configuration
+// lacks is a failure, as it is for serve's start-up check, even with no other secret.
+func TestKeysOfCapturesChecked(t *testing.T) {
+	ctx := context.Background()
+	keyA, keyB := extensiontest.Key(t), extensiontest.Key(t)
+	krB, err := extension.NewKeyring([][]byte{keyB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := extensiontest.Open(t, extensiontest.SQLiteURL(t), extension.Options{Keys: krB})
+	if err := store.SaveCaptures(ctx, []extension.CapturedDelivery{{RequestID: "r-1", Kind: "InstanceUpdated",
+		ReceivedAt: time.Now(), Verified: true, Status: 204, Outcome: "applied", URL: "https://example.com/mstudio/webhooks",
+		Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(`{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	off := doctor.Offline{Store: store, Database: "the test database", EncryptionKeyIDs: []string{extension.KeyID(keyA)}}
+	l, s := worst(t, run(t, checkOf(t, off.Checks(), "encryption-keys")), "encryption-keys")
+	if l != doctor.Fail || !strings.Contains(s, "key id "+extension.KeyID(keyB)) {
+		t.Errorf("a capture sealed with another key: got\n%s\nwant a failure naming key id %s", s, extension.KeyID(keyB))
+	}
+}

@@ -22,9 +22,15 @@ type KeyUsage struct {
 // (they could no longer be replayed; rekey carries them over). Cached instance tokens are
 // left out: one that does not open is simply minted again.
 func (u KeyUsage) Missing(kr *Keyring) []string {
+	return u.MissingFrom(kr.KeyIDs())
+}
+
+// MissingFrom is Missing for the key ids a process has, such as those doctor reads from
+// the configuration.
+func (u KeyUsage) MissingFrom(keyIDs []string) []string {
 	var missing []string
 	for _, id := range slices.Concat(u.InstanceSecrets, u.UserTokens, u.Captures) {
-		if !slices.Contains(kr.KeyIDs(), id) && !slices.Contains(missing, id) {
+		if !slices.Contains(keyIDs, id) && !slices.Contains(missing, id) {
 			missing = append(missing, id)
 		}
 	}
