@@ -273,18 +273,11 @@ func (s *Store) CapturesOf(ctx context.Context, requestIDs []string) ([]CaptureR
 
 // PruneCaptures deletes captured deliveries received before the cutoff and says how many.
 func (s *Store) PruneCaptures(ctx context.Context, before time.Time) (int64, error) {
-	var total int64
-	for {
-		oldest := s.db.Model(&captureRow{}).Select("id").Where("received_at < ?", before.UTC()).Order("received_at").Limit(pruneChunk / 10)
-		res := s.db.WithContext(ctx).Where("id IN (?)", oldest).Delete(&captureRow{})
-		if res.Error != nil {
-			return total, fmt.Errorf("prune captured deliveries: %w", translate(res.Error))
-		}
-		total += res.RowsAffected
-		if res.RowsAffected < pruneChunk/10 {
-			return total, nil
-		}
+	n, err := s.pruneReceivedBefore(ctx, &captureRow{}, before, pruneChunk/10)
+	if err != nil {
+		return n, fmt.Errorf("prune captured deliveries: %w", err)
 	}
+	return n, nil
 }
 
 // rekeyCaptures seals captured deliveries again with the first key, swapping a value only
@@ -488,17 +481,4 @@ func (r *CaptureRecorder) take(item captureItem, batch *[]CapturedDelivery, wait
 		return
 	}
 	*batch = append(*batch, item.capture)
-}
-
-// OpenInstanceSecret opens an instance's stored secret, whatever its state; "" when it
-// has none. `webhook replay --diff` compares secrets with it, without printing them.
-func (s *Store) OpenInstanceSecret(in *Instance) (Secret, error) {
-	if in.SealedSecret == "" {
-		return "", nil
-	}
-	secret, err := s.keys.Open(in.SealedSecret, secretAAD(in.ID))
-	if err != nil {
-		return "", fmt.Errorf("open secret of instance %s: %w", in.ID, err)
-	}
-	return secret, nil
 }

@@ -66,20 +66,6 @@ var exportTables = []exportTable{
 	{name: "reconcile_findings", instance: "instance_id", order: "kind"},
 }
 
-// ExportTables lists the tables an export reads, each with the columns it leaves out.
-func ExportTables() map[string][]string {
-	out := map[string][]string{}
-	for _, t := range exportTables {
-		cols := []string{}
-		for c := range t.leftOut {
-			cols = append(cols, c)
-		}
-		slices.Sort(cols)
-		out[t.name] = cols
-	}
-	return out
-}
-
 // Export is the document an export writes.
 type Export struct {
 	Format     string                 `json:"format"`

@@ -95,11 +95,24 @@ func (s *Store) InstanceCredentials(ctx context.Context, id string) (*Instance, 
 	case !in.HasSecret():
 		return nil, "", ErrNoSecret
 	}
-	secret, err := s.keys.Open(in.SealedSecret, secretAAD(in.ID))
+	secret, err := s.OpenInstanceSecret(in)
 	if err != nil {
-		return nil, "", fmt.Errorf("open secret of instance %s: %w", id, err)
+		return nil, "", err
 	}
 	return in, secret, nil
+}
+
+// OpenInstanceSecret opens an instance's stored secret, whatever its state; "" when it
+// has none. `webhook replay --diff` compares secrets with it, without printing them.
+func (s *Store) OpenInstanceSecret(in *Instance) (Secret, error) {
+	if in.SealedSecret == "" {
+		return "", nil
+	}
+	secret, err := s.keys.Open(in.SealedSecret, secretAAD(in.ID))
+	if err != nil {
+		return "", fmt.Errorf("open secret of instance %s: %w", in.ID, err)
+	}
+	return secret, nil
 }
 
 // SetContextName stores the name of the instance's context as fetched at the given time.

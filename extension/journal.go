@@ -132,15 +132,26 @@ const pruneChunk = 5000
 // PruneDeliveries deletes journal rows received before the cutoff, in chunks, and says
 // how many.
 func (s *Store) PruneDeliveries(ctx context.Context, before time.Time) (int64, error) {
+	n, err := s.pruneReceivedBefore(ctx, &Delivery{}, before, pruneChunk)
+	if err != nil {
+		return n, fmt.Errorf("prune deliveries: %w", err)
+	}
+	return n, nil
+}
+
+// pruneReceivedBefore deletes the rows of model's table received before the cutoff, the
+// oldest first, chunk at a time so that no statement holds the writer long, and says how
+// many.
+func (s *Store) pruneReceivedBefore(ctx context.Context, model any, before time.Time, chunk int) (int64, error) {
 	var total int64
 	for {
-		oldest := s.db.Model(&Delivery{}).Select("id").Where("received_at < ?", before.UTC()).Order("received_at").Limit(pruneChunk)
-		res := s.db.WithContext(ctx).Where("id IN (?)", oldest).Delete(&Delivery{})
+		oldest := s.db.Model(model).Select("id").Where("received_at < ?", before.UTC()).Order("received_at").Limit(chunk)
+		res := s.db.WithContext(ctx).Where("id IN (?)", oldest).Delete(model)
 		if res.Error != nil {
-			return total, fmt.Errorf("prune deliveries: %w", translate(res.Error))
+			return total, translate(res.Error)
 		}
 		total += res.RowsAffected
-		if res.RowsAffected < pruneChunk {
+		if res.RowsAffected < int64(chunk) {
 			return total, nil
 		}
 	}

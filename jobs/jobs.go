@@ -120,10 +120,8 @@ type Jobs struct {
 		JobList(ctx context.Context, params *river.JobListParams) (*river.JobListResult, error)
 	}
 
-	// newUI builds River's UI endpoints on the queue's typed client; retry is that
-	// client's JobRetry.
+	// newUI builds River's UI endpoints on the queue's typed client.
 	newUI func() uiendpoints.Bundle
-	retry func(ctx context.Context, id int64) (*rivertype.JobRow, error)
 
 	sealed      atomic.Bool // set by the first Start or Enqueue: no Register after it
 	batcherOnce sync.Once
@@ -145,6 +143,7 @@ type queue interface {
 	Insert(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
 	InsertMany(ctx context.Context, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error)
 	JobList(ctx context.Context, params *river.JobListParams) (*river.JobListResult, error)
+	JobRetry(ctx context.Context, id int64) (*rivertype.JobRow, error)
 }
 
 // New builds the queue on the store's database. It does not start workers (see Start)
@@ -191,7 +190,7 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 	case extension.SQLite:
 		var c *river.Client[*sql.Tx]
 		if c, err = river.NewClient[*sql.Tx](newCappedSQLiteDriver(cfg.Store.QueueDB()), rc); err == nil {
-			j.queue, j.retry = c, c.JobRetry
+			j.queue = c
 			j.newUI = func() uiendpoints.Bundle { return riverui.NewEndpoints(c, nil) }
 			j.pageReads, err = river.NewClient[*sql.Tx](riversqlite.New(cfg.Store.ReadDB()), &river.Config{Logger: rc.Logger, Schema: rc.Schema})
 		}
@@ -201,7 +200,7 @@ func New(ctx context.Context, cfg Config) (*Jobs, error) {
 		}
 		var c *river.Client[pgx.Tx]
 		if c, err = river.NewClient[pgx.Tx](riverpgxv5.New(j.pool), rc); err == nil {
-			j.queue, j.pageReads, j.retry = c, c, c.JobRetry
+			j.queue, j.pageReads = c, c
 			j.newUI = func() uiendpoints.Bundle { return riverui.NewEndpoints(c, nil) }
 		}
 	default:

@@ -53,7 +53,7 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) { u.h.ServeHTTP(w
 // Retry makes a job that failed, was cancelled or is waiting for a retry run again
 // as soon as a worker is free, as River's JobRetry does (the console's "retry job").
 func (j *Jobs) Retry(ctx context.Context, id int64) error {
-	if _, err := j.retry(ctx, id); err != nil {
+	if _, err := j.queue.JobRetry(ctx, id); err != nil {
 		if errors.Is(err, river.ErrNotFound) {
 			return ErrNoJob
 		}

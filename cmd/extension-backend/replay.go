@@ -78,8 +78,7 @@ func runWebhookReplay(ctx context.Context, args []string, getenv func(string) st
 	resign := *sign == signSimulator
 	if *sign == signAuto {
 		u, err := url.Parse(target)
-		_, statErr := os.Stat(*keyFile)
-		resign = err == nil && isLoopback(u.Hostname()) && statErr == nil
+		resign = err == nil && isLoopback(u.Hostname()) && fileExists(*keyFile)
 	}
 	keyPath := ""
 	how := "as captured, with its own signature"
@@ -170,10 +169,9 @@ func readInstanceState(ctx context.Context, store *extension.Store, id string) (
 		{"removed", removed},
 		{"last event", in.LastEventAt().Format("2006-01-02T15:04:05.999999999Z07:00")},
 	}
-	if in.SealedSecret != "" {
-		if st.secret, err = store.OpenInstanceSecret(in); err != nil {
-			return nil, err
-		}
+	// "" when it has none.
+	if st.secret, err = store.OpenInstanceSecret(in); err != nil {
+		return nil, err
 	}
 	return st, nil
 }

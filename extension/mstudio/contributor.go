@@ -92,10 +92,10 @@ func (c *Client) ExtensionInstances(ctx context.Context, token extension.Secret,
 	}
 	var out []ListedInstance
 	err := c.listPages(ctx, token, "/v2/extension-instances", nil, url.Values{"extensionId": {extensionID}},
-		func(data []byte) (int, error) {
+		func(data []byte) error {
 			page, err := DecodeInstanceList(data)
 			out = append(out, page...)
-			return len(page), err
+			return err
 		})
 	if err != nil {
 		return nil, fmt.Errorf("list extension instances: %w", err)
@@ -123,7 +123,7 @@ func (c *Client) WebhookExecutions(ctx context.Context, token extension.Secret, 
 	}
 	var out []WebhookExecution
 	err := c.listPages(ctx, token, "/v2/contributors/{contributorId}/webhook-executions", []string{contributorID}, q,
-		func(data []byte) (int, error) {
+		func(data []byte) error {
 			page, err := DecodeExecutionList(data)
 			for _, ex := range page {
 				if (f.ExtensionID == "" || strings.EqualFold(ex.ExtensionID, f.ExtensionID)) &&
@@ -132,7 +132,7 @@ func (c *Client) WebhookExecutions(ctx context.Context, token extension.Secret, 
 					out = append(out, ex)
 				}
 			}
-			return len(page), err
+			return err
 		})
 	if err != nil {
 		return nil, fmt.Errorf("list webhook executions: %w", err)
@@ -165,9 +165,9 @@ func (c *Client) ResumeWebhookExecution(ctx context.Context, token extension.Sec
 }
 
 // listPages reads every page of a list route with limit and skip, handing each answer's
-// body to page, which returns how many entries it held. It stops at a short page, at the
-// total the X-Pagination-TotalCount header names, or at maxListPages.
-func (c *Client) listPages(ctx context.Context, token extension.Secret, route string, params []string, q url.Values, page func([]byte) (int, error)) error {
+// body to page. It stops at a short page, at the total the X-Pagination-TotalCount header
+// names, or at maxListPages.
+func (c *Client) listPages(ctx context.Context, token extension.Secret, route string, params []string, q url.Values, page func([]byte) error) error {
 	if token.IsZero() {
 		return fmt.Errorf("%w: no contributor token", ErrInvalidArgument)
 	}
@@ -185,7 +185,7 @@ func (c *Client) listPages(ctx context.Context, token extension.Secret, route st
 		if err != nil {
 			return refusedToken(err)
 		}
-		if _, err := page(raw); err != nil {
+		if err := page(raw); err != nil {
 			return fmt.Errorf("decode answer: %w", err)
 		}
 		// The platform's skip counts every entry it sent, also those page dropped (an
