@@ -16,7 +16,8 @@ import (
 
 // stdlibRules makes curve25519-voi accept exactly what crypto/ed25519 accepts:
 // cofactorless verification, small-order and non-canonical keys allowed, S canonical.
-var stdlibRules = &voi.Options{Verify: voi.VerifyOptionsStdLib}
+// A copy: the preset is an exported variable that any package could change.
+var stdlibRules = &voi.Options{Verify: func() *voi.VerifyOptions { v := *voi.VerifyOptionsStdLib; return &v }()}
 
 // maxExpandedKeys bounds the expanded keys kept. The platform has a key or two in use;
 // tests and the simulator make more. When the set is full it starts over.
