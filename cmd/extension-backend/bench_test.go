@@ -8,10 +8,12 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,11 +38,16 @@ func newKeyFileSim(t *testing.T) (url, keyFile string) {
 	return srv.URL, keyFile
 }
 
+var prototypePIDRE = regexp.MustCompile(`prototype: a process of its own \(pid ([0-9]+)\)`)
+
 var ratioRE = regexp.MustCompile(`backend/prototype throughput\s+([0-9.]+)x \(median of 2 rounds`)
 
 // bench webhooks --baseline loads the prototype and the backend in turns and reports the
 // backend's throughput as a ratio of the prototype's; the prototype's table is gone after.
 func TestBenchBesideBaseline(t *testing.T) {
+	pause := turnPause
+	turnPause = 100 * time.Millisecond // nothing left to settle between runs this short
+	t.Cleanup(func() { turnPause = pause })
 	for _, d := range extensiontest.Dialects() {
 		t.Run(string(d), func(t *testing.T) {
 			apiURL, keyFile := newKeyFileSim(t)
@@ -55,6 +62,16 @@ func TestBenchBesideBaseline(t *testing.T) {
 			if err != nil {
 				t.Fatalf("bench: %v\n%s\n%s", err, out, errOut)
 			}
+			// The prototype ran in a process of its own, and is gone.
+			m := prototypePIDRE.FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("the output does not name the prototype's process:\n%s", out)
+			}
+			if pid, _ := strconv.Atoi(m[1]); pid == os.Getpid() || pid <= 0 {
+				t.Errorf("the prototype ran in pid %s, this process is %d: want a process of its own", m[1], os.Getpid())
+			} else if err := syscall.Kill(pid, 0); err == nil {
+				t.Errorf("the prototype's process %d still runs after the bench", pid)
+			}
 			for _, want := range []string{"round 1, prototype", "round 1, backend", "round 2, backend", "round 2, prototype"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("output lacks %q:\n%s", want, out)
@@ -65,7 +82,7 @@ func TestBenchBesideBaseline(t *testing.T) {
 					t.Errorf("a run had answers other than 204: %q\n%s", line, out)
 				}
 			}
-			m := ratioRE.FindStringSubmatch(out)
+			m = ratioRE.FindStringSubmatch(out)
 			if m == nil {
 				t.Fatalf("no ratio in the output:\n%s", out)
 			}
@@ -124,7 +141,7 @@ func TestPrototypeVerifiesAndInserts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := startPrototype(context.Background(), extensiontest.SQLiteURL(t), key.Public())
+	p, err := startPrototype(context.Background(), extensiontest.SQLiteURL(t), key.Public(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,5 +200,54 @@ func TestBenchBaselineUsageErrors(t *testing.T) {
 		"--to", "http://127.0.0.1:1/", "--key-file", keyFile, "--baseline", "mysql://x")
 	if err == nil || !strings.Contains(err.Error(), "--baseline") || out != "" {
 		t.Errorf("--baseline mysql://x: got %v (output %q), want an error naming --baseline", err, out)
+	}
+	// bench prototype needs its database, and names a wrong one.
+	if _, _, err := runCmd(nil, "bench", "prototype", "--key-file", keyFile); !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "--baseline") {
+		t.Errorf("bench prototype without --baseline: got %v, want a usage error naming --baseline", err)
+	}
+	if out, _, err := runCmd(nil, "bench", "prototype", "--key-file", keyFile, "--baseline", "mysql://x"); err == nil || !strings.Contains(err.Error(), "--baseline") || out != "" {
+		t.Errorf("bench prototype --baseline mysql://x: got %v (output %q), want an error naming --baseline", err, out)
+	}
+}
+
+// bench prototype serves the prototype until interrupted, says where on its first line,
+// verifies as the prototype does, and drops its table when it stops.
+func TestBenchPrototypeServes(t *testing.T) {
+	_, keyFile := newKeyFileSim(t)
+	baseline := extensiontest.SQLiteURL(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"bench", "prototype", "--baseline", baseline, "--key-file", keyFile}, env(nil), stdout, &syncBuffer{})
+	}()
+	var url string
+	for deadline := time.Now().Add(10 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if line, ok := strings.CutPrefix(stdout.String(), prototypeLinePrefix); ok {
+			url = strings.TrimSpace(line)
+		}
+	}
+	if url == "" {
+		cancel()
+		t.Fatalf("no line saying where the prototype listens: %q", stdout.String())
+	}
+	// An unsigned delivery is refused.
+	resp, err := http.Post(url, "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("unsigned delivery: %d, want 401", resp.StatusCode)
+	}
+	if tables := prototypeTables(t, baseline); len(tables) != 1 {
+		t.Errorf("while it serves, prototype tables %v, want one", tables)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("bench prototype: %v", err)
+	}
+	if tables := prototypeTables(t, baseline); len(tables) > 0 {
+		t.Errorf("the prototype left tables behind: %v", tables)
 	}
 }

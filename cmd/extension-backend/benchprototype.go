@@ -45,8 +45,8 @@ type prototype struct {
 const prototypePoolSize = 16
 
 // startPrototype creates the prototype's table in the database at databaseURL and serves
-// it on a loopback port; URL says where.
-func startPrototype(ctx context.Context, databaseURL string, key ed25519.PublicKey) (*prototype, error) {
+// it on addr (127.0.0.1:0: a loopback port); URL says where.
+func startPrototype(ctx context.Context, databaseURL string, key ed25519.PublicKey, addr string) (*prototype, error) {
 	dialect, dsn, err := extension.ParseDatabaseURL(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("--baseline: %w", err)
@@ -77,7 +77,7 @@ func startPrototype(ctx context.Context, databaseURL string, key ed25519.PublicK
 	p.upsert = `INSERT INTO ` + p.table + ` VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET
 		context_kind = excluded.context_kind, context_id = excluded.context_id, consented_scopes = excluded.consented_scopes,
 		enabled = excluded.enabled, variant_key = excluded.variant_key, secret = excluded.secret, last_event_ns = excluded.last_event_ns`
-	if p.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+	if p.ln, err = net.Listen("tcp", addr); err != nil {
 		p.close()
 		return nil, err
 	}

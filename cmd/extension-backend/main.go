@@ -149,10 +149,11 @@ EXT_CONTRIBUTOR_ID name the platform and extension the endpoint should serve, an
 EXT_CONTRIBUTOR_TOKEN (secret, or EXT_CONTRIBUTOR_TOKEN_FILE: a contributor member's API
 token) has the platform run a dry run; --reconcile needs EXT_CONTRIBUTOR_TOKEN too`,
 		run: runDoctor, flags: true},
-	{name: "bench", forms: []string{"webhooks --to URL [--duration 10s] [--concurrency 32] [--instances 1000]"},
-		about: "load-test a backend with signed deliveries",
+	{name: "bench", forms: []string{"webhooks --to URL [--duration 10s] [--concurrency 32] [--instances 1000]",
+		"prototype --baseline DATABASE_URL [--key-file F] [--addr 127.0.0.1:0]"},
+		about: "load-test a backend with signed deliveries; serve the bare prototype receiver that --baseline compares with",
 		env:   "EXT_EXTENSION_ID (default: the dev setup's)",
-		run:   runBench, flags: true, subs: []string{"webhooks"}},
+		run:   runBench, flags: true, subs: []string{"webhooks", "prototype"}},
 }
 
 // usage is the overview printed by help and after an unknown command.
