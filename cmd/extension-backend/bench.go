@@ -79,8 +79,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 // reports each run and the backend's throughput as a ratio of the prototype's: the
 // median of the rounds' ratios. The prototype runs in a process of its own (this binary's
 // `bench prototype`), as the backend does: served from the load's own process it shared
-// one Go runtime with the senders and ran ~30 % faster than it does alone (6.0–6.3k/s
-// alone against 8.0k/s inside, on SQLite on a 2-core machine). Each run starts after
+// one Go runtime with the senders and ran 4–30 % faster than it does alone (7.8–8.0k/s
+// inside against 6.0–7.7k/s alone, on SQLite on a 2-core machine, runs within half an
+// hour of each other). Each run starts after
 // turnPause, so work a run leaves behind (the backend's post-install jobs) is done before
 // the next run, not during it.
 func benchBesideBaseline(ctx context.Context, opts mstudiotest.BenchOptions, databaseURL string, rounds int, stdout, stderr io.Writer) error {
