@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
@@ -42,7 +43,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	instances := fs.Int("instances", 1000, "distinct extension instances to spread deliveries over")
 	keyFile := fs.String("key-file", defaultKeyFile, "the key file of the simulator the backend fetches its keys from")
 	extensionID := fs.String("extension-id", "", "meta.extensionId (default: EXT_EXTENSION_ID, else the dev setup's)")
-	baseline := fs.String("baseline", "", "also load a bare prototype receiver (verify, parse, one INSERT), started here on this\n"+
+	baseline := fs.String("baseline", "", "also load a bare prototype receiver (verify, parse, one INSERT), started in a process of its own on this\n"+
 		"database (sqlite:PATH or postgres://…; a table of its own, dropped after), and report the backend's ratio to it")
 	sim := fs.String("sim", "", "the URL of the simulator the backend calls: register the instances there first, so that\n"+
 		"their post-install jobs succeed (without it they fail and retry)")
@@ -79,12 +80,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 // reports each run and the backend's throughput as a ratio of the prototype's: the
 // median of the rounds' ratios. The prototype runs in a process of its own (this binary's
 // `bench prototype`), as the backend does: served from the load's own process it shared
-// one Go runtime with the senders and ran 4–30 % faster than it does alone (7.8–8.0k/s
-// inside against 6.0–7.7k/s alone, on SQLite on a 2-core machine, runs within half an
-// hour of each other). Each run starts after
-// turnPause, so work a run leaves behind (the backend's post-install jobs) is done before
-// the next run, not during it.
-func benchBesideBaseline(ctx context.Context, opts mstudiotest.BenchOptions, databaseURL string, rounds int, stdout, stderr io.Writer) error {
+// one Go runtime with the senders and ran faster than alone (7.8–8.0k/s inside against
+// 6.0–7.7k/s alone, on SQLite on a 2-core machine, runs within half an hour of each
+// other). A run that follows the backend's starts after turnPause, so that the work the
+// backend's run leaves behind (its post-install jobs) is done before it, not during it.
+func benchBesideBaseline(ctx context.Context, opts mstudiotest.BenchOptions, databaseURL string, rounds int, stdout, stderr io.Writer) (err error) {
 	// The database URL is checked here, so that a mistake is named before a process starts.
 	if _, _, err := extension.ParseDatabaseURL(databaseURL); err != nil {
 		return fmt.Errorf("--baseline: %w", err)
@@ -92,15 +92,20 @@ func benchBesideBaseline(ctx context.Context, opts mstudiotest.BenchOptions, dat
 	if _, err := mstudiotest.LoadKeyFile(opts.KeyFile, mstudiotest.PurposeWebhook); err != nil {
 		return err
 	}
-	proto, err := startPrototypeProcess(ctx, databaseURL, opts.KeyFile, stderr)
+	proto, err := startPrototypeProcess(ctx, databaseURL, opts.KeyFile)
 	if err != nil {
 		return err
 	}
-	defer proto.stop()
+	defer func() {
+		if stopErr := proto.stop(); err == nil {
+			err = stopErr
+		}
+	}()
 	fmt.Fprintf(stdout, "prototype: a process of its own (pid %d) on %s\n\n", proto.pid, proto.url)
 	target := opts.To
 	var ratios []float64
 	var protoP99, backendP99 []time.Duration
+	previous := ""
 	for round := range rounds {
 		runs := []string{"prototype", "backend"}
 		if round%2 == 1 {
@@ -112,11 +117,19 @@ func benchBesideBaseline(ctx context.Context, opts mstudiotest.BenchOptions, dat
 			if which == "prototype" {
 				opts.To = proto.url
 			}
-			if err := sleepCtx(ctx, turnPause); err != nil {
-				return err
+			if previous == "backend" {
+				if err := sleepCtx(ctx, turnPause); err != nil {
+					return err
+				}
 			}
+			previous = which
 			r, err := mstudiotest.RunBench(ctx, opts, stderr)
 			if err != nil {
+				return err
+			}
+			// A prototype that died during the run leaves a run of errors that may still
+			// hold some answers: say so, not a ratio.
+			if err := proto.failed(); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "round %d, %s (%s)\n", round+1, which, opts.To)
@@ -153,17 +166,21 @@ func formatRatios(rs []float64) string {
 	return strings.Join(out, " ")
 }
 
-// turnPause is the rest before each run of bench webhooks --baseline: long enough for
-// the post-install jobs of a 10 s run to finish (they take ~3 s after it).
+// turnPause is the rest before a run of bench webhooks --baseline that follows the
+// backend's: long enough for the post-install jobs of 1,000 instances to finish after
+// the backend's run (they took ~3 s in BenchmarkServeDeliveries).
 var turnPause = 4 * time.Second
 
 // runBenchPrototype serves the bare prototype receiver until ctx ends (SIGINT or
-// SIGTERM), then drops its table. Its first line on stdout says where it listens: bench
-// webhooks --baseline starts it so, in a process of its own.
+// SIGTERM), then drops its table. Its first line on stdout says where it listens. With
+// --baseline - it reads the database URL from the first line of standard input and also
+// stops when standard input closes: bench webhooks --baseline starts it so, in a process
+// of its own, and closing the pipe stops it on every system, also when the parent dies.
 func runBenchPrototype(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench prototype", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	baseline := fs.String("baseline", "", "the database to serve from (sqlite:PATH or postgres://…; a table of its own, dropped at the end)")
+	baseline := fs.String("baseline", "", "the database to serve from (sqlite:PATH or postgres://…; a table of its own, dropped at the end),\n"+
+		"or - to read it from the first line of standard input, which keeps a password out of the process list")
 	keyFile := fs.String("key-file", defaultKeyFile, "the key file of the simulator whose webhook key the deliveries are signed with")
 	addr := fs.String("addr", "127.0.0.1:0", "the address to listen on")
 	if err := fs.Parse(args); err != nil {
@@ -171,6 +188,22 @@ func runBenchPrototype(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	if *baseline == "" {
 		return usagef("--baseline is required: the database the prototype writes to\n%s", benchUsage)
+	}
+	var stdinClosed chan struct{}
+	if *baseline == "-" {
+		in := bufio.NewReader(benchStdin)
+		line, err := in.ReadString('\n')
+		if *baseline = strings.TrimSpace(line); *baseline == "" {
+			return fmt.Errorf("--baseline -: no database URL on standard input (%v)", err)
+		}
+		stdinClosed = make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, in) //nolint:errcheck // any end of the input means stop
+			close(stdinClosed)
+		}()
+	}
+	if _, _, err := extension.ParseDatabaseURL(*baseline); err != nil {
+		return fmt.Errorf("--baseline: %w", err)
 	}
 	key, err := mstudiotest.LoadKeyFile(*keyFile, mstudiotest.PurposeWebhook)
 	if err != nil {
@@ -181,9 +214,15 @@ func runBenchPrototype(ctx context.Context, args []string, stdout, stderr io.Wri
 		return err
 	}
 	fmt.Fprintf(stdout, "%s%s\n", prototypeLinePrefix, proto.URL())
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-stdinClosed: // nil without --baseline -: never
+	}
 	return proto.close()
 }
+
+// benchStdin is where bench prototype --baseline - reads the database URL.
+var benchStdin io.Reader = os.Stdin
 
 // prototypeLinePrefix begins the line on which bench prototype says where it listens.
 const prototypeLinePrefix = "prototype listening on "
@@ -193,27 +232,39 @@ type prototypeProcess struct {
 	cmd    *exec.Cmd
 	pid    int
 	url    string
-	exited chan error
+	stdin  io.WriteCloser // closed by stop: the prototype then drops its table and exits
+	errOut *syncWriter
+	exited chan struct{} // closed once the process has exited and err is set
+	err    error
 }
 
-// startPrototypeProcess starts this binary's bench prototype and waits for the line
-// that says where it listens (30 s at most).
-func startPrototypeProcess(ctx context.Context, databaseURL, keyFile string, stderr io.Writer) (*prototypeProcess, error) {
+// startPrototypeProcess starts this binary's bench prototype, hands it the database URL
+// on its standard input (in the arguments a password would show in the process list)
+// and waits for the line that says where it listens (30 s at most).
+func startPrototypeProcess(ctx context.Context, databaseURL, keyFile string) (*prototypeProcess, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("--baseline: find this binary to start the prototype: %w", err)
 	}
-	cmd := exec.Command(self, "bench", "prototype", "--baseline", databaseURL, "--key-file", keyFile)
+	cmd := exec.Command(self, "bench", "prototype", "--baseline", "-", "--key-file", keyFile)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	var errOut bytes.Buffer
-	cmd.Stderr = &errOut
+	p := &prototypeProcess{cmd: cmd, stdin: stdin, errOut: &syncWriter{}, exited: make(chan struct{})}
+	cmd.Stderr = p.errOut
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("--baseline: start the prototype: %w", err)
 	}
-	p := &prototypeProcess{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan error, 1)}
+	p.pid = cmd.Process.Pid
+	if _, err := io.WriteString(stdin, databaseURL+"\n"); err != nil {
+		p.stop() //nolint:errcheck // the write's error says more
+		return nil, fmt.Errorf("--baseline: hand the prototype its database: %w", err)
+	}
 	lines := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -222,31 +273,72 @@ func startPrototypeProcess(ctx context.Context, databaseURL, keyFile string, std
 				lines <- url
 			}
 		}
-		p.exited <- cmd.Wait()
+		p.err = cmd.Wait()
+		close(p.exited)
 	}()
 	select {
 	case p.url = <-lines:
 		return p, nil
-	case err := <-p.exited:
-		return nil, fmt.Errorf("--baseline: the prototype did not start (%v): %s", err, strings.TrimSpace(errOut.String()))
+	case <-p.exited:
+		return nil, p.failed()
 	case <-time.After(30 * time.Second):
-		p.stop()
+		p.stop() //nolint:errcheck // the timeout is the error to report
 		return nil, errors.New("--baseline: the prototype did not start within 30 s")
 	case <-ctx.Done():
-		p.stop()
+		p.stop() //nolint:errcheck // as above, for the cancellation
 		return nil, ctx.Err()
 	}
 }
 
-// stop interrupts the prototype, which drops its table and exits; it is killed after 10 s.
-func (p *prototypeProcess) stop() {
-	p.cmd.Process.Signal(os.Interrupt) //nolint:errcheck // an exited process: nothing to stop
+// failed returns an error naming the prototype's exit and what it wrote to stderr if it
+// has exited; nil while it runs.
+func (p *prototypeProcess) failed() error {
+	select {
+	case <-p.exited:
+		return fmt.Errorf("the prototype's process ended (%v): %s", p.err, p.errOut.lastLine())
+	default:
+		return nil
+	}
+}
+
+// stop closes the prototype's standard input, on which it drops its table and exits, and
+// kills it after 10 s; the error says if its exit was not clean.
+func (p *prototypeProcess) stop() error {
+	p.stdin.Close()
 	select {
 	case <-p.exited:
 	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill() //nolint:errcheck // as above
+		p.cmd.Process.Kill() //nolint:errcheck // it may have exited in between
 		<-p.exited
+		return errors.New("the prototype did not stop within 10 s and was killed: its table may be left over")
 	}
+	if p.err != nil {
+		return fmt.Errorf("the prototype's process ended (%v): %s", p.err, p.errOut.lastLine())
+	}
+	return nil
+}
+
+// syncWriter collects what a child process writes, for its last line.
+type syncWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *syncWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.buf.Len() > 64<<10 {
+		w.buf.Reset() // only the end is reported
+	}
+	return w.buf.Write(b)
+}
+
+// lastLine is the last line written, without the program's own name in front.
+func (w *syncWriter) lastLine() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lines := strings.Split(strings.TrimSpace(w.buf.String()), "\n")
+	return strings.TrimPrefix(lines[len(lines)-1], "extension-backend: ")
 }
 
 // sleepCtx waits for d, or until ctx ends.

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,7 +14,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -69,7 +69,7 @@ func TestBenchBesideBaseline(t *testing.T) {
 			}
 			if pid, _ := strconv.Atoi(m[1]); pid == os.Getpid() || pid <= 0 {
 				t.Errorf("the prototype ran in pid %s, this process is %d: want a process of its own", m[1], os.Getpid())
-			} else if err := syscall.Kill(pid, 0); err == nil {
+			} else if processRunning(pid) {
 				t.Errorf("the prototype's process %d still runs after the bench", pid)
 			}
 			for _, want := range []string{"round 1, prototype", "round 1, backend", "round 2, backend", "round 2, prototype"} {
@@ -208,6 +208,17 @@ func TestBenchBaselineUsageErrors(t *testing.T) {
 	if out, _, err := runCmd(nil, "bench", "prototype", "--key-file", keyFile, "--baseline", "mysql://x"); err == nil || !strings.Contains(err.Error(), "--baseline") || out != "" {
 		t.Errorf("bench prototype --baseline mysql://x: got %v (output %q), want an error naming --baseline", err, out)
 	}
+	// --baseline - reads the URL from standard input, and refuses an empty one.
+	stdin := benchStdin
+	t.Cleanup(func() { benchStdin = stdin })
+	benchStdin = strings.NewReader("mysql://x\n")
+	if _, _, err := runCmd(nil, "bench", "prototype", "--key-file", keyFile, "--baseline", "-"); err == nil || !strings.Contains(err.Error(), "--baseline") {
+		t.Errorf("bench prototype --baseline - with mysql://x on stdin: got %v, want that URL refused as --baseline's", err)
+	}
+	benchStdin = strings.NewReader("")
+	if _, _, err := runCmd(nil, "bench", "prototype", "--key-file", keyFile, "--baseline", "-"); err == nil || !strings.Contains(err.Error(), "standard input") {
+		t.Errorf("bench prototype --baseline - with nothing on stdin: got %v, want an error naming standard input", err)
+	}
 }
 
 // bench prototype serves the prototype until interrupted, says where on its first line,
@@ -249,5 +260,92 @@ func TestBenchPrototypeServes(t *testing.T) {
 	}
 	if tables := prototypeTables(t, baseline); len(tables) > 0 {
 		t.Errorf("the prototype left tables behind: %v", tables)
+	}
+}
+
+// bench prototype --baseline - takes its database from standard input and stops, dropping
+// its table, when standard input closes: how bench webhooks stops it, and how it ends
+// when bench webhooks dies.
+func TestBenchPrototypeStopsWhenStdinCloses(t *testing.T) {
+	_, keyFile := newKeyFileSim(t)
+	baseline := extensiontest.SQLiteURL(t)
+	in, feed := io.Pipe()
+	stdin := benchStdin
+	benchStdin = in
+	t.Cleanup(func() { benchStdin = stdin })
+	stdout := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(context.Background(), []string{"bench", "prototype", "--baseline", "-", "--key-file", keyFile}, env(nil), stdout, &syncBuffer{})
+	}()
+	if _, err := io.WriteString(feed, baseline+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.HasPrefix(stdout.String(), prototypeLinePrefix); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no line saying where the prototype listens: %q", stdout.String())
+		}
+	}
+	if tables := prototypeTables(t, baseline); len(tables) != 1 {
+		t.Errorf("while it serves, prototype tables %v, want one", tables)
+	}
+	feed.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("bench prototype: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("bench prototype still runs 10 s after its standard input closed")
+	}
+	if tables := prototypeTables(t, baseline); len(tables) > 0 {
+		t.Errorf("the prototype left tables behind: %v", tables)
+	}
+}
+
+// A prototype whose process dies during the bench fails the bench with that said, not
+// with a ratio.
+func TestBenchFailsWhenPrototypeDies(t *testing.T) {
+	pause := turnPause
+	turnPause = 100 * time.Millisecond
+	t.Cleanup(func() { turnPause = pause })
+	apiURL, keyFile := newKeyFileSim(t)
+	vars := testEnv(t, apiURL)
+	base, _, _ := startServe(t, vars, "--workers", "0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"bench", "webhooks", "--to", base + "/mstudio/webhooks", "--key-file", keyFile, "--duration", "1s",
+			"--concurrency", "4", "--instances", "20", "--rounds", "3", "--baseline", extensiontest.SQLiteURL(t)},
+			env(map[string]string{"EXT_EXTENSION_ID": testExtensionID}), stdout, &syncBuffer{})
+	}()
+	var pid int
+	for deadline := time.Now().Add(20 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the bench never named the prototype's process: %q", stdout.String())
+		}
+		if m := prototypePIDRE.FindStringSubmatch(stdout.String()); m != nil {
+			pid, _ = strconv.Atoi(m[1])
+		}
+	}
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "prototype's process ended") {
+			t.Fatalf("bench with its prototype killed: got %v, want an error saying the prototype's process ended\n%s", err, stdout.String())
+		}
+		if strings.Contains(stdout.String(), "backend/prototype throughput") {
+			t.Errorf("a ratio was reported although the prototype died:\n%s", stdout.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the bench did not end within 60 s of its prototype's death")
 	}
 }

@@ -149,7 +149,8 @@ EXT_CONTRIBUTOR_ID name the platform and extension the endpoint should serve, an
 EXT_CONTRIBUTOR_TOKEN (secret, or EXT_CONTRIBUTOR_TOKEN_FILE: a contributor member's API
 token) has the platform run a dry run; --reconcile needs EXT_CONTRIBUTOR_TOKEN too`,
 		run: runDoctor, flags: true},
-	{name: "bench", forms: []string{"webhooks --to URL [--duration 10s] [--concurrency 32] [--instances 1000]",
+	{name: "bench", forms: []string{"webhooks --to URL [--key-file F] [--duration 10s] [--concurrency 32] [--instances 1000] [--sim URL]\n" +
+		"          [--baseline DATABASE_URL [--rounds 3]]",
 		"prototype --baseline DATABASE_URL [--key-file F] [--addr 127.0.0.1:0]"},
 		about: "load-test a backend with signed deliveries; serve the bare prototype receiver that --baseline compares with",
 		env:   "EXT_EXTENSION_ID (default: the dev setup's)",

@@ -8,3 +8,7 @@ import "syscall"
 func dieWithParent() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
+
+// processRunning reports whether a process with the pid exists (signal 0 checks, sends
+// nothing).
+func processRunning(pid int) bool { return syscall.Kill(pid, 0) == nil }
