@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/extension-backend/extension-backend/extension"
@@ -118,8 +117,10 @@ func benchBesideBaseline(ctx context.Context, opts mstudiotest.BenchOptions, dat
 				opts.To = proto.url
 			}
 			if previous == "backend" {
-				if err := sleepCtx(ctx, turnPause); err != nil {
-					return err
+				select {
+				case <-time.After(turnPause):
+				case <-ctx.Done():
+					return ctx.Err()
 				}
 			}
 			previous = which
@@ -233,8 +234,8 @@ type prototypeProcess struct {
 	pid    int
 	url    string
 	stdin  io.WriteCloser // closed by stop: the prototype then drops its table and exits
-	errOut *syncWriter
-	exited chan struct{} // closed once the process has exited and err is set
+	errOut bytes.Buffer   // the child's stderr; read only once exited is closed (Wait has copied all)
+	exited chan struct{}  // closed once the process has exited and err is set
 	err    error
 }
 
@@ -255,8 +256,8 @@ func startPrototypeProcess(ctx context.Context, databaseURL, keyFile string) (*p
 	if err != nil {
 		return nil, err
 	}
-	p := &prototypeProcess{cmd: cmd, stdin: stdin, errOut: &syncWriter{}, exited: make(chan struct{})}
-	cmd.Stderr = p.errOut
+	p := &prototypeProcess{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
+	cmd.Stderr = &p.errOut
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("--baseline: start the prototype: %w", err)
 	}
@@ -295,10 +296,17 @@ func startPrototypeProcess(ctx context.Context, databaseURL, keyFile string) (*p
 func (p *prototypeProcess) failed() error {
 	select {
 	case <-p.exited:
-		return fmt.Errorf("the prototype's process ended (%v): %s", p.err, p.errOut.lastLine())
+		return p.ended()
 	default:
 		return nil
 	}
+}
+
+// ended says how the prototype's process ended, with the last line it wrote to stderr
+// (without the program's name in front); only once exited is closed.
+func (p *prototypeProcess) ended() error {
+	lines := strings.Split(strings.TrimSpace(p.errOut.String()), "\n")
+	return fmt.Errorf("the prototype's process ended (%v): %s", p.err, strings.TrimPrefix(lines[len(lines)-1], "extension-backend: "))
 }
 
 // stop closes the prototype's standard input, on which it drops its table and exits, and
@@ -313,42 +321,7 @@ func (p *prototypeProcess) stop() error {
 		return errors.New("the prototype did not stop within 10 s and was killed: its table may be left over")
 	}
 	if p.err != nil {
-		return fmt.Errorf("the prototype's process ended (%v): %s", p.err, p.errOut.lastLine())
+		return p.ended()
 	}
 	return nil
-}
-
-// syncWriter collects what a child process writes, for its last line.
-type syncWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *syncWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.buf.Len() > 64<<10 {
-		w.buf.Reset() // only the end is reported
-	}
-	return w.buf.Write(b)
-}
-
-// lastLine is the last line written, without the program's own name in front.
-func (w *syncWriter) lastLine() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	lines := strings.Split(strings.TrimSpace(w.buf.String()), "\n")
-	return strings.TrimPrefix(lines[len(lines)-1], "extension-backend: ")
-}
-
-// sleepCtx waits for d, or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
